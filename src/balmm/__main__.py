@@ -1,0 +1,5 @@
+import sys
+
+from balmm.cli import main
+
+sys.exit(main())

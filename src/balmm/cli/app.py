@@ -1,0 +1,122 @@
+"""The Typer application, global options and the mapping of errors to exit codes."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import sys
+import tempfile
+import traceback
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from typer.exceptions import Abort, Exit, TyperException
+
+from balmm import __version__
+from balmm.cli.console import err_console
+from balmm.cli.state import state
+from balmm.errors import InputError
+from balmm.log import setup_logging
+
+app = typer.Typer(
+    name="balmm",
+    help=(
+        "Balanced multimodal learning for paired omics.\n\n"
+        "Profile how much each assay (mRNA, methylation, miRNA, protein, ...) knows about "
+        "the label and about each other, then train models in which no single assay "
+        "dominates: cross-modal distillation from strong to weak assays, then balanced "
+        "multitask training.\n\n"
+        "Typical session: balmm inspect -> balmm profile -> balmm train -> balmm predict. "
+        "With no INPUTS every command uses the bundled ROSMAP example."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+logger = logging.getLogger("balmm")
+
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"balmm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Debug messages on stderr.")
+    ] = False,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            "--log-format",
+            help="text: readable (rich on a terminal); json: one JSON object per line on "
+            "stderr, for batch-job logs.",
+        ),
+    ] = LogFormat.text,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    state.verbosity = -1 if quiet else (1 if verbose else 0)
+    state.log_format = log_format.value
+    setup_logging(state.verbosity, state.log_format)
+
+
+def _error_line(message: str) -> None:
+    if state.log_format == "json":
+        logger.error(message)
+    else:
+        err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def _write_crash_log() -> str:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    fd, path = tempfile.mkstemp(prefix=f"balmm-crash-{stamp}-", suffix=".log")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"balmm {__version__}\nargv: {sys.argv}\n\n")
+        fh.write(traceback.format_exc())
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``balmm`` command; returns the process exit code."""
+    try:
+        result = app(args=argv, standalone_mode=False, prog_name="balmm")
+    except InputError as exc:
+        _error_line(str(exc))
+        return 2
+    except Exit as exc:
+        return exc.exit_code
+    except (Abort, KeyboardInterrupt):
+        _error_line("interrupted")
+        return 130
+    except TyperException as exc:  # usage errors: typer shows them the click way
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show(file=sys.stderr)
+        else:
+            _error_line(exc.format_message())
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - last line of defence, logged in full
+        path = _write_crash_log()
+        _error_line(f"internal error: {type(exc).__name__}: {exc} (full log: {path})")
+        return 1
+    if isinstance(result, int):
+        return result
+    return 0

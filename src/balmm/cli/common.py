@@ -1,0 +1,70 @@
+"""Options shared by the commands that read INPUTS, and the call that loads them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+InputsArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="One .h5mu file; or NAME=PATH pairs (.h5ad, .csv, .tsv, optionally .gz); or a "
+        "MOGONET or Flexynesis folder. Nothing: the bundled ROSMAP example.",
+        show_default=False,
+    ),
+]
+LabelsOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--labels",
+        help="CSV/TSV of labels, first column = sample ID (repeatable: files are stacked).",
+    ),
+]
+LabelColOpt = Annotated[
+    str | None,
+    typer.Option("--label-col", help="Column of --labels (or of .obs) that holds the label."),
+]
+TestOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--test",
+        help="The given test split: a file of test sample IDs (first column), or NAME=PATH "
+        "files holding the test samples of modality NAME (repeatable).",
+    ),
+]
+SplitColOpt = Annotated[
+    str | None,
+    typer.Option("--split-col", help="Column (of --labels or .obs) with train/test per sample."),
+]
+TestSizeOpt = Annotated[
+    float,
+    typer.Option("--test-size", min=0.05, max=0.9, help="Test fraction when no split is given."),
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (splits, models).")]
+
+
+def load_from_cli(
+    inputs: list[str] | None,
+    labels: list[Path] | None,
+    label_col: str | None,
+    test: list[str] | None,
+    split_col: str | None,
+    test_size: float,
+    seed: int,
+    require_labels: bool = True,
+):
+    """Load INPUTS through the data layer (errors propagate as InputError -> exit 2)."""
+    from balmm.data.io import load_inputs
+
+    return load_inputs(
+        inputs or [],
+        labels=labels or [],
+        label_col=label_col,
+        test=test or [],
+        split_col=split_col,
+        test_size=test_size,
+        seed=seed,
+        require_labels=require_labels,
+    )

@@ -1,0 +1,3 @@
+"""Commands: train_cmds."""
+
+from balmm.cli.app import app  # noqa: F401

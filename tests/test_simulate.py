@@ -1,0 +1,118 @@
+"""balmm.data.simulate: the ground truth written into .uns matches what the data contain."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.cross_decomposition import CCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from balmm.data.simulate import ModalitySpec, make_specs, simulate
+from balmm.errors import InputError
+
+
+def _probe_accuracy(data, name: str, log: bool = False) -> float:
+    """Cross-validated accuracy of a linear probe on one modality (train+test pooled)."""
+    m = data.mods[name]
+    x = np.log1p(m.X) if log else m.X
+    y = data.y(m.obs_names)
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=1000))
+    return float(cross_val_score(clf, x, y, cv=5).mean())
+
+
+def test_probe_ranks_modalities_like_the_ground_truth() -> None:
+    data = simulate(n_samples=400, n_classes=2, seed=3)
+    truth = data.uns["simulation"]
+    assert truth["dominant"] == "strong"
+    assert truth["ranking"] == ["strong", "weak", "noise"]
+    assert truth["noise_only"] == ["noise"]
+    acc = {n: _probe_accuracy(data, n) for n in data.mods}
+    assert acc["strong"] > acc["weak"] + 0.1
+    assert acc["weak"] > acc["noise"]
+    assert acc["strong"] > 0.7
+    # A noise-only modality is at chance (2 balanced classes).
+    assert abs(acc["noise"] - 0.5) < 0.1
+
+
+def test_informative_features_carry_the_signal() -> None:
+    data = simulate(n_samples=400, modalities={"a": ModalitySpec(signal=3.0)}, seed=0)
+    truth = data.uns["simulation"]["modalities"]["a"]
+    m = data.mods["a"]
+    y = data.y(m.obs_names)
+    # Class mean difference per feature, in units of its sd.
+    diff = np.abs(m.X[y == 0].mean(0) - m.X[y == 1].mean(0)) / m.X.std(0)
+    inf = m.var_names.isin(truth["informative_features"])
+    assert inf.sum() == truth["n_informative"] == 20
+    assert diff[inf].mean() > 3 * diff[~inf].mean()
+
+
+def test_missing_rate_split_and_labels() -> None:
+    data = simulate(n_samples=1000, missing_rate=0.3, test_size=0.25, n_classes=3, seed=1)
+    truth = data.uns["simulation"]
+    pres = data.presence()
+    assert pres.any(axis=1).all()  # every sample keeps a modality
+    for name, m in data.mods.items():
+        realised = 1 - len(m) / 1000
+        assert abs(realised - 0.3) < 0.05
+        assert truth["modalities"][name]["missing_rate"] == pytest.approx(realised)
+        assert m.X.dtype == np.float32
+    assert set(data.obs["split"]) == {"train", "test"}
+    assert (data.obs["split"] == "test").mean() == pytest.approx(0.25, abs=0.01)
+    assert data.classes == ["class0", "class1", "class2"]
+    # Stratified: each class keeps its share in the test split.
+    test_share = data.obs.groupby("label")["split"].apply(lambda s: (s == "test").mean())
+    assert (abs(test_share - 0.25) < 0.03).all()
+
+
+def test_count_like_is_integer_and_keeps_ranking() -> None:
+    data = simulate(n_samples=400, count_like=True, seed=2)
+    for m in data.mods.values():
+        assert (m.X >= 0).all()
+        assert np.array_equal(m.X, np.round(m.X))
+        assert m.X.max() > 10
+    acc = {n: _probe_accuracy(data, n, log=True) for n in data.mods}
+    assert acc["strong"] > acc["weak"] > acc["noise"] - 0.05
+    assert abs(acc["noise"] - 0.5) < 0.1
+
+
+def test_shared_signal_makes_modalities_correlated_beyond_the_label() -> None:
+    def held_out_canonical_corr(shared: float) -> float:
+        specs = make_specs(["a", "b"], n_features=40, signal=0.0, noise=0.5, shared=shared)
+        d = simulate(n_samples=600, modalities=specs, latent_dim=2, seed=4)
+        xa, xb = d.mods["a"].X, d.mods["b"].X
+        cca = CCA(n_components=1).fit(xa[:300], xb[:300])
+        ua, ub = cca.transform(xa[300:], xb[300:])
+        return abs(float(np.corrcoef(ua[:, 0], ub[:, 0])[0, 1]))
+
+    assert held_out_canonical_corr(1.0) > 0.7
+    assert held_out_canonical_corr(0.0) < 0.3
+
+
+def test_same_seed_same_data() -> None:
+    a = simulate(n_samples=60, seed=7)
+    b = simulate(n_samples=60, seed=7)
+    c = simulate(n_samples=60, seed=8)
+    assert np.array_equal(a.mods["strong"].X, b.mods["strong"].X)
+    assert not np.array_equal(a.mods["strong"].X, c.mods["strong"].X)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n_classes": 1}, "n_classes"),
+        ({"modalities": {"a": {"signal": 1.0, "bogus": 2}}}, "bogus"),
+        ({"modalities": {"a": {"n_features": 10, "n_informative": 20}}}, "n_informative"),
+        ({"missing_rate": 1.0}, "missing_rate"),
+    ],
+)
+def test_bad_arguments_raise_input_error(kwargs: dict, match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        simulate(n_samples=40, **kwargs)
+
+
+def test_make_specs_checks_lengths() -> None:
+    with pytest.raises(InputError, match="signal"):
+        make_specs(["a", "b"], signal=[1.0])

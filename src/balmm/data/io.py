@@ -1,0 +1,520 @@
+"""Read INPUTS into a :class:`MultiOmicsData`: detect the format, pair, label, split, validate.
+
+Entry points: :func:`load_inputs` (every INPUTS form of the CLI), :func:`read_h5mu`,
+:func:`write_h5mu` and :func:`example_path`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import anndata as ad
+import mudata as md
+import numpy as np
+import pandas as pd
+
+from balmm.data import readers, validate
+from balmm.data.dataset import LABEL, SPLIT, TEST, TRAIN, MultiOmicsData
+from balmm.data.splits import stratified_split
+from balmm.errors import InputError
+
+logger = logging.getLogger("balmm")
+
+EXAMPLES = {"rosmap": "rosmap.h5mu", "brca": "brca.h5mu"}
+META_KEY = "balmm"  # .uns key holding balmm's own metadata as a JSON string
+_SPLIT_WORDS = {
+    "train": TRAIN,
+    "training": TRAIN,
+    "tr": TRAIN,
+    "trn": TRAIN,
+    "test": TEST,
+    "testing": TEST,
+    "te": TEST,
+    "tst": TEST,
+}
+
+
+def example_path(name: str = "rosmap") -> Path:
+    """Path of a bundled example dataset (``rosmap`` or ``brca``), shipped as package data."""
+    if name not in EXAMPLES:
+        raise InputError(f"unknown example {name!r}; choose one of {', '.join(EXAMPLES)}")
+    path = Path(str(importlib.resources.files("balmm") / "example_data" / EXAMPLES[name]))
+    if not path.exists():
+        raise InputError(f"bundled example {path} is missing (broken installation?)")
+    return path
+
+
+# ------------------------------------------------------------------------------ h5mu
+
+
+def read_h5mu(path: str | os.PathLike[str]) -> MultiOmicsData:
+    """Read a MuData file (labels/split from ``.obs`` columns ``label``/``split`` if present)."""
+    return load_inputs([str(path)], require_labels=False)
+
+
+def write_h5mu(data: MultiOmicsData, path: str | os.PathLike[str]) -> Path:
+    """Write ``data`` as one gzip-compressed ``.h5mu`` (atomically: temp file + rename).
+
+    Modalities become mods; ``label`` and ``split`` become global ``.obs`` columns;
+    balmm's metadata (label key and mapping, split source, ...) is JSON in ``.uns['balmm']``;
+    ``data.uns`` entries are stored as further ``.uns`` keys.
+    """
+    path = Path(path)
+    mods = {}
+    for name, m in data.mods.items():
+        mods[name] = ad.AnnData(
+            X=m.X,
+            obs=pd.DataFrame(index=pd.Index(m.obs_names.astype(str), name="sample")),
+            var=pd.DataFrame(index=pd.Index(m.var_names.astype(str), name="feature")),
+        )
+    with md.set_options(pull_on_update=False):
+        mdata = md.MuData(mods)
+    obs = data.obs.reindex(mdata.obs_names)
+    mdata.obs = pd.DataFrame(index=pd.Index(mdata.obs_names, name="sample"))
+    for col in (LABEL, SPLIT):
+        if col in obs:
+            # Categorical keeps NaN (unlabelled) distinct from the string "nan" in HDF5.
+            mdata.obs[col] = pd.Categorical(obs[col].where(obs[col].notna(), None))
+    meta = {
+        "format": 1,
+        "label_key": data.label_key,
+        "label_mapping": data.label_mapping,
+        "split_source": data.split_source,
+        "source": data.source,
+        "notes": data.notes,
+        "obs_order": list(data.obs.index),
+    }
+    mdata.uns[META_KEY] = json.dumps(meta)
+    for key, value in data.uns.items():
+        if key != META_KEY:
+            mdata.uns[key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.h5mu", dir=path.parent)
+    os.close(fd)
+    try:
+        with md.set_options(pull_on_update=False):
+            mdata.write(tmp, compression="gzip")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _read_h5mu_raw(path: Path) -> readers.RawInput:
+    readers.check_exists(path)
+    try:
+        with md.set_options(pull_on_update=False):
+            mdata = md.read_h5mu(path)
+    except Exception as exc:  # h5py/mudata raise many types for damaged files
+        raise InputError(f"{path}: not a readable .h5mu file ({type(exc).__name__})") from exc
+    if not mdata.mod:
+        raise InputError(f"{path}: the .h5mu file holds no modality")
+    mods = {}
+    for name, m in mdata.mod.items():
+        where = f"{path} (modality {name!r})"
+        x = readers.to_float32(m.X, where)
+        a = ad.AnnData(
+            X=x,
+            obs=pd.DataFrame(index=pd.Index(m.obs_names.astype(str), name="sample")),
+            var=pd.DataFrame(index=pd.Index(m.var_names.astype(str), name="feature")),
+        )
+        validate.check_unique(a.obs_names, "sample ID", where)
+        validate.check_unique(a.var_names, "feature name", where)
+        validate.check_matrix(a, where)
+        mods[name] = a
+    obs = mdata.obs.copy()
+    obs.index = obs.index.astype(str)
+    for col in obs.columns:
+        if isinstance(obs[col].dtype, pd.CategoricalDtype):
+            obs[col] = obs[col].astype(object)
+    meta: dict = {}
+    if META_KEY in mdata.uns:
+        try:
+            meta = json.loads(str(mdata.uns[META_KEY]))
+        except json.JSONDecodeError:
+            meta = {}
+    uns = {k: v for k, v in mdata.uns.items() if k != META_KEY}
+    raw = readers.RawInput(
+        mods=mods,
+        annotations=obs,
+        label_hint=LABEL if LABEL in obs else None,
+        source=meta.get("source") or f"MuData file {path}",
+        notes=list(meta.get("notes", [])),
+        uns=uns,
+        label_mapping=dict(meta.get("label_mapping") or {}),
+    )
+    if meta.get("label_key"):
+        raw.uns["_label_key"] = meta["label_key"]
+    if meta.get("split_source"):
+        raw.uns["_split_source"] = meta["split_source"]
+    if meta.get("obs_order"):
+        raw.uns["_obs_order"] = list(meta["obs_order"])
+    return raw
+
+
+# -------------------------------------------------------------------- detect and read
+
+
+def _parse_named(spec: str) -> tuple[str, Path] | None:
+    if "=" not in spec:
+        return None
+    name, _, path = spec.partition("=")
+    if not name or os.sep in name:
+        return None
+    return name.strip(), Path(path)
+
+
+def _read_named_file(name: str, path: Path) -> tuple[ad.AnnData, pd.DataFrame | None]:
+    readers.check_exists(path, f"input {name}={path}:")
+    suffix, _ = readers.strip_compression(path)
+    if path.is_dir():
+        raise InputError(f"input {name}={path}: a folder, expected a .csv/.tsv/.h5ad file")
+    if suffix == ".h5ad":
+        return readers.read_h5ad_file(path, name)
+    if suffix in readers.TABLE_SUFFIXES:
+        return readers.read_table(path, name), None
+    raise InputError(
+        f"input {name}={path}: unknown extension {''.join(path.suffixes) or '(none)'!r} "
+        "(expected .csv, .tsv, .txt, optionally .gz, or .h5ad)"
+    )
+
+
+def _read_inputs(inputs: list[str]) -> readers.RawInput:
+    if not inputs:
+        raw = _read_h5mu_raw(example_path("rosmap"))
+        raw.source = f"bundled example {example_path('rosmap').name} ({raw.source})"
+        return raw
+    named = [_parse_named(s) for s in inputs]
+    if all(n is not None for n in named):
+        names = [n[0] for n in named]  # type: ignore[index]
+        validate.check_modality_names(names)
+        mods, ann = {}, []
+        for name, path in named:  # type: ignore[misc]
+            mods[name], obs = _read_named_file(name, path)
+            if obs is not None and obs.shape[1]:
+                ann.append(obs)
+        return readers.RawInput(
+            mods=mods,
+            annotations=_merge_annotations(ann),
+            source="NAME=PATH: " + ", ".join(inputs),
+        )
+    if len(inputs) > 1:
+        bad = next(s for s, n in zip(inputs, named, strict=True) if n is None)
+        raise InputError(
+            f"input {bad!r}: with several INPUTS each must be NAME=PATH (only one .h5mu file "
+            "or one folder can be given on its own)"
+        )
+    path = Path(inputs[0])
+    readers.check_exists(path, "input")
+    if path.is_dir():
+        if readers.is_mogonet_dir(path):
+            return readers.read_mogonet(path)
+        if readers.is_flexynesis_dir(path):
+            return readers.read_flexynesis(path)
+        raise InputError(
+            f"input folder {path}: neither MOGONET layout (1_tr.csv, labels_tr.csv, ...) nor "
+            "Flexynesis layout (train/, test/)"
+        )
+    suffix, _ = readers.strip_compression(path)
+    if suffix == ".h5mu":
+        return _read_h5mu_raw(path)
+    if suffix in (".h5ad", *readers.TABLE_SUFFIXES):
+        raise InputError(f"input {path}: a single {suffix} file needs a modality name: NAME={path}")
+    raise InputError(
+        f"input {path}: unknown extension {''.join(path.suffixes) or '(none)'!r} (expected "
+        ".h5mu, a folder, or NAME=PATH with .csv/.tsv/.h5ad)"
+    )
+
+
+def _merge_annotations(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    out: pd.DataFrame | None = None
+    for f in frames:
+        out = f if out is None else out.combine_first(f)
+    return out if out is not None else pd.DataFrame()
+
+
+# ------------------------------------------------------------------------ labels
+
+
+def normalise_labels(values: pd.Series) -> tuple[pd.Series, dict[str, str]]:
+    """Class strings (integer-valued numbers -> '0', '1', ...) and class -> original text."""
+    out = pd.Series(np.nan, index=values.index, dtype=object)
+    mapping: dict[str, str] = {}
+    for sid, v in values.items():
+        if v is None or (isinstance(v, float | np.floating) and np.isnan(v)):
+            continue
+        if isinstance(v, bool | np.bool_ | int | np.integer):
+            cls = str(int(v))
+        elif isinstance(v, float | np.floating):
+            cls = str(int(v)) if float(v).is_integer() else repr(float(v))
+        else:
+            cls = str(v).strip()
+            if cls == "" or cls.lower() in ("nan", "na"):
+                continue
+        out[sid] = cls
+        mapping.setdefault(cls, str(v))
+    return out, dict(sorted(mapping.items()))
+
+
+def _choose_label_column(
+    table: pd.DataFrame,
+    label_col: str | None,
+    hint: str | None,
+    split_col: str | None,
+    where: str,
+    require: bool,
+) -> str | None:
+    if label_col is not None:
+        if label_col not in table.columns:
+            cols = ", ".join(map(str, table.columns)) or "none"
+            raise InputError(f"label column {label_col!r} not found in {where} (columns: {cols})")
+        return label_col
+    if hint is not None and hint in table.columns:
+        return hint
+    if LABEL in table.columns:
+        return LABEL
+    cands = [c for c in table.columns if c not in (split_col, SPLIT)]
+    if len(cands) == 1:
+        return cands[0]
+    if not cands:
+        return None
+    if require:
+        raise InputError(
+            f"{where} has several columns that could be the label ({', '.join(cands[:8])}"
+            f"{', ...' if len(cands) > 8 else ''}): choose one with --label-col"
+        )
+    return None
+
+
+def _split_values(col: pd.Series, key: str) -> pd.Series:
+    out = pd.Series(np.nan, index=col.index, dtype=object)
+    for sid, v in col.items():
+        if pd.isna(v):
+            continue
+        word = _SPLIT_WORDS.get(str(v).strip().lower())
+        if word is None:
+            raise InputError(
+                f"split column {key!r}: sample {sid!r} has {v!r}; expected train or test"
+            )
+        out[sid] = word
+    return out
+
+
+# -------------------------------------------------------------------------- main
+
+
+@dataclass
+class _TestSpec:
+    ids: pd.Index
+    files: list[str]
+
+
+def _apply_test_option(raw: readers.RawInput, test: list[str]) -> _TestSpec:
+    """Add NAME=PATH test files to their modality; gather IDs named by test-ID files."""
+    ids: list[str] = []
+    files: list[str] = []
+    id_files: list[Path] = []
+    for spec in test:
+        named = _parse_named(spec)
+        if named is not None and not Path(spec).exists():
+            name, path = named
+            if name not in raw.mods:
+                raise InputError(
+                    f"--test {spec}: {name!r} is not one of the modalities ({', '.join(raw.mods)})"
+                )
+            adata, obs = _read_named_file(name, path)
+            clash = adata.obs_names.intersection(raw.mods[name].obs_names)
+            if len(clash):
+                raise InputError(
+                    f"--test {spec}: sample {clash[0]!r} is also in the training file of "
+                    f"modality {name!r}"
+                )
+            raw.mods[name] = readers.concat_rows([raw.mods[name], adata], str(path), name)
+            if obs is not None and obs.shape[1]:
+                raw.annotations = _merge_annotations([raw.annotations, obs])
+            ids += list(adata.obs_names)
+            files.append(spec)
+        else:
+            id_files.append(Path(spec))
+            files.append(spec)
+    known = set().union(*(set(m.obs_names) for m in raw.mods.values()))
+    for path in id_files:
+        readers.check_exists(path, "--test file")
+        listed = readers.read_id_list(path)
+        # A header line is just an ID that matches nothing: drop it if it is the first row.
+        if len(listed) > 1 and listed[0] not in known:
+            listed = listed[1:]
+        found = [i for i in listed if i in known]
+        if not found:
+            raise InputError(
+                f"--test {path}: none of its {len(listed)} IDs is a sample of the inputs "
+                f"(e.g. {listed[0]!r})"
+            )
+        if len(found) < len(listed):
+            raw.notes.append(f"--test {path}: {len(listed) - len(found)} IDs not in the inputs")
+        ids += found
+    return _TestSpec(pd.Index(pd.unique(pd.Index(ids))), files)
+
+
+def load_inputs(
+    inputs: list[str],
+    labels: list[Path] | None = None,
+    label_col: str | None = None,
+    test: list[str] | None = None,
+    split_col: str | None = None,
+    test_size: float = 0.3,
+    seed: int = 0,
+    require_labels: bool = True,
+) -> MultiOmicsData:
+    """Read INPUTS (see the CLI help) into a validated :class:`MultiOmicsData`.
+
+    Args:
+        inputs: ``[]`` (bundled ROSMAP example), ``[file.h5mu]``, ``[folder]`` (MOGONET or
+            Flexynesis layout) or ``["NAME=PATH", ...]`` with .csv/.tsv(.gz)/.h5ad files.
+        labels: label/annotation CSVs (first column = sample ID), stacked.
+        label_col: the column holding the label (of ``labels``, ``.obs`` or ``clin.csv``).
+        test: test sample-ID files, or ``NAME=PATH`` files holding the test samples of NAME.
+        split_col: column with train/test per sample.
+        test_size, seed: the stratified test split carved when none is given.
+        require_labels: raise when no usable label (2+ classes, 2+ training samples each).
+
+    Raises:
+        InputError: naming the file, sample, feature or key at fault.
+    """
+    labels = [Path(p) for p in (labels or [])]
+    test = list(test or [])
+    raw = _read_inputs(list(inputs))
+    test_spec = _apply_test_option(raw, test) if test else None
+    mods = raw.mods
+    validate.check_shared_samples(mods)
+
+    # Union of samples in modality order (the MuData order, so convert round-trips).
+    order = raw.uns.pop("_obs_order", None)
+    union = pd.Index(pd.unique(np.concatenate([m.obs_names.to_numpy() for m in mods.values()])))
+    if order is not None and set(order) == set(union):
+        union = pd.Index(order)
+    union.name = "sample"
+    obs = pd.DataFrame(index=union)
+
+    # Annotation table: --labels files first, then what the format carried.
+    label_table = readers.read_annotation_files(labels) if labels else pd.DataFrame()
+    table = _merge_annotations([t for t in (label_table, raw.annotations) if t.shape[1]])
+    where = ", ".join(str(p) for p in labels) if labels else (raw.source or "the inputs")
+    if split_col is not None and split_col not in table.columns:
+        cols = ", ".join(map(str, table.columns)) or "none"
+        raise InputError(f"split column {split_col!r} not found in {where} (columns: {cols})")
+    if labels and len(table) and not table.index.isin(union).any():
+        raise InputError(
+            f"--labels {where}: none of its {len(table)} sample IDs is a sample of the inputs "
+            f"(labels like {table.index[0]!r}, inputs like {union[0]!r})"
+        )
+    key = _choose_label_column(table, label_col, raw.label_hint, split_col, where, require_labels)
+    notes = list(raw.notes)
+    label_mapping: dict[str, str] = {}
+    label_key: str | None = None
+    if key is not None:
+        lab, label_mapping = normalise_labels(table[key].reindex(union))
+        if key == LABEL and raw.label_mapping:
+            label_mapping = {c: raw.label_mapping.get(c, m) for c, m in label_mapping.items()}
+        label_key = raw.uns.pop("_label_key", None) if key == LABEL else None
+        label_key = label_key or (f"{', '.join(p.name for p in labels)}:{key}" if labels else key)
+        obs[LABEL] = lab
+        n_missing = int(lab.isna().sum())
+        if n_missing == len(union) and require_labels:
+            raise InputError(f"label {label_key!r}: no sample of the inputs has a label")
+        if n_missing:
+            notes.append(
+                f"{n_missing} of {len(union)} samples have no label in {label_key!r}: kept for "
+                "pairing and unsupervised steps, dropped from supervised training and scoring"
+            )
+        n_extra = int((~table.index.isin(union) & table[key].notna().to_numpy()).sum())
+        if n_extra:
+            notes.append(f"{n_extra} labelled samples of {where} are in no modality (ignored)")
+    else:
+        raw.uns.pop("_label_key", None)
+        obs[LABEL] = pd.Series(np.nan, index=union, dtype=object)
+        if require_labels:
+            raise InputError(
+                f"no labels found in {where}: give --labels FILE (first column = sample ID)"
+                + (" and --label-col COL" if table.shape[1] else "")
+            )
+        notes.append("no labels")
+
+    # Split: --test, then --split-col, then the layout, then a 'split' column, else carve.
+    split, split_source = _resolve_split(
+        raw, test_spec, table, split_col, obs, union, test_size, seed, notes
+    )
+    obs[SPLIT] = split
+    if require_labels:
+        validate.check_classes(obs[LABEL], obs[SPLIT], label_key or "label")
+    data = MultiOmicsData(
+        mods=mods,
+        obs=obs,
+        label_key=label_key,
+        label_mapping=label_mapping,
+        split_source=split_source,
+        source=raw.source,
+        notes=notes,
+        uns={k: v for k, v in raw.uns.items() if not k.startswith("_")},
+    )
+    for n in notes:
+        logger.info(n)
+    return data
+
+
+def _resolve_split(
+    raw: readers.RawInput,
+    test_spec: _TestSpec | None,
+    table: pd.DataFrame,
+    split_col: str | None,
+    obs: pd.DataFrame,
+    union: pd.Index,
+    test_size: float,
+    seed: int,
+    notes: list[str],
+) -> tuple[pd.Series, str]:
+    stored_source = raw.uns.pop("_split_source", None)
+    if test_spec is not None:
+        split = pd.Series(TRAIN, index=union, dtype=object)
+        split[union.isin(test_spec.ids)] = TEST
+        return split, f"given (--test {' '.join(test_spec.files)})"
+    col = split_col if split_col is not None else (SPLIT if SPLIT in table.columns else None)
+    if col is not None:
+        split = _split_values(table[col].reindex(union), col)
+        unknown = split.isna()
+        if unknown.all():
+            raise InputError(f"split column {col!r}: no sample of the inputs has a value")
+        if unknown.any():
+            notes.append(
+                f"{int(unknown.sum())} samples have no value in split column {col!r}: "
+                "treated as train"
+            )
+            split[unknown] = TRAIN
+        if stored_source and split_col is None:
+            return split, stored_source
+        return split, f"given (column {col!r})"
+    if raw.split is not None:
+        split = raw.split.reindex(union).fillna(TRAIN).astype(object)
+        return split, raw.split_source
+    labelled = obs.index[obs[LABEL].notna().to_numpy()]
+    split = pd.Series(TRAIN, index=union, dtype=object)
+    if len(labelled) >= 2:
+        _, held = stratified_split(
+            labelled, obs.loc[labelled, LABEL].astype(str).to_numpy(), test_size, seed
+        )
+        split[held] = TEST
+        how = "stratified" if obs.loc[labelled, LABEL].value_counts().min() >= 2 else "random"
+        return split, f"carved ({how}, test_size={test_size}, seed={seed})"
+    if len(union) >= 2:
+        _, held = stratified_split(union, np.zeros(len(union)), test_size, seed)
+        split[held] = TEST
+    return split, f"carved (random, unlabelled, test_size={test_size}, seed={seed})"

@@ -1,0 +1,51 @@
+"""Pairing of samples across modalities (by sample ID): the table and its summary."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from balmm.data.dataset import LABEL, SPLIT, MultiOmicsData
+
+
+def pairing_table(data: MultiOmicsData) -> pd.DataFrame:
+    """One row per sample: one boolean column per modality (measured or not), ``n_modalities``,
+    ``complete`` (has every modality), ``label`` and ``split``."""
+    table = data.presence()
+    table["n_modalities"] = table.sum(axis=1).astype(int)
+    table["complete"] = table["n_modalities"] == len(data.mods)
+    for col in (LABEL, SPLIT):
+        if col in data.obs:
+            table[col] = data.obs[col]
+    return table
+
+
+def pairing_summary(data: MultiOmicsData) -> dict:
+    """Counts for reports: samples, complete (matched in all), per-modality present/missing,
+    per split, unlabelled, and the number of samples with each modality combination."""
+    pres = data.presence()
+    n = len(pres)
+    complete = pres.all(axis=1)
+    combos = pres.apply(lambda r: "+".join(c for c in pres.columns if r[c]) or "(none)", axis=1)
+    per_split: dict[str, dict] = {}
+    if SPLIT in data.obs:
+        for split, idx in data.obs.groupby(SPLIT, sort=True).groups.items():
+            sub = pres.loc[idx]
+            per_split[str(split)] = {
+                "n_samples": int(len(sub)),
+                "complete": int(sub.all(axis=1).sum()),
+                "present": {m: int(sub[m].sum()) for m in pres.columns},
+            }
+    n_unlabelled = int(data.obs[LABEL].isna().sum()) if LABEL in data.obs else n
+    return {
+        "n_samples": int(n),
+        "n_modalities": len(pres.columns),
+        "complete": int(complete.sum()),
+        "partial": int(n - complete.sum()),
+        "modalities": {
+            m: {"present": int(pres[m].sum()), "missing": int(n - pres[m].sum())}
+            for m in pres.columns
+        },
+        "combinations": {k: int(v) for k, v in combos.value_counts().items()},
+        "per_split": per_split,
+        "unlabelled": n_unlabelled,
+    }

@@ -1,0 +1,315 @@
+"""Per-modality preprocessing fitted on training samples only.
+
+Steps per modality, all statistics from the training rows:
+
+1. drop features that are all-missing or constant;
+2. ``log1p`` (scanpy) for count-like modalities: every observed value is a
+   non-negative integer and the maximum is at least ``COUNT_MIN_MAX`` (so binary
+   mutation calls or GISTIC levels are not mistaken for counts);
+3. impute missing values with the training median (scikit-learn ``SimpleImputer``);
+4. keep at most ``max_features`` features: scanpy highly-variable genes for counts,
+   the highest training variance otherwise;
+5. standardise (scikit-learn ``StandardScaler``) and clip to ``[-clip, clip]``.
+
+The fitted state is plain JSON + npz so a model bundle can carry it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scanpy as sc
+import scipy.sparse as sp
+from sklearn.impute import SimpleImputer
+from sklearn.preprocessing import StandardScaler
+
+from balmm.data.dataset import LABEL, MultiOmicsData
+from balmm.errors import InputError
+
+logger = logging.getLogger("balmm")
+
+COUNT_MIN_MAX = 10.0
+STATE_JSON = "preprocess.json"
+STATE_NPZ = "preprocess.npz"
+
+
+@dataclass
+class ProcessedData:
+    """Model-ready arrays for a set of samples.
+
+    ``X[m]`` is float32 ``len(ids) x n_features_m``; rows of samples lacking modality m
+    are 0 and ``mask[m]`` is False there. ``y`` holds class codes (-1 = unknown).
+    """
+
+    ids: pd.Index
+    X: dict[str, np.ndarray]
+    mask: dict[str, np.ndarray]
+    y: np.ndarray
+    classes: list[str]
+
+
+@dataclass
+class _ModState:
+    features: list[str]  # kept features, in output order
+    is_count: bool
+    median: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+    info: dict = field(default_factory=dict)
+
+
+def _rows(adata: ad.AnnData, ids: pd.Index) -> ad.AnnData:
+    return adata[adata.obs_names.isin(ids)]
+
+
+def _dense(x: np.ndarray | sp.spmatrix) -> np.ndarray:
+    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
+
+
+def _nan_stats(x: np.ndarray | sp.spmatrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-feature (observed count, nan-min, nan-max) without densifying sparse input."""
+    if sp.issparse(x):
+        x = sp.csc_matrix(x)
+        n = x.shape[0] - np.bincount(x.indices[np.isnan(x.data)], minlength=x.shape[1])
+        xmin = np.asarray(x.min(axis=0).toarray()).ravel()
+        xmax = np.asarray(x.max(axis=0).toarray()).ravel()
+        return n, xmin, xmax
+    observed = ~np.isnan(x)
+    with np.errstate(all="ignore"):
+        xmin = np.where(observed.any(0), np.nanmin(np.where(observed, x, np.inf), axis=0), np.nan)
+        xmax = np.where(observed.any(0), np.nanmax(np.where(observed, x, -np.inf), axis=0), np.nan)
+    return observed.sum(0), xmin, xmax
+
+
+def _log1p(x: np.ndarray | sp.spmatrix) -> np.ndarray | sp.spmatrix:
+    """scanpy's log1p on a float64 copy (sparse stays sparse; NaN stays NaN)."""
+    x = x.astype(np.float64) if sp.issparse(x) else np.array(x, dtype=np.float64)
+    return sc.pp.log1p(x, copy=True)
+
+
+def is_count_like(x: np.ndarray | sp.spmatrix) -> bool:
+    """All observed values are non-negative integers and the largest is >= COUNT_MIN_MAX."""
+    vals = x.data if sp.issparse(x) else np.asarray(x).ravel()
+    vals = vals[~np.isnan(vals)]
+    if vals.size == 0:
+        return False
+    return bool(vals.min() >= 0 and np.all(vals == np.round(vals)) and vals.max() >= COUNT_MIN_MAX)
+
+
+class Preprocessor:
+    """Fit on training samples, apply to any samples (validation, test, new data)."""
+
+    def __init__(
+        self,
+        max_features: int | None = 2000,
+        log1p: str | bool = "auto",
+        scale: bool = True,
+        clip: float | None = 10.0,
+    ) -> None:
+        if log1p not in ("auto", True, False):
+            raise InputError(f"log1p must be 'auto', True or False, not {log1p!r}")
+        self.max_features = max_features
+        self.log1p = log1p
+        self.scale = scale
+        self.clip = clip
+        self.classes: list[str] = []
+        self._mods: dict[str, _ModState] = {}
+
+    @property
+    def features(self) -> dict[str, list[str]]:
+        """Modality -> kept feature names (the columns of ``ProcessedData.X[m]``)."""
+        return {m: list(s.features) for m, s in self._mods.items()}
+
+    @property
+    def fitted(self) -> bool:
+        return bool(self._mods)
+
+    def summary(self) -> dict[str, dict]:
+        """Per modality: count detection, features in/dropped/kept (for reports)."""
+        return {m: {"is_count": s.is_count, **s.info} for m, s in self._mods.items()}
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(self, data: MultiOmicsData, train_ids: pd.Index | list[str]) -> Preprocessor:
+        """Learn every statistic from ``train_ids`` only (never from validation/test rows)."""
+        train_ids = pd.Index(train_ids)
+        self.classes = data.classes
+        self._mods = {}
+        for name, adata in data.mods.items():
+            sub = _rows(adata, train_ids)
+            if sub.n_obs == 0:
+                raise InputError(f"modality {name!r}: no training sample has it")
+            self._mods[name] = self._fit_modality(name, sub)
+        return self
+
+    def _fit_modality(self, name: str, sub: ad.AnnData) -> _ModState:
+        x = sub.X
+        n_in = x.shape[1]
+        n_obs, xmin, xmax = _nan_stats(x)
+        keep = (n_obs > 0) & (xmax > xmin)
+        if not keep.any():
+            raise InputError(
+                f"modality {name!r}: every feature is constant or missing in the training samples"
+            )
+        cols = np.flatnonzero(keep)
+        x = x[:, cols]
+        is_count = is_count_like(x) if self.log1p == "auto" else bool(self.log1p)
+        if is_count:
+            x = _log1p(x)
+        var_names = sub.var_names[cols]
+        # Feature selection on sparse input stays sparse; only the kept columns are densified.
+        if self.max_features is not None and len(cols) > self.max_features:
+            sel = self._select(x, var_names, is_count)
+            x = x[:, sel]
+            cols = cols[sel]
+            var_names = var_names[sel]
+        xd = _dense(x)
+        imputer = SimpleImputer(strategy="median", keep_empty_features=True).fit(xd)
+        median = imputer.statistics_.astype(np.float64)
+        xd = imputer.transform(xd)
+        if self.scale:
+            scaler = StandardScaler().fit(xd)
+            mean, scale = scaler.mean_, scaler.scale_
+        else:
+            mean, scale = np.zeros(xd.shape[1]), np.ones(xd.shape[1])
+        info = {
+            "n_train_samples": int(sub.n_obs),
+            "n_features_in": int(n_in),
+            "n_dropped_constant_or_missing": int(n_in - keep.sum()),
+            "n_features_out": len(var_names),
+            "selection": "highly_variable_genes" if is_count else "variance",
+        }
+        return _ModState(list(map(str, var_names)), is_count, median, mean, scale, info)
+
+    def _select(
+        self, x: np.ndarray | sp.spmatrix, var_names: pd.Index, is_count: bool
+    ) -> np.ndarray:
+        k = int(self.max_features or 0)
+        if is_count:
+            tmp = ad.AnnData(X=sp.csr_matrix(x) if sp.issparse(x) else np.nan_to_num(_dense(x)))
+            tmp.var_names = var_names.astype(str)
+            hvg = sc.pp.highly_variable_genes(tmp, n_top_genes=k, flavor="seurat", inplace=False)
+            disp = hvg["dispersions_norm"].to_numpy(dtype=np.float64)
+            order = np.argsort(-np.nan_to_num(disp, nan=-np.inf), kind="stable")[:k]
+        else:
+            if sp.issparse(x):
+                from sklearn.utils.sparsefuncs import mean_variance_axis
+
+                var = mean_variance_axis(sp.csr_matrix(x), axis=0)[1]
+            else:
+                var = np.nanvar(_dense(x), axis=0)
+            order = np.argsort(-var, kind="stable")[:k]
+        return np.sort(order)
+
+    # ------------------------------------------------------------ transform
+
+    def transform(self, data: MultiOmicsData, ids: pd.Index | list[str]) -> ProcessedData:
+        """Apply the fitted steps to ``ids`` (statistics are never re-estimated)."""
+        if not self._mods:
+            raise RuntimeError("Preprocessor.transform called before fit/load")
+        ids = pd.Index(ids)
+        unknown = ids[~ids.isin(data.obs.index)]
+        if len(unknown):
+            raise InputError(f"sample {unknown[0]!r} is not in the data")
+        X, mask = {}, {}
+        for name, state in self._mods.items():
+            out = np.zeros((len(ids), len(state.features)), dtype=np.float32)
+            have = np.zeros(len(ids), dtype=bool)
+            adata = data.mods.get(name)
+            if adata is not None:
+                have = ids.isin(adata.obs_names)
+                if have.any():
+                    out[have] = self._transform_modality(name, state, adata, ids[have])
+            X[name], mask[name] = out, have
+        codes = {c: i for i, c in enumerate(self.classes)}
+        labels = data.obs.loc[ids, LABEL] if LABEL in data.obs else pd.Series(np.nan, index=ids)
+        y = np.array([codes.get(str(v), -1) if pd.notna(v) else -1 for v in labels], np.int64)
+        return ProcessedData(ids=ids, X=X, mask=mask, y=y, classes=list(self.classes))
+
+    def _transform_modality(
+        self, name: str, state: _ModState, adata: ad.AnnData, ids: pd.Index
+    ) -> np.ndarray:
+        pos = adata.var_names.get_indexer(pd.Index(state.features))
+        missing = pos < 0
+        if missing.all():
+            raise InputError(f"modality {name!r}: none of the model's features is in the data")
+        if missing.any():
+            logger.warning(
+                "modality %r: %d of %d model features absent (e.g. %r); filled with the "
+                "training median",
+                name,
+                int(missing.sum()),
+                len(pos),
+                state.features[int(np.flatnonzero(missing)[0])],
+            )
+        rows = adata.obs_names.get_indexer(ids)
+        x = adata.X[rows][:, np.where(missing, 0, pos)]
+        x = _dense(x)
+        x[:, missing] = np.nan
+        if state.is_count:
+            x = _log1p(np.clip(x, 0, None))
+        x = np.where(np.isnan(x), state.median, x)
+        x = (x - state.mean) / np.where(state.scale > 0, state.scale, 1.0)
+        if self.clip is not None:
+            np.clip(x, -self.clip, self.clip, out=x)
+        return x.astype(np.float32)
+
+    def fit_transform(self, data: MultiOmicsData, train_ids: pd.Index | list[str]) -> ProcessedData:
+        return self.fit(data, train_ids).transform(data, train_ids)
+
+    # ----------------------------------------------------------- save / load
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write ``preprocess.json`` (settings, features) and ``preprocess.npz`` (statistics)."""
+        from balmm.outputs import write_json_atomic
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {
+            "format": 1,
+            "max_features": self.max_features,
+            "log1p": self.log1p,
+            "scale": self.scale,
+            "clip": self.clip,
+            "classes": self.classes,
+            "modalities": {
+                m: {"features": s.features, "is_count": s.is_count, "info": s.info}
+                for m, s in self._mods.items()
+            },
+        }
+        arrays = {}
+        for i, (_m, s) in enumerate(self._mods.items()):
+            arrays[f"m{i}_median"] = s.median
+            arrays[f"m{i}_mean"] = s.mean
+            arrays[f"m{i}_scale"] = s.scale
+        np.savez(directory / STATE_NPZ, **arrays)
+        write_json_atomic(directory / STATE_JSON, state)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> Preprocessor:
+        directory = Path(directory)
+        try:
+            state = json.loads((directory / STATE_JSON).read_text())
+            arrays = np.load(directory / STATE_NPZ)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{directory}: no readable preprocessing state ({exc})") from exc
+        pre = cls(state["max_features"], state["log1p"], state["scale"], state["clip"])
+        pre.classes = list(state["classes"])
+        for i, (m, s) in enumerate(state["modalities"].items()):
+            pre._mods[m] = _ModState(
+                features=list(s["features"]),
+                is_count=bool(s["is_count"]),
+                median=arrays[f"m{i}_median"],
+                mean=arrays[f"m{i}_mean"],
+                scale=arrays[f"m{i}_scale"],
+                info=dict(s.get("info", {})),
+            )
+        return pre

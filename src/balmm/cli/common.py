@@ -43,6 +43,14 @@ TestSizeOpt = Annotated[
     typer.Option("--test-size", min=0.05, max=0.9, help="Test fraction when no split is given."),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (splits, models).")]
+NoIdsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-ids",
+        help="NAME=PATH and --labels files have no sample-ID column (only a header): rows are "
+        "paired by position and named row_0001, ... (every file needs the same row count).",
+    ),
+]
 
 
 def load_from_cli(
@@ -54,6 +62,7 @@ def load_from_cli(
     test_size: float,
     seed: int,
     require_labels: bool = True,
+    no_ids: bool = False,
 ):
     """Load INPUTS through the data layer (errors propagate as InputError -> exit 2)."""
     from balmm.data.io import load_inputs
@@ -67,4 +76,5 @@ def load_from_cli(
         test_size=test_size,
         seed=seed,
         require_labels=require_labels,
+        no_ids=no_ids,
     )

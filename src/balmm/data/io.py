@@ -173,7 +173,9 @@ def _parse_named(spec: str) -> tuple[str, Path] | None:
     return name.strip(), Path(path)
 
 
-def _read_named_file(name: str, path: Path) -> tuple[ad.AnnData, pd.DataFrame | None]:
+def _read_named_file(
+    name: str, path: Path, no_ids: bool = False
+) -> tuple[ad.AnnData, pd.DataFrame | None]:
     readers.check_exists(path, f"input {name}={path}:")
     suffix, _ = readers.strip_compression(path)
     if path.is_dir():
@@ -181,14 +183,14 @@ def _read_named_file(name: str, path: Path) -> tuple[ad.AnnData, pd.DataFrame | 
     if suffix == ".h5ad":
         return readers.read_h5ad_file(path, name)
     if suffix in readers.TABLE_SUFFIXES:
-        return readers.read_table(path, name), None
+        return readers.read_table(path, name, no_ids=no_ids), None
     raise InputError(
         f"input {name}={path}: unknown extension {''.join(path.suffixes) or '(none)'!r} "
         "(expected .csv, .tsv, .txt, optionally .gz, or .h5ad)"
     )
 
 
-def _read_inputs(inputs: list[str]) -> readers.RawInput:
+def _read_inputs(inputs: list[str], no_ids: bool = False) -> readers.RawInput:
     if not inputs:
         raw = _read_h5mu_raw(example_path("rosmap"))
         raw.source = f"bundled example {example_path('rosmap').name} ({raw.source})"
@@ -199,7 +201,7 @@ def _read_inputs(inputs: list[str]) -> readers.RawInput:
         validate.check_modality_names(names)
         mods, ann = {}, []
         for name, path in named:  # type: ignore[misc]
-            mods[name], obs = _read_named_file(name, path)
+            mods[name], obs = _read_named_file(name, path, no_ids)
             if obs is not None and obs.shape[1]:
                 ann.append(obs)
         return readers.RawInput(
@@ -261,7 +263,8 @@ def normalise_labels(values: pd.Series) -> tuple[pd.Series, dict[str, str]]:
             if cls == "" or cls.lower() in ("nan", "na"):
                 continue
         out[sid] = cls
-        mapping.setdefault(cls, str(v))
+        # Integer-valued numbers (0.0, 1) are their own class name; text keeps its spelling.
+        mapping.setdefault(cls, cls if isinstance(v, int | float | np.number) else str(v))
     return out, dict(sorted(mapping.items()))
 
 
@@ -310,6 +313,17 @@ def _split_values(col: pd.Series, key: str) -> pd.Series:
 
 
 # -------------------------------------------------------------------------- main
+
+
+def _check_positional(raw: readers.RawInput, labels: list[Path]) -> None:
+    """With --no-ids every file must have the same number of rows."""
+    counts = {f"modality {n!r}": m.n_obs for n, m in raw.mods.items()}
+    for p in labels:
+        counts[str(p)] = len(readers.read_csv_frame(p, index=False))
+    if len(set(counts.values())) > 1:
+        detail = ", ".join(f"{k}: {v}" for k, v in counts.items())
+        raise InputError(f"--no-ids needs files with equal row counts; got {detail}")
+    raw.notes.append("--no-ids: samples paired by row position and named row_0001, ...")
 
 
 @dataclass
@@ -374,6 +388,7 @@ def load_inputs(
     test_size: float = 0.3,
     seed: int = 0,
     require_labels: bool = True,
+    no_ids: bool = False,
 ) -> MultiOmicsData:
     """Read INPUTS (see the CLI help) into a validated :class:`MultiOmicsData`.
 
@@ -386,13 +401,17 @@ def load_inputs(
         split_col: column with train/test per sample.
         test_size, seed: the stratified test split carved when none is given.
         require_labels: raise when no usable label (2+ classes, 2+ training samples each).
+        no_ids: NAME=PATH and ``labels`` files have no sample-ID column; rows are paired by
+            position (every file must have the same number of rows).
 
     Raises:
         InputError: naming the file, sample, feature or key at fault.
     """
     labels = [Path(p) for p in (labels or [])]
     test = list(test or [])
-    raw = _read_inputs(list(inputs))
+    raw = _read_inputs(list(inputs), no_ids)
+    if no_ids:
+        _check_positional(raw, labels)
     test_spec = _apply_test_option(raw, test) if test else None
     mods = raw.mods
     validate.check_shared_samples(mods)
@@ -406,7 +425,7 @@ def load_inputs(
     obs = pd.DataFrame(index=union)
 
     # Annotation table: --labels files first, then what the format carried.
-    label_table = readers.read_annotation_files(labels) if labels else pd.DataFrame()
+    label_table = readers.read_annotation_files(labels, no_ids) if labels else pd.DataFrame()
     table = _merge_annotations([t for t in (label_table, raw.annotations) if t.shape[1]])
     where = ", ".join(str(p) for p in labels) if labels else (raw.source or "the inputs")
     if split_col is not None and split_col not in table.columns:
@@ -426,7 +445,7 @@ def load_inputs(
         if key == LABEL and raw.label_mapping:
             label_mapping = {c: raw.label_mapping.get(c, m) for c, m in label_mapping.items()}
         label_key = raw.uns.pop("_label_key", None) if key == LABEL else None
-        label_key = label_key or (f"{', '.join(p.name for p in labels)}:{key}" if labels else key)
+        label_key = label_key or (f"{key} ({', '.join(p.name for p in labels)})" if labels else key)
         obs[LABEL] = lab
         n_missing = int(lab.isna().sum())
         if n_missing == len(union) and require_labels:
@@ -463,11 +482,11 @@ def load_inputs(
         label_mapping=label_mapping,
         split_source=split_source,
         source=raw.source,
-        notes=notes,
+        notes=list(dict.fromkeys(notes)),  # a re-read .h5mu repeats its stored notes
         uns={k: v for k, v in raw.uns.items() if not k.startswith("_")},
     )
     for n in notes:
-        logger.info(n)
+        logger.debug(n)
     return data
 
 
@@ -508,11 +527,22 @@ def _resolve_split(
     labelled = obs.index[obs[LABEL].notna().to_numpy()]
     split = pd.Series(TRAIN, index=union, dtype=object)
     if len(labelled) >= 2:
-        _, held = stratified_split(
-            labelled, obs.loc[labelled, LABEL].astype(str).to_numpy(), test_size, seed
-        )
+        lab = obs.loc[labelled, LABEL].astype(str)
+        _, held = stratified_split(labelled, lab.to_numpy(), test_size, seed)
         split[held] = TEST
-        how = "stratified" if obs.loc[labelled, LABEL].value_counts().min() >= 2 else "random"
+        # A carved split must leave every class 2 training samples (checked later): tiny
+        # classes give their test samples back to train, and the report says so.
+        for cls, n in lab.value_counts().items():
+            members = lab.index[lab.to_numpy() == cls]
+            in_test = members[split[members].to_numpy() == TEST]
+            give_back = min(len(in_test), max(0, 2 - (n - len(in_test))))
+            if give_back:
+                split[in_test[:give_back]] = TRAIN
+                notes.append(
+                    f"class {cls!r} has only {n} labelled samples: {give_back} moved from the "
+                    "carved test split back to train (a class needs 2 training samples)"
+                )
+        how = "stratified" if lab.value_counts().min() >= 2 else "random"
         return split, f"carved ({how}, test_size={test_size}, seed={seed})"
     if len(union) >= 2:
         _, held = stratified_split(union, np.zeros(len(union)), test_size, seed)

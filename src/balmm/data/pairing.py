@@ -28,7 +28,9 @@ def pairing_summary(data: MultiOmicsData) -> dict:
     combos = pres.apply(lambda r: "+".join(c for c in pres.columns if r[c]) or "(none)", axis=1)
     per_split: dict[str, dict] = {}
     if SPLIT in data.obs:
-        for split, idx in data.obs.groupby(SPLIT, sort=True).groups.items():
+        groups = data.obs.groupby(SPLIT, sort=True).groups
+        for split in sorted(groups, key=lambda v: (v != "train", str(v))):
+            idx = groups[split]
             sub = pres.loc[idx]
             per_split[str(split)] = {
                 "n_samples": int(len(sub)),

@@ -104,12 +104,22 @@ def frame_to_anndata(df: pd.DataFrame, path: Path, name: str) -> ad.AnnData:
     return adata
 
 
-def read_table(path: Path, name: str, transpose: bool = False) -> ad.AnnData:
+def positional_ids(n: int) -> list[str]:
+    """Sample names for files without an ID column (rows paired by position)."""
+    return [f"row_{i + 1:04d}" for i in range(n)]
+
+
+def read_table(path: Path, name: str, transpose: bool = False, no_ids: bool = False) -> ad.AnnData:
     """CSV/TSV (optionally compressed), samples x features, first column = sample IDs.
 
-    With ``transpose`` the file is features x samples (Flexynesis layout).
+    With ``transpose`` the file is features x samples (Flexynesis layout). With ``no_ids``
+    the file has no ID column and rows are named by position (``row_0001``, ...).
     """
-    df = read_csv_frame(path)
+    if no_ids:
+        df = read_csv_frame(path, index=False)
+        df.index = pd.Index(positional_ids(len(df)), name="sample")
+    else:
+        df = read_csv_frame(path)
     if transpose:
         df = df.T
         df.index = df.index.astype(str)
@@ -369,7 +379,7 @@ def concat_rows(parts: list[ad.AnnData], where: str, name: str) -> ad.AnnData:
 # ---------------------------------------------------------------------- label files
 
 
-def read_annotation_files(paths: list[Path]) -> pd.DataFrame:
+def read_annotation_files(paths: list[Path], no_ids: bool = False) -> pd.DataFrame:
     """Label/annotation CSVs (first column = sample ID), stacked by rows and joined by columns.
 
     The same sample may appear in several files (e.g. genotype.csv and diet.csv) as
@@ -378,7 +388,11 @@ def read_annotation_files(paths: list[Path]) -> pd.DataFrame:
     merged: pd.DataFrame | None = None
     for path in paths:
         path = Path(path)
-        df = read_csv_frame(path)
+        if no_ids:
+            df = read_csv_frame(path, index=False)
+            df.index = pd.Index(positional_ids(len(df)), name="sample")
+        else:
+            df = read_csv_frame(path)
         validate.check_unique(df.index, "sample ID", str(path))
         if merged is None:
             merged = df

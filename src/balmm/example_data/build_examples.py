@@ -26,7 +26,7 @@ ROSMAP_CLASSES = {"0": "Normal control", "1": "Alzheimer's disease"}
 
 def build_rosmap(folder: Path) -> MultiOmicsData:
     raw = readers.read_mogonet(folder, id_prefix="rosmap_")
-    labels, mapping = normalise_labels(raw.annotations["label"])
+    labels, _ = normalise_labels(raw.annotations["label"])
     obs = pd.DataFrame(index=raw.annotations.index)
     obs[LABEL] = labels
     obs[SPLIT] = raw.split
@@ -34,7 +34,7 @@ def build_rosmap(folder: Path) -> MultiOmicsData:
         mods=raw.mods,
         obs=obs,
         label_key="labels_tr.csv/labels_te.csv (0 = Normal control, 1 = Alzheimer's disease)",
-        label_mapping=mapping,
+        label_mapping=dict(ROSMAP_CLASSES),
         split_source="given (MOGONET split: *_tr / *_te files)",
         source="ROSMAP, MOGONET preprocessing (github.com/txWang/MOGONET, MIT)",
         notes=["sample IDs rosmap_tr_NNN / rosmap_te_NNN are row positions in the MOGONET files"],

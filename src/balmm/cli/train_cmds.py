@@ -1,3 +1,202 @@
-"""Commands: train_cmds."""
+"""Commands: train and predict (thin: parse options, call the library, print a summary)."""
 
-from balmm.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from balmm.cli.app import app
+from balmm.cli.common import (
+    InputsArg,
+    LabelColOpt,
+    LabelsOpt,
+    NoIdsOpt,
+    SplitColOpt,
+    TestOpt,
+    TestSizeOpt,
+    load_from_cli,
+)
+from balmm.cli.console import out_console
+from balmm.errors import ConfigError
+
+
+class BalancerName(StrEnum):
+    balmm = "balmm"
+    none = "none"
+    concat = "concat"
+    uncertainty = "uncertainty"
+    ogm_ge = "ogm-ge"
+
+
+class DeviceName(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class EncoderName(StrEnum):
+    mlp = "mlp"
+    gcn = "gcn"
+
+
+def _parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """``--set key=value`` (value as a TOML literal; bare words are strings)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            out[key] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = raw
+    return out
+
+
+def _f(v: Any) -> str:
+    return "–" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+
+def _summary(result) -> None:
+    from rich.table import Table
+
+    m = result.metrics
+    p = m["protocol"]
+    t = Table(title=f"balmm train · balancer {p['balancer']} · encoder {p['encoder']}"
+              + (f" ({p['graph'].upper()})" if p.get("graph") else ""))  # fmt: skip
+    for col in ("split", "head", "n", "accuracy", "bal. acc", "macro-F1", "AUROC", "weight"):
+        t.add_column(col, justify="left" if col in ("split", "head") else "right")
+    w = m["imbalance"]["weights"]
+    for split in ("val", "test"):
+        heads = {"fused": m[split]["fused"], **m[split]["modalities"]}
+        for h, v in heads.items():
+            if v.get("n", 0) == 0:
+                continue
+            t.add_row(split, h, str(v["n"]), _f(v["accuracy"]), _f(v["balanced_accuracy"]),
+                      _f(v["macro_f1"]), _f(v["auroc"]), _f(w.get(h)))  # fmt: skip
+    out_console.print(t)
+    plan = result.plan
+    if plan:
+        on = [f"{e['teacher']}→{e['student']}" for e in plan if e["enabled"]]
+        txt = ", ".join(on) if on else "no pair enabled"
+        skipped = len(plan) - len(on)
+        out_console.print(f"distillation: {txt} ({skipped} pairs skipped; reasons in metrics.json)")
+    for mod, why in m["imbalance"]["excluded_from_fusion"].items():
+        out_console.print(f"[yellow]{mod}[/]: {why}")
+    out_console.print(
+        f"selected epoch {p['selected_epoch']} on validation fused macro-F1; test evaluated once"
+        f" · {m['seconds']:.1f} s"
+    )
+    if result.out is not None:
+        out_console.print(f"outputs: {result.out}")
+
+
+@app.command()
+def train(
+    inputs: InputsArg = None,
+    labels: LabelsOpt = None,
+    label_col: LabelColOpt = None,
+    test: TestOpt = None,
+    split_col: SplitColOpt = None,
+    test_size: TestSizeOpt = 0.3,
+    no_ids: NoIdsOpt = False,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("balmm-train"),
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="TOML file of hyper-parameters (see docs/method.md)."),
+    ] = None,
+    balancer: Annotated[
+        BalancerName | None,
+        typer.Option(
+            "--balancer", help="balmm (default) or a baseline: none, concat, uncertainty, ogm-ge."
+        ),  # fmt: skip
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed (splits and model).")] = None,
+    device: Annotated[DeviceName | None, typer.Option("--device", help="auto|cpu|cuda.")] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="CPU threads for torch.")
+    ] = None,
+    encoder: Annotated[EncoderName | None, typer.Option("--encoder", help="mlp|gcn.")] = None,
+    transductive: Annotated[
+        bool | None,
+        typer.Option(
+            "--transductive/--inductive",
+            help="gcn: build the graph over all samples' features (MOGONET-style; "
+            "named in every output) instead of attaching test samples to training "
+            "samples only.",
+        ),  # fmt: skip
+    ] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Stage-2 epochs (max).")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override any config key: --set lr=0.002 (repeatable)."),
+    ] = None,
+) -> None:
+    """Train a balanced multimodal classifier: stage 1 (each assay alone + cross-modal
+    distillation where the plan enables it), stage 2 (balanced joint training).
+
+    Model selection uses a stratified validation split of the training data; the test
+    split is evaluated once at the end.
+    """
+    from balmm.cli.progress import make_progress
+    from balmm.training.config import load_config
+    from balmm.training.fit import train as fit_train
+
+    overrides = _parse_sets(set_)
+    overrides.update({
+        "balancer": balancer.value if balancer else None,
+        "seed": seed,
+        "device": device.value if device else None,
+        "threads": threads,
+        "encoder": encoder.value if encoder else None,
+        "transductive": transductive,
+        "epochs": epochs,
+    })  # fmt: skip
+    cfg = load_config(config, overrides)
+    data = load_from_cli(inputs, labels, label_col, test, split_col, test_size, cfg.seed,
+                         no_ids=no_ids)  # fmt: skip
+    with make_progress() as progress:
+        result = fit_train(data, cfg, out=out, progress=progress)
+    _summary(result)
+
+
+@app.command()
+def predict(
+    model_dir: Annotated[
+        Path, typer.Argument(help="A model folder (train --out DIR, or its model/ subfolder).")
+    ],  # fmt: skip
+    inputs: InputsArg = None,
+    labels: LabelsOpt = None,
+    label_col: LabelColOpt = None,
+    no_ids: NoIdsOpt = False,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path(
+        "balmm-predict"
+    ),
+    device: Annotated[DeviceName, typer.Option("--device", help="auto|cpu|cuda.")] = (
+        DeviceName.auto
+    ),
+) -> None:
+    """Apply a trained model to new samples (labels optional: metrics when present)."""
+    from balmm.cli.progress import make_progress
+    from balmm.predict import predict as run_predict
+
+    data = load_from_cli(inputs, labels, label_col, None, None, 0.3, 0, require_labels=False,
+                         no_ids=no_ids)  # fmt: skip
+    with make_progress() as progress:
+        df = run_predict(model_dir, data, out=out, device=device.value, progress=progress)
+    lab = df["true"].notna()
+    line = f"{len(df)} samples predicted"
+    if lab.any():
+        acc = float((df.loc[lab, "true"] == df.loc[lab, "predicted"]).mean())
+        line += f"; accuracy on the {int(lab.sum())} labelled: {acc:.3f}"
+    n_used = df["modalities_used"].fillna("").map(lambda v: len([x for x in v.split(";") if x]))
+    partial = int((n_used < n_used.max()).sum())
+    if partial:
+        line += f"; {partial} predicted from a subset of modalities (see modalities_used)"
+    out_console.print(line)
+    out_console.print(f"outputs: {out}")

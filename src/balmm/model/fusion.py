@@ -1,0 +1,116 @@
+"""Heads and fusion: a linear head per modality and a linear fusion head.
+
+The fusion head sees the concatenated embeddings, each multiplied by its
+modality's presence mask (0 where the sample lacks the modality), followed by
+the mask itself, so that a sample missing a modality still gets a fused
+prediction from what it has. Because the fusion head is linear, its logit is a
+sum of one term per modality, which the OGM-GE coefficient and the
+contribution analysis use.
+
+``early_fusion=True`` builds the ``concat`` baseline: one encoder over all
+modalities' features concatenated (missing ones zero), and only a fused head.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from balmm.model.encoders import make_encoder
+
+CONCAT = "concat"
+
+
+class MultiModalNet(nn.Module):
+    def __init__(
+        self,
+        n_features: dict[str, int],
+        n_classes: int,
+        encoder: str = "mlp",
+        early_fusion: bool = False,
+        **encoder_kwargs,
+    ) -> None:
+        super().__init__()
+        self.modalities = list(n_features)
+        self.n_classes = n_classes
+        self.early_fusion = early_fusion
+        self.encoder_kind = encoder
+        # modalities left out of the fusion (balmm: no label information); saved in bundles
+        self.fusion_off: set[str] = set()
+        embed = int(encoder_kwargs.get("embed_dim", 64))
+        self.embed_dim = embed
+        if early_fusion:
+            n_in = sum(n_features.values()) + len(n_features)
+            self.encoders = nn.ModuleDict({CONCAT: make_encoder(encoder, n_in, **encoder_kwargs)})
+            self.heads = nn.ModuleDict()
+            self.fusion = nn.Linear(embed, n_classes)
+        else:
+            self.encoders = nn.ModuleDict(
+                {m: make_encoder(encoder, p, **encoder_kwargs) for m, p in n_features.items()}
+            )
+            self.heads = nn.ModuleDict({m: nn.Linear(embed, n_classes) for m in n_features})
+            self.fusion = nn.Linear(embed * len(n_features) + len(n_features), n_classes)
+
+    # -- pieces -------------------------------------------------------------------------
+    def encode(
+        self,
+        xs: dict[str, torch.Tensor],
+        masks: dict[str, torch.Tensor],
+        adj: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Embeddings per modality (zeros where the modality is missing)."""
+        if self.early_fusion:
+            parts = [xs[m] * masks[m].unsqueeze(1).to(xs[m].dtype) for m in self.modalities]
+            parts += [
+                masks[m].unsqueeze(1).to(xs[self.modalities[0]].dtype) for m in self.modalities
+            ]
+            return {CONCAT: self.encoders[CONCAT](torch.cat(parts, dim=1), adj)}
+        return {
+            m: self.encoders[m](xs[m], adj) * masks[m].unsqueeze(1).to(xs[m].dtype)
+            for m in self.modalities
+        }
+
+    def fuse(self, zs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.early_fusion:
+            return self.fusion(zs[CONCAT])
+        return self.fusion(self.fusion_input(zs, masks))
+
+    def fusion_input(
+        self, zs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        ref = zs[self.modalities[0]]
+        mask_cols = [self._fmask(m, masks).unsqueeze(1).to(ref.dtype) for m in self.modalities]
+        return torch.cat([zs[m] * c for m, c in zip(self.modalities, mask_cols, strict=True)]
+                         + mask_cols, dim=1)  # fmt: skip
+
+    def _fmask(self, m: str, masks: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.zeros_like(masks[m]) if m in self.fusion_off else masks[m]
+
+    def contributions(
+        self, zs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Each modality's additive share of the fused logit (its block of the linear head
+        plus its mask column), with the bias split evenly (OGM-GE's per-modality score)."""
+        d, mods = self.embed_dim, self.modalities
+        w, b = self.fusion.weight, self.fusion.bias
+        out = {}
+        for i, m in enumerate(mods):
+            mc = self._fmask(m, masks).unsqueeze(1).to(zs[m].dtype)
+            blk = (zs[m] * mc) @ w[:, i * d : (i + 1) * d].T
+            out[m] = blk + mc * w[:, len(mods) * d + i] + b / len(mods)
+        return out
+
+    def forward(
+        self,
+        xs: dict[str, torch.Tensor],
+        masks: dict[str, torch.Tensor],
+        adj: torch.Tensor | None = None,
+    ) -> dict[str, object]:
+        zs = self.encode(xs, masks, adj)
+        logits = {m: self.heads[m](zs[m]) for m in self.heads}
+        return {"z": zs, "logits": logits, "fused": self.fuse(zs, masks)}
+
+    def unimodal(self, m: str, x: torch.Tensor, adj: torch.Tensor | None = None):
+        """(embedding, logits) of modality ``m`` alone (stage 1)."""
+        z = self.encoders[m](x, adj)
+        return z, self.heads[m](z)

@@ -1,0 +1,154 @@
+"""``balmm predict``: apply a saved model bundle to new samples.
+
+The bundle's fitted preprocessing is applied as it is (no statistic is
+re-estimated on the new samples). Features the model needs but the data lack
+are filled with the training median (a warning gives the fraction); extra
+features are ignored; a sample missing a modality is predicted from the heads
+of the modalities it has (the fused head with that modality masked, as in
+training), and ``modalities_used`` says which. Labels are optional: when
+present, metrics are computed.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from balmm.data.dataset import MultiOmicsData
+from balmm.errors import InputError
+from balmm.outputs import atomic_output_dir, write_json_atomic
+from balmm.progress import NULL_PROGRESS, Progress
+
+logger = logging.getLogger("balmm")
+
+
+def feature_coverage(bundle, data: MultiOmicsData) -> dict[str, dict]:
+    """Per model modality: how many of the model's features the data lack / add."""
+    out = {}
+    for m, feats in bundle.preprocessor.features.items():
+        ad_m = data.mods.get(m)
+        if ad_m is None:
+            out[m] = {"present": False, "missing_features": len(feats), "missing_fraction": 1.0,
+                      "extra_features_ignored": 0}  # fmt: skip
+            continue
+        have = pd.Index(ad_m.var_names)
+        need = pd.Index(feats)
+        missing = int((~need.isin(have)).sum())
+        out[m] = {
+            "present": True,
+            "n_samples": int(ad_m.n_obs),
+            "missing_features": missing,
+            "missing_fraction": missing / max(len(feats), 1),
+            "extra_features_ignored": int((~have.isin(need)).sum()),
+        }
+    return out
+
+
+def predict(
+    model_dir: str | Path,
+    data: MultiOmicsData,
+    out: str | Path | None = None,
+    device: str = "auto",
+    progress: Progress = NULL_PROGRESS,
+) -> pd.DataFrame:
+    """Predictions for every sample of ``data`` (one row each; see docs/outputs.md)."""
+    from balmm.model.bundle import load_bundle
+    from balmm.training.fit import FUSED, Split, infer, resolve_device
+    from balmm.training.metrics import classification_metrics
+
+    dev = resolve_device(device)
+    bundle = load_bundle(model_dir, dev)
+    model, classes = bundle.model, bundle.classes
+    progress.start("predict", "predict", total=1)
+    unknown = [m for m in data.mods if m not in model.modalities]
+    for m in unknown:
+        logger.warning("modality %r is not in the model (model has: %s): ignored", m,
+                       ", ".join(model.modalities))  # fmt: skip
+    if not any(m in data.mods for m in model.modalities):
+        raise InputError(
+            f"none of the model's modalities ({', '.join(model.modalities)}) is in the input"
+        )
+    coverage = feature_coverage(bundle, data)
+    for m, c in coverage.items():
+        if c["present"] and c["missing_features"]:
+            logger.warning(
+                "modality %r: %d of %d model features missing (%.1f%%), filled with the training "
+                "median", m, c["missing_features"], len(bundle.preprocessor.features[m]),
+                100 * c["missing_fraction"],
+            )  # fmt: skip
+        elif not c["present"]:
+            logger.warning("modality %r absent from the input: predicting from the others", m)
+    if "label" in data.obs:
+        # classes unseen in training cannot be scored; they count as unknown labels
+        seen = data.obs["label"].dropna().astype(str)
+        new = sorted(set(seen) - set(classes))
+        if new:
+            logger.warning("labels %s were not in training (classes: %s): not scored",
+                           new, classes)  # fmt: skip
+    ids = data.obs.index
+    sub = MultiOmicsData(mods={m: a for m, a in data.mods.items() if m in model.modalities},
+                         obs=data.obs)  # fmt: skip
+    proc = bundle.preprocessor.transform(sub, ids)
+    X = {m: torch.as_tensor(proc.X[m], device=dev) for m in model.modalities}
+    M = {m: torch.as_tensor(proc.mask[m], device=dev) for m in model.modalities}
+    y = torch.as_tensor(proc.y, device=dev)
+    s = Split(ids, X, M, y)
+    if model.encoder_kind == "gcn":
+        from balmm.model.graph import adjacency_for_new, to_torch
+
+        cfg = bundle.config
+        adj, X_ref, M_ref = adjacency_for_new(bundle.graph, proc.X, proc.mask, cfg["knn_k"],
+                                              cfg["snf_mu"])  # fmt: skip
+        n_ref = len(next(iter(X_ref.values())))
+        s.adj = to_torch(adj, dev)
+        s.gX = {m: torch.as_tensor(np.concatenate([X_ref[m], proc.X[m]]), device=dev)
+                for m in model.modalities}  # fmt: skip
+        s.gM = {m: torch.as_tensor(np.concatenate([M_ref[m], proc.mask[m]]), device=dev)
+                for m in model.modalities}  # fmt: skip
+        s.graph_rows = torch.arange(n_ref, n_ref + len(ids), device=dev)
+    proba = infer(model, s)
+    p = proba[FUSED]
+    df = pd.DataFrame(
+        {
+            "sample": ids.astype(str),
+            "true": [classes[v] if v >= 0 else None for v in proc.y],
+            "predicted": [classes[i] for i in p.argmax(1)],
+        }
+    )
+    for j, c in enumerate(classes):
+        df[f"proba_{c}"] = p[:, j]
+    used = []
+    for i in range(len(ids)):
+        used.append(";".join(m for m in model.modalities
+                             if proc.mask[m][i] and m not in model.fusion_off))  # fmt: skip
+    df["modalities_used"] = used
+    for m in model.heads:
+        df[f"predicted_{m}"] = [classes[k] if proc.mask[m][i] else None
+                                for i, k in enumerate(proba[m].argmax(1))]  # fmt: skip
+    missing_any = {m: int((~proc.mask[m]).sum()) for m in model.modalities}
+    for m, n in missing_any.items():
+        if 0 < n < len(ids):
+            logger.info("%d samples lack %s: predicted from their other modalities", n, m)
+    progress.finish("predict")
+    if out is not None:
+        metrics: dict = {
+            "model": str(model_dir),
+            "n_samples": len(ids),
+            "feature_coverage": coverage,
+            "samples_missing_modality": missing_any,
+            "modalities_ignored": unknown,
+        }
+        if (proc.y >= 0).any():
+            metrics["fused"] = classification_metrics(proc.y, p, classes)
+            metrics["modalities"] = {
+                m: classification_metrics(proc.y[proc.mask[m]], proba[m][proc.mask[m]], classes)
+                for m in model.heads
+            }
+        with atomic_output_dir(out) as tmp:
+            df.to_csv(tmp / "predictions.csv", index=False)
+            write_json_atomic(tmp / "metrics.json", metrics)
+    return df

@@ -1,0 +1,265 @@
+"""Loss weighting and gradient modulation for joint training (one per ``--balancer``).
+
+Every balancer trains the same network (per-modality encoders and heads plus a
+fusion head) on the same data; they differ only in how the losses are combined
+and whether encoder gradients are modulated:
+
+- ``balmm``: L = w_f L_fused + sum_m w_m L_m, the w_m recomputed every epoch from
+  each head's validation macro-F1 and each modality's mutual information with the
+  label (lagging but informative modalities up-weighted, uninformative ones
+  weighted down to zero and, by default, left out of the fusion), EMA-smoothed;
+  optional OGM-GE coefficient on the dominant encoder.
+- ``none``: plain joint training on the fused loss. The per-modality heads are
+  trained as probes on detached embeddings, so they measure the encoders without
+  changing them.
+- ``concat``: early fusion (one encoder over the concatenated features), fused loss.
+- ``uncertainty``: Kendall, Gal & Cipolla (2018) homoscedastic-uncertainty weights,
+  L = sum_k exp(-s_k) L_k + s_k / 2, the s_k learned.
+- ``ogm-ge``: Peng et al. (2022) on-the-fly gradient modulation with Gaussian
+  noise, generalised from two to M modalities: each modality's score is compared
+  with the mean score of the others.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from balmm.model.fusion import MultiModalNet
+
+FUSED = "fused"
+
+
+def masked_ce(
+    logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None, smoothing: float = 0.0
+) -> torch.Tensor:
+    """Mean cross-entropy over the samples where ``mask`` is true (0 if none)."""
+    loss = F.cross_entropy(logits, y, reduction="none", label_smoothing=smoothing)
+    if mask is None:
+        return loss.mean()
+    m = mask.to(loss.dtype)
+    return (loss * m).sum() / m.sum().clamp_min(1.0)
+
+
+def ogm_coefficients(
+    model: MultiModalNet,
+    zs: dict[str, torch.Tensor],
+    masks: dict[str, torch.Tensor],
+    y: torch.Tensor,
+    alpha: float,
+) -> dict[str, float]:
+    """OGM-GE coefficient per modality: 1 - tanh(alpha * rho_m) where the modality's
+    score rho_m (its share of the true-class softmax mass, relative to the mean of the
+    other modalities) exceeds 1, else 1."""
+    mods = [m for m in model.modalities if m in zs]
+    if len(mods) < 2:
+        return {m: 1.0 for m in mods}
+    with torch.no_grad():
+        contrib = model.contributions({m: zs[m].detach() for m in mods}, masks)
+        score = {}
+        for m in mods:
+            p = torch.softmax(contrib[m], dim=1).gather(1, y.unsqueeze(1)).squeeze(1)
+            mk = masks[m].to(p.dtype)
+            score[m] = float((p * mk).sum() / mk.sum().clamp_min(1.0))
+    coef = {}
+    for m in mods:
+        others = [score[o] for o in mods if o != m]
+        rho = score[m] / max(sum(others) / len(others), 1e-8)
+        coef[m] = 1.0 - math.tanh(alpha * rho) if rho > 1.0 else 1.0
+    return coef
+
+
+def scale_encoder_grads(
+    model: MultiModalNet, coef: dict[str, float], noise: bool, generator: torch.Generator | None
+) -> None:
+    """Multiply encoder m's gradients by coef[m]; with ``noise`` add N(0, std(grad)^2)
+    to the modulated encoders' gradients (the "generalisation enhancement" of OGM-GE)."""
+    for m, k in coef.items():
+        if k >= 1.0:
+            continue
+        for p in model.encoders[m].parameters():
+            if p.grad is None:
+                continue
+            p.grad.mul_(k)
+            if noise and p.grad.numel() > 1:
+                std = float(p.grad.std())
+                n = torch.randn(p.grad.shape, generator=generator, device="cpu").to(p.grad.device)
+                p.grad.add_(n * (std + 1e-8))
+
+
+class Balancer:
+    """Base: fused loss only; heads as detached probes."""
+
+    name = "none"
+    detach_heads = True
+
+    def __init__(self, modalities: list[str], cfg, label_mi: dict[str, tuple[float, float]]):
+        self.modalities = list(modalities)
+        self.cfg = cfg
+        self.label_mi = label_mi
+        self.w: dict[str, float] = {FUSED: 1.0, **{m: 0.0 for m in modalities}}
+        self.excluded: dict[str, str] = {}  # modality -> reason it is left out of the fusion
+        self.last_coef: dict[str, float] = {m: 1.0 for m in modalities}
+        self.notes: list[str] = []
+
+    def parameters(self) -> list[nn.Parameter]:
+        return []
+
+    def weights(self) -> dict[str, float]:
+        return dict(self.w)
+
+    def loss(
+        self,
+        model: MultiModalNet,
+        out: dict,
+        y: torch.Tensor,
+        masks: dict[str, torch.Tensor],
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        sm = self.cfg.label_smoothing
+        parts = {FUSED: masked_ce(out["fused"], y, None, sm)}
+        for m in model.heads:
+            logits = model.heads[m](out["z"][m].detach()) if self.detach_heads else out["logits"][m]
+            parts[m] = masked_ce(logits, y, masks[m], sm)
+        total = self.w[FUSED] * parts[FUSED]
+        for m in model.heads:
+            # detached probes always learn (weight 1): they cannot move the encoders
+            total = total + (1.0 if self.detach_heads else self.w[m]) * parts[m]
+        return total, parts
+
+    def after_backward(self, model, out, y, masks, generator) -> None:
+        pass
+
+    def end_epoch(self, val_f1: dict[str, float]) -> None:
+        pass
+
+
+class ConcatBalancer(Balancer):
+    name = "concat"
+
+
+class UncertaintyBalancer(Balancer):
+    name = "uncertainty"
+    detach_heads = False
+
+    def __init__(self, modalities, cfg, label_mi):
+        super().__init__(modalities, cfg, label_mi)
+        self.log_vars = nn.ParameterDict(
+            {k: nn.Parameter(torch.zeros(())) for k in [FUSED, *modalities]}
+        )
+        self._sync()
+
+    def _sync(self) -> None:
+        self.w = {k: float(torch.exp(-v.detach())) for k, v in self.log_vars.items()}
+
+    def to(self, device) -> UncertaintyBalancer:
+        self.log_vars.to(device)
+        return self
+
+    def parameters(self) -> list[nn.Parameter]:
+        return list(self.log_vars.values())
+
+    def loss(self, model, out, y, masks):
+        sm = self.cfg.label_smoothing
+        parts = {FUSED: masked_ce(out["fused"], y, None, sm)}
+        for m in model.heads:
+            parts[m] = masked_ce(out["logits"][m], y, masks[m], sm)
+        total = sum(torch.exp(-self.log_vars[k]) * parts[k] + 0.5 * self.log_vars[k] for k in parts)
+        return total, parts
+
+    def end_epoch(self, val_f1):
+        self._sync()
+
+
+class OGMGEBalancer(Balancer):
+    name = "ogm-ge"
+
+    def after_backward(self, model, out, y, masks, generator) -> None:
+        self.last_coef = ogm_coefficients(model, out["z"], masks, y, self.cfg.ogm_alpha)
+        scale_encoder_grads(model, self.last_coef, self.cfg.ogm_noise, generator)
+
+
+class BalmmBalancer(Balancer):
+    """The balanced multitask weighting of balmm (see module docstring and docs/method.md)."""
+
+    name = "balmm"
+    detach_heads = False
+
+    def __init__(self, modalities, cfg, label_mi):
+        super().__init__(modalities, cfg, label_mi)
+        self.info = self._informativeness()
+        for m, i in self.info.items():
+            if i == 0.0 and cfg.exclude_uninformative and len(modalities) > 1:
+                mi, lo = label_mi.get(m, (float("nan"), float("nan")))
+                self.excluded[m] = (
+                    f"label MI {mi:.3f} bits (lower CI {lo:.3f}) below "
+                    f"{cfg.min_label_mi_bits} bits: not forced, left out of the fusion"
+                )
+        if len(self.excluded) == len(modalities):  # never exclude everything
+            self.excluded = {}
+        # start every informative head at its informativeness, the fused head at w_f
+        self.w = {FUSED: cfg.fused_weight, **{m: self.info[m] for m in modalities}}
+
+    def _informativeness(self) -> dict[str, float]:
+        """Relative label information in [0, 1]: I_m / max_j I_j, or 0 when the
+        modality's label MI (or its lower confidence bound) is at the noise level."""
+        thr = self.cfg.min_label_mi_bits
+        raw = {}
+        for m in self.modalities:
+            mi, lo = self.label_mi.get(m, (float("nan"), float("nan")))
+            ok = math.isfinite(mi) and mi >= thr and (not math.isfinite(lo) or lo > 0.0)
+            raw[m] = max(mi, 0.0) if ok else 0.0
+        top = max(raw.values(), default=0.0)
+        if top <= 0.0:  # nothing measurably informative: fall back to equal weights
+            self.notes.append("no modality had label MI above the threshold; equal weights")
+            return {m: 1.0 for m in self.modalities}
+        return {m: v / top for m, v in raw.items()}
+
+    def targets(self, val_f1: dict[str, float]) -> dict[str, float]:
+        """w_m* = info_m * (1 + beta * lag_m), lag_m = (F1_best - F1_m) / F1_best."""
+        f = {m: val_f1.get(m, float("nan")) for m in self.modalities}
+        finite = [v for v in f.values() if math.isfinite(v)]
+        best = max(finite) if finite else 0.0
+        out = {}
+        for m in self.modalities:
+            lag = max(0.0, best - f[m]) / best if best > 0 and math.isfinite(f[m]) else 0.0
+            out[m] = self.info[m] * (1.0 + self.cfg.weight_beta * lag)
+        return out
+
+    def loss(self, model, out, y, masks):
+        sm = self.cfg.label_smoothing
+        parts = {FUSED: masked_ce(out["fused"], y, None, sm)}
+        total = self.w[FUSED] * parts[FUSED]
+        for m in model.heads:
+            if self.info[m] > 0.0:
+                parts[m] = masked_ce(out["logits"][m], y, masks[m], sm)
+                total = total + self.w[m] * parts[m]
+            else:  # not forced: its head learns as a probe that cannot move the encoder
+                parts[m] = masked_ce(model.heads[m](out["z"][m].detach()), y, masks[m], sm)
+                total = total + parts[m]
+        return total, parts
+
+    def end_epoch(self, val_f1: dict[str, float]) -> None:
+        ema = self.cfg.weight_ema
+        for m, t in self.targets(val_f1).items():
+            self.w[m] = ema * self.w[m] + (1.0 - ema) * t
+
+    def after_backward(self, model, out, y, masks, generator) -> None:
+        if self.cfg.grad_modulation:
+            self.last_coef = ogm_coefficients(model, out["z"], masks, y, self.cfg.ogm_alpha)
+            scale_encoder_grads(model, self.last_coef, False, generator)
+
+
+def make_balancer(
+    name: str, modalities: list[str], cfg, label_mi: dict[str, tuple[float, float]]
+) -> Balancer:
+    cls = {
+        "balmm": BalmmBalancer,
+        "none": Balancer,
+        "concat": ConcatBalancer,
+        "uncertainty": UncertaintyBalancer,
+        "ogm-ge": OGMGEBalancer,
+    }[name]
+    return cls(modalities, cfg, label_mi)

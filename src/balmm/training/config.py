@@ -1,0 +1,199 @@
+"""Every hyper-parameter of ``balmm train`` in one dataclass, loadable from TOML.
+
+A config file is flat TOML (``key = value``); a ``[train]`` table is accepted
+too, so the same file can hold other tools' sections. Unknown keys and values of
+the wrong type raise :class:`balmm.errors.ConfigError` naming the key, which the
+CLI turns into exit code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from balmm.errors import ConfigError
+
+BALANCERS = ("balmm", "none", "concat", "uncertainty", "ogm-ge")
+ENCODERS = ("mlp", "gcn")
+NORMS = ("layer", "batch", "none")
+ACTIVATIONS = ("gelu", "relu", "leaky_relu", "elu")
+DEVICES = ("auto", "cpu", "cuda")
+MI_ESTIMATORS = ("gaussian", "ksg")
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "balancer": BALANCERS,
+    "encoder": ENCODERS,
+    "norm": NORMS,
+    "activation": ACTIVATIONS,
+    "device": DEVICES,
+    "mi_estimator": MI_ESTIMATORS,
+}
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of the two training stages (defaults chosen on training data only;
+    see docs/method.md for how)."""
+
+    # protocol
+    seed: int = 0
+    val_size: float = 0.2
+    balancer: str = "balmm"
+    device: str = "auto"
+    threads: int = 0  # 0 = leave torch's default
+    # preprocessing (balmm.data.preprocess.Preprocessor)
+    max_features: int = 2000
+    log1p: str = "auto"
+    scale: bool = True
+    clip: float = 10.0
+    # encoders
+    encoder: str = "mlp"
+    hidden: int = 128
+    embed_dim: int = 64
+    norm: str = "layer"
+    activation: str = "gelu"
+    dropout: float = 0.5
+    input_dropout: float = 0.2
+    # graph (gcn encoder)
+    transductive: bool = False
+    knn_k: int = 10
+    snf_iterations: int = 10
+    snf_mu: float = 0.5
+    # optimisation (both stages)
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+    batch_size: int = 64
+    label_smoothing: float = 0.0
+    # stage 1: unimodal training + distillation
+    pretrain_epochs: int = 60
+    pretrain_patience: int = 15
+    kd: bool = True
+    kd_epochs: int = 20
+    kd_alpha: float = 0.5
+    kd_temperature: float = 2.0
+    mi_estimator: str = "gaussian"
+    mi_pca_dims: int = 4
+    n_boot: int = 100
+    # stage 2: joint balanced training
+    epochs: int = 80
+    patience: int = 20
+    modality_dropout: float = 0.15
+    fused_weight: float = 1.0
+    weight_beta: float = 2.0
+    weight_ema: float = 0.7
+    min_label_mi_bits: float = 0.02
+    exclude_uninformative: bool = True
+    grad_modulation: bool = False
+    ogm_alpha: float = 0.5
+    ogm_noise: bool = True
+    pretrain_init: bool = True  # balmm: stage 2 starts from the stage-1 encoders
+    measure_imbalance: bool = True  # baselines too run stage 1 to measure under-optimisation
+    eval_every: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return validate(dataclasses.replace(self, **changes))
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_TYPES = get_type_hints(TrainConfig)
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    """Check one value against the field's type; ints are accepted for floats."""
+    if key not in _FIELDS:
+        known = ", ".join(sorted(_FIELDS))
+        raise ConfigError(f"unknown config key {key!r} in {source} (known keys: {known})")
+    want = _TYPES[key]
+    ok: bool
+    if want is bool:
+        ok = isinstance(value, bool)
+    elif want is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif want is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok:
+            value = float(value)
+    elif want is str:
+        ok = isinstance(value, str)
+    else:  # pragma: no cover - every field has one of the above types
+        ok = True
+    if not ok:
+        raise ConfigError(
+            f"config key {key!r} in {source} must be {want.__name__}, "
+            f"got {type(value).__name__} {value!r}"
+        )
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise ConfigError(
+            f"config key {key!r} in {source} must be one of {', '.join(_CHOICES[key])}; "
+            f"got {value!r}"
+        )
+    return value
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Type- and range-check every field (also after programmatic changes)."""
+    for key in _FIELDS:
+        _coerce(key, getattr(cfg, key), "config")
+    positive = ["hidden", "embed_dim", "batch_size", "knn_k", "mi_pca_dims", "eval_every"]
+    for key in positive:
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"config key {key!r} must be >= 1, got {getattr(cfg, key)}")
+    non_negative = [
+        "pretrain_epochs", "kd_epochs", "epochs", "patience", "pretrain_patience", "n_boot",
+        "threads", "snf_iterations", "lr", "weight_decay", "weight_beta",
+    ]  # fmt: skip
+    for key in non_negative:
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"config key {key!r} must be >= 0, got {getattr(cfg, key)}")
+    unit = [
+        "val_size", "dropout", "input_dropout", "kd_alpha", "weight_ema", "modality_dropout",
+        "label_smoothing",
+    ]  # fmt: skip
+    for key in unit:
+        v = getattr(cfg, key)
+        if not 0.0 <= v < 1.0 and not (key == "kd_alpha" and v == 1.0):
+            raise ConfigError(f"config key {key!r} must be in [0, 1), got {v}")
+    if cfg.val_size <= 0:
+        raise ConfigError("config key 'val_size' must be > 0 (model selection needs validation)")
+    if cfg.kd_temperature <= 0:
+        raise ConfigError("config key 'kd_temperature' must be > 0")
+    return cfg
+
+
+def load_config(
+    path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> TrainConfig:
+    """Defaults, updated by the TOML file at ``path``, updated by ``overrides`` (CLI flags).
+
+    ``None`` values in ``overrides`` mean "not given" and are skipped.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        if isinstance(raw.get("train"), dict):
+            table = raw.pop("train")
+            raw = {**raw, **table}
+        for key, value in raw.items():
+            if isinstance(value, dict):
+                raise ConfigError(f"unknown config table [{key}] in {path}")
+            values[key] = _coerce(key, value, str(path))
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        values[key] = _coerce(key, value, "command-line options")
+    return validate(TrainConfig(**values))

@@ -1,0 +1,274 @@
+"""Final evaluation (validation and test, once), imbalance analysis and predictions table."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import platform
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.linear_model import LogisticRegression
+
+import balmm
+from balmm.model.fusion import CONCAT
+from balmm.training.balancers import FUSED
+from balmm.training.metrics import classification_metrics, macro_f1
+
+
+def _masked_copy(s, keep: set[str]):
+    """Masks of ``s`` with every modality outside ``keep`` hidden."""
+    src = s.gM if s.adj is not None else s.M
+    return {m: (mk if m in keep else torch.zeros_like(mk)) for m, mk in src.items()}
+
+
+@torch.no_grad()
+def _fused_f1_with(model, s, keep: set[str], n_classes: int) -> float:
+    from balmm.training.fit import forward
+
+    model.eval()
+    out = forward(model, s, masks=_masked_copy(s, keep))
+    y = s.y.cpu().numpy()
+    lab = y >= 0
+    return macro_f1(y[lab], out["fused"].argmax(1).cpu().numpy()[lab], n_classes)
+
+
+def shapley_contributions(model, s, n_classes: int) -> dict[str, float]:
+    """Exact Shapley values of fused macro-F1 over modality subsets (modalities outside a
+    subset are masked as missing); leave-one-out drops when there are more than 8."""
+    mods = [m for m in model.modalities if m not in model.fusion_off]
+    if model.early_fusion or not mods or int((s.y >= 0).sum()) == 0:
+        return {}
+    if len(mods) > 8:
+        full = _fused_f1_with(model, s, set(mods), n_classes)
+        return {m: full - _fused_f1_with(model, s, set(mods) - {m}, n_classes) for m in mods}
+    value: dict[frozenset, float] = {}
+    for r in range(len(mods) + 1):
+        for sub in itertools.combinations(mods, r):
+            value[frozenset(sub)] = _fused_f1_with(model, s, set(sub), n_classes)
+    n = len(mods)
+    phi = {}
+    for m in mods:
+        others = [o for o in mods if o != m]
+        tot = 0.0
+        for r in range(n):
+            w = math.factorial(r) * math.factorial(n - r - 1) / math.factorial(n)
+            for sub in itertools.combinations(others, r):
+                tot += w * (value[frozenset(sub) | {m}] - value[frozenset(sub)])
+        phi[m] = tot
+    return phi
+
+
+def _probe_f1(z_fit, y_fit, z_eval, y_eval, n_classes: int, seed: int) -> float:
+    """Macro-F1 of a logistic-regression probe fitted on the fit samples' embeddings."""
+    if len(np.unique(y_fit)) < 2 or len(y_eval) == 0:
+        return float("nan")
+    probe = LogisticRegression(C=1.0, max_iter=1000, random_state=seed).fit(z_fit, y_fit)
+    return macro_f1(y_eval, probe.predict(z_eval), n_classes)
+
+
+def under_optimisation(model, sets, stage1, n_classes: int, seed: int) -> dict[str, dict]:
+    """Probe on the encoder trained alone (stage 1, before distillation) minus probe on the
+    jointly trained encoder, on validation and test: > 0 means joint training left the
+    modality's encoder under-optimised."""
+    from balmm.training.fit import _single, infer
+
+    out: dict[str, dict] = {}
+    if model.early_fusion:
+        return out
+    for m in model.modalities:
+        if m not in stage1:
+            continue
+        rec: dict[str, float] = {}
+        emb = {}
+        for name in ("fit", "val", "test"):
+            s = sets[name]
+            mk = s.M[m].cpu().numpy() & (s.y.cpu().numpy() >= 0)
+            emb[name] = (
+                infer(stage1[m]["net"], _single(s, m))[f"z:{m}"][mk],
+                infer(model, s)[f"z:{m}"][mk],
+                s.y.cpu().numpy()[mk],
+            )
+        za_fit, zj_fit, y_fit = emb["fit"]
+        for name in ("val", "test"):
+            za, zj, y = emb[name]
+            a = _probe_f1(za_fit, y_fit, za, y, n_classes, seed)
+            j = _probe_f1(zj_fit, y_fit, zj, y, n_classes, seed)
+            rec[f"alone_{name}"] = a
+            rec[f"joint_{name}"] = j
+            rec[f"gap_{name}"] = a - j
+        out[m] = rec
+    return out
+
+
+def _split_metrics(proba: dict[str, np.ndarray], s, classes: list[str], model) -> dict:
+    y = s.y.cpu().numpy()
+    res: dict[str, Any] = {"fused": classification_metrics(y, proba[FUSED], classes)}
+    mods = {}
+    for m in model.heads:
+        mk = s.M[m].cpu().numpy()
+        mods[m] = classification_metrics(y[mk], proba[m][mk], classes)
+    res["modalities"] = mods
+    return res
+
+
+def evaluate(
+    *, model, sets, classes, cfg, stage1, plan, label_mi, graph_info, balancer, final_weights,
+    selected_epoch, data, preprocessor, history, device, seconds,
+):  # fmt: skip
+    from balmm.training.fit import TrainResult, infer
+
+    n_classes = len(classes)
+    proba = {name: infer(model, sets[name]) for name in ("fit", "val", "test")}
+    metrics: dict[str, Any] = {
+        "balmm_version": balmm.__version__,
+        "protocol": {
+            "balancer": cfg.balancer,
+            "encoder": cfg.encoder,
+            "graph": (
+                ("transductive" if cfg.transductive else "inductive")
+                if cfg.encoder == "gcn"
+                else None
+            ),
+            "n_fit": len(sets["fit"]),
+            "n_val": len(sets["val"]),
+            "n_test": len(sets["test"]),
+            "n_test_labelled": int((sets["test"].y >= 0).sum()),
+            "split_source": data.split_source,
+            "validation": f"stratified {cfg.val_size:.0%} of the training split (seed {cfg.seed})",
+            "model_selection": "best validation fused macro-F1 (ties: lower validation loss)",
+            "selected_epoch": selected_epoch,
+            "test_use": "evaluated once, after model selection; never used for selection",
+            "preprocessing_fitted_on": "fit samples (training split minus validation)",
+            "device": str(device),
+            "seed": cfg.seed,
+        },
+        "classes": classes,
+        "val": _split_metrics(proba["val"], sets["val"], classes, model),
+        "test": _split_metrics(proba["test"], sets["test"], classes, model),
+        "label_mi_bits": {
+            m: {"estimate": v[0], "ci": list(graph_info.get("label_mi_ci", {}).get(m, (v[1],)))}
+            for m, v in label_mi.items()
+        },
+        "stage1": {
+            m: {
+                "val_macro_f1": st["val_f1"],
+                "val_macro_f1_after_kd": st.get("kd_val_f1"),
+                "distilled": "kd_state" in st,
+            }
+            for m, st in stage1.items()
+        },
+        "kd_plan": plan,
+        "imbalance": {
+            "contributions": {
+                "method": "Shapley value of fused macro-F1 over modality subsets (masking)",
+                "val": shapley_contributions(model, sets["val"], n_classes),
+                "test": shapley_contributions(model, sets["test"], n_classes),
+            },
+            "under_optimisation_gap": under_optimisation(model, sets, stage1, n_classes, cfg.seed),
+            "weights": final_weights,
+            "excluded_from_fusion": dict(balancer.excluded),
+            "notes": list(balancer.notes),
+        },
+        "graph": {k: v for k, v in graph_info.items() if k != "label_mi_ci"},
+        "seconds": seconds,
+        "versions": {
+            "balmm": balmm.__version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+    }
+    rows = []
+    for name, split_label in (("fit", "train"), ("val", "val"), ("test", "test")):
+        s = sets[name]
+        p = proba[name][FUSED]
+        y = s.y.cpu().numpy()
+        pres = {m: s.M[m].cpu().numpy() for m in s.M}
+        used = [
+            ";".join(m for m in s.M if pres[m][i] and m not in model.fusion_off)
+            for i in range(len(s))
+        ]
+        df = pd.DataFrame(
+            {
+                "sample": s.ids.astype(str),
+                "split": split_label,
+                "true": [classes[v] if v >= 0 else None for v in y],
+                "predicted": [classes[i] for i in p.argmax(1)],
+            }
+        )
+        for j, c in enumerate(classes):
+            df[f"proba_{c}"] = p[:, j]
+        df["modalities_used"] = used
+        for m in model.heads:
+            pm = proba[name][m]
+            df[f"predicted_{m}"] = [
+                classes[i] if pres[m][k] else None for k, i in enumerate(pm.argmax(1))
+            ]
+        rows.append(df)
+    predictions = pd.concat(rows, ignore_index=True)
+    emb = _embeddings(proba, sets, classes, model)
+    return TrainResult(
+        metrics=metrics,
+        history=history,
+        predictions=predictions,
+        config=cfg,
+        plan=plan,
+        model=model,
+        preprocessor=preprocessor,
+        embeddings=emb,
+    )
+
+
+def _embeddings(proba, sets, classes, model):
+    """AnnData: one row per sample, fused and per-modality embeddings in .obsm."""
+    import anndata as ad
+
+    names = ("fit", "val", "test")
+    ids = np.concatenate([sets[n].ids.astype(str).to_numpy() for n in names])
+    split = np.concatenate([[("train" if n == "fit" else n)] * len(sets[n]) for n in names])
+    y = np.concatenate([sets[n].y.cpu().numpy() for n in names])
+    fused_p = np.concatenate([proba[n][FUSED] for n in names])
+    obs = pd.DataFrame(
+        {
+            "label": pd.Categorical(
+                [classes[v] if v >= 0 else None for v in y], categories=classes
+            ),
+            "split": pd.Categorical(split),
+            "predicted": pd.Categorical(
+                [classes[i] for i in fused_p.argmax(1)], categories=classes
+            ),
+        },
+        index=pd.Index(ids, name="sample"),
+    )
+    zmods = [k[2:] for k in proba["fit"] if k.startswith("z:")]
+    obsm = {}
+    for m in zmods:
+        z = np.concatenate([proba[n][f"z:{m}"] for n in names]).astype(np.float32)
+        obsm["X_" + ("concat" if m == CONCAT else m)] = z
+    if model.early_fusion:
+        fused = obsm["X_concat"]
+    else:
+        masks = np.concatenate(
+            [np.stack([sets[n].M[m].cpu().numpy() for m in zmods], 1) for n in names]
+        )
+        fused = np.concatenate(
+            [
+                obsm[f"X_{m}"] * masks[:, [i]]
+                for i, m in enumerate(zmods)
+                if m not in model.fusion_off
+            ]
+            or [obsm[f"X_{zmods[0]}"] * 0],
+            axis=1,
+        )
+    obsm["X_fused"] = fused.astype(np.float32)
+    adata = ad.AnnData(
+        X=fused_p.astype(np.float32),
+        obs=obs,
+        var=pd.DataFrame(index=pd.Index([f"proba_{c}" for c in classes], name="class")),
+        obsm=obsm,
+    )
+    adata.uns["balmm"] = {"balancer": model.early_fusion and "concat" or "multimodal"}
+    return adata

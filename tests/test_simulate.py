@@ -37,6 +37,20 @@ def test_probe_ranks_modalities_like_the_ground_truth() -> None:
     assert abs(acc["noise"] - 0.5) < 0.1
 
 
+@pytest.mark.parametrize("signal, noise, shared", [(1.0, 1.0, 0.5), (2.0, 0.5, 0.0)])
+def test_recorded_separation_predicts_the_bayes_accuracy(signal, noise, shared) -> None:
+    """For two Gaussian classes the best linear rule reaches Phi(D/2), D = Mahalanobis."""
+    from scipy.stats import norm
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    specs = make_specs(["m"], n_features=30, signal=signal, noise=noise, shared=shared)
+    data = simulate(n_samples=4000, modalities=specs, seed=11)
+    d = data.uns["simulation"]["modalities"]["m"]["effective_snr"]
+    m = data.mods["m"]
+    acc = cross_val_score(LinearDiscriminantAnalysis(), m.X, data.y(m.obs_names), cv=4).mean()
+    assert acc == pytest.approx(norm.cdf(d / 2), abs=0.03)
+
+
 def test_informative_features_carry_the_signal() -> None:
     data = simulate(n_samples=400, modalities={"a": ModalitySpec(signal=3.0)}, seed=0)
     truth = data.uns["simulation"]["modalities"]["a"]

@@ -144,15 +144,28 @@ def _centroids(rng: np.random.Generator, n_classes: int, k: int) -> np.ndarray:
     return q.T / math.sqrt(2.0)
 
 
-def _effective_snr(s: ModalitySpec, latent_dim: int) -> float:
-    """Class separation after averaging the feature noise over the informative features.
+def _class_separation(
+    s: ModalitySpec, r: float, mu_shared: np.ndarray, mu_unique: np.ndarray, loadings: np.ndarray
+) -> float:
+    """Mean pairwise Mahalanobis distance between the class means of the (continuous)
+    informative features: the exact linear separability of the modality.
 
-    Least squares recovers the latent from n_informative unit-norm loadings with
-    noise variance about noise^2 * latent_dim / n_informative per latent axis, on
-    top of the unit within-class latent variance.
+    Feature means are ``s * [sqrt(r) A_c | sqrt(1-r) B_c] @ W`` and the within-class
+    covariance is ``W^T diag(r, .., 1-r, ..) W + noise^2 I``; for two classes the Bayes
+    accuracy is Phi(D / 2).
     """
-    resid = 1.0 + s.noise**2 * 2 * latent_dim / s.n_informative
-    return float(s.signal / math.sqrt(resid))
+    k = mu_shared.shape[1]
+    means = s.signal * np.hstack([math.sqrt(r) * mu_shared, math.sqrt(1 - r) * mu_unique])
+    means = means @ loadings
+    var = np.concatenate([np.full(k, r), np.full(k, 1 - r)])
+    cov = loadings.T @ (var[:, None] * loadings) + s.noise**2 * np.eye(loadings.shape[1])
+    prec = np.linalg.pinv(cov)
+    d = [
+        math.sqrt(max(float((means[a] - means[b]) @ prec @ (means[a] - means[b])), 0.0))
+        for a in range(len(means))
+        for b in range(a + 1, len(means))
+    ]
+    return float(np.mean(d))
 
 
 def simulate(
@@ -163,7 +176,7 @@ def simulate(
     missing_rate: float = 0.0,
     count_like: bool = False,
     test_size: float = 0.3,
-    latent_dim: int = 8,
+    latent_dim: int = 4,
     class_weights: Sequence[float] | None = None,
     seed: int = 0,
 ) -> MultiOmicsData:
@@ -186,7 +199,8 @@ def simulate(
 
     Returns:
         MultiOmicsData with ``obs`` columns ``label`` and ``split`` and the ground truth in
-        ``uns["simulation"]``: per modality ``signal``, ``noise``, ``effective_snr``,
+        ``uns["simulation"]``: per modality ``signal``, ``noise``, ``effective_snr`` (mean
+        pairwise Mahalanobis distance between class means, see :func:`_class_separation`),
         ``informativeness_rank`` (1 = most informative), ``noise_only``, ``informative_features``,
         realised ``missing_rate``; plus ``dominant`` and ``noise_only`` modality names.
     """
@@ -263,6 +277,7 @@ def simulate(
         x = s.noise * rng.standard_normal((n_samples, s.n_features))
         informative = np.sort(rng.choice(s.n_features, size=s.n_informative, replace=False))
         x[:, informative] += z @ loadings
+        separation = _class_separation(s, r, shared_centroids, unique_centroids, loadings)
         if s.count_like:
             base = rng.normal(math.log(s.mean_count), 1.0, size=s.n_features)
             size = rng.lognormal(0.0, 0.3, size=(n_samples, 1))
@@ -285,7 +300,7 @@ def simulate(
             "signal": float(s.signal),
             "noise": float(s.noise),
             "shared": float(s.shared),
-            "effective_snr": _effective_snr(s, k),
+            "effective_snr": separation,
             "noise_only": bool(s.signal == 0.0),
             "count_like": bool(s.count_like),
             "dispersion": float(s.dispersion) if s.count_like else 0.0,

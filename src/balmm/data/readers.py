@@ -56,10 +56,17 @@ def check_exists(path: Path, what: str = "input") -> None:
         raise InputError(f"{what} not found: {path}")
 
 
-def _sep_for(path: Path) -> str | None:
+def _sep_for(path: Path) -> str:
     suffix, _ = strip_compression(path)
-    # None lets pandas sniff the delimiter (python engine) for .txt files.
-    return {".csv": ",", ".tsv": "\t"}.get(suffix)
+    if suffix in (".csv", ".tsv"):
+        return "," if suffix == ".csv" else "\t"
+    # .txt: tab if the first line has one, else comma (also right for one-column ID lists).
+    try:
+        with pd.io.common.get_handle(path, "r", compression="infer") as h:
+            first = h.handle.readline()
+    except (OSError, UnicodeDecodeError, EOFError):
+        return ","
+    return "\t" if "\t" in first else ","
 
 
 def read_csv_frame(path: Path, header: bool = True, index: bool = True) -> pd.DataFrame:
@@ -73,7 +80,6 @@ def read_csv_frame(path: Path, header: bool = True, index: bool = True) -> pd.Da
             header=0 if header else None,
             index_col=0 if index else None,
             compression="infer",
-            engine="c" if sep is not None else "python",
             dtype={0: str} if index else None,
             low_memory=False,
         )
@@ -82,7 +88,28 @@ def read_csv_frame(path: Path, header: bool = True, index: bool = True) -> pd.Da
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path}: cannot parse as a delimited table ({first})") from exc
+    if header:
+        # pandas renames repeated column names (x, x.1); read the header as written instead.
+        names = (
+            pd.read_csv(
+                path,
+                sep=sep,
+                header=None,
+                nrows=1,
+                dtype=str,
+                compression="infer",
+                keep_default_na=False,
+            )
+            .iloc[0]
+            .tolist()
+        )
+        names = names[1:] if index else names
+        if len(names) == df.shape[1]:
+            validate.check_unique(names, "column name", str(path))
     if index:
+        if df.index.isna().any():
+            row = int(np.flatnonzero(df.index.isna())[0]) + (2 if header else 1)
+            raise InputError(f"{path}: empty or NA sample ID on line {row}")
         df.index = df.index.astype(str)
         df.index.name = "sample"
     df.columns = [str(c) for c in df.columns]

@@ -1,0 +1,330 @@
+"""Cross-validated probes: how well does each modality (or a set of them) predict the label?
+
+A probe is a simple classifier fitted with stratified k-fold cross-validation
+on **training samples only**; every figure comes from out-of-fold predictions
+(each sample is predicted by a model that never saw it), with percentile
+bootstrap intervals over samples. The default probe is scikit-learn's
+``LogisticRegression`` (standardise -> optional PCA -> L2 logistic regression,
+all fitted inside each fold, so nothing leaks from the held-out fold); a small
+torch MLP is available with ``kind="mlp"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.decomposition import PCA
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+from sklearn.metrics import f1_score
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from balmm.profiling.mi import label_mi_bootstrap, resolve_device
+
+log = logging.getLogger("balmm")
+
+PCA_ABOVE = 256  # probes reduce wider inputs to PCA_DIMS components (inside each fold)
+PCA_DIMS = 64
+
+
+@dataclass
+class ProbeResult:
+    """Out-of-fold performance of one probe."""
+
+    n_samples: int
+    n_folds: int
+    macro_f1: float
+    macro_f1_ci: tuple[float, float]
+    accuracy: float
+    accuracy_ci: tuple[float, float]
+    balanced_accuracy: float
+    balanced_accuracy_ci: tuple[float, float]
+    per_class_f1: dict[str, float]
+    mi_label_bits: float
+    mi_label_bits_ci: tuple[float, float]
+    C: float  # median L2 strength chosen by the inner CV (NaN for the MLP)
+    y: np.ndarray = field(repr=False)
+    oof_proba: np.ndarray = field(repr=False)
+
+    def to_dict(self) -> dict:
+        return {
+            "n_samples": self.n_samples,
+            "n_folds": self.n_folds,
+            "macro_f1": self.macro_f1,
+            "macro_f1_ci": list(self.macro_f1_ci),
+            "accuracy": self.accuracy,
+            "accuracy_ci": list(self.accuracy_ci),
+            "balanced_accuracy": self.balanced_accuracy,
+            "balanced_accuracy_ci": list(self.balanced_accuracy_ci),
+            "per_class_f1": dict(self.per_class_f1),
+            "C": self.C,
+        }
+
+
+class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
+    """A small torch MLP (one hidden layer, dropout, weight decay) with the sklearn API."""
+
+    def __init__(
+        self,
+        hidden: int = 64,
+        epochs: int = 60,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-3,
+        dropout: float = 0.3,
+        batch_size: int = 256,
+        device: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.hidden = hidden
+        self.epochs = epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.dropout = dropout
+        self.batch_size = batch_size
+        self.device = device
+        self.seed = seed
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> TorchMLPClassifier:
+        self.classes_ = np.unique(y)
+        dev = resolve_device(self.device)
+        torch.manual_seed(self.seed)
+        codes = np.searchsorted(self.classes_, y)
+        xt = torch.as_tensor(np.asarray(X, dtype=np.float32), device=dev)
+        yt = torch.as_tensor(codes, dtype=torch.long, device=dev)
+        self.model_ = torch.nn.Sequential(
+            torch.nn.Linear(xt.shape[1], self.hidden),
+            torch.nn.ReLU(),
+            torch.nn.Dropout(self.dropout),
+            torch.nn.Linear(self.hidden, len(self.classes_)),
+        ).to(dev)
+        opt = torch.optim.AdamW(
+            self.model_.parameters(), lr=self.lr, weight_decay=self.weight_decay
+        )
+        gen = torch.Generator().manual_seed(self.seed)
+        n = xt.shape[0]
+        self.model_.train()
+        for _ in range(self.epochs):
+            for idx in torch.randperm(n, generator=gen).split(self.batch_size):
+                idx = idx.to(dev)
+                loss = torch.nn.functional.cross_entropy(self.model_(xt[idx]), yt[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        self.model_.eval()
+        self.device_ = dev
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            xt = torch.as_tensor(np.asarray(X, dtype=np.float32), device=self.device_)
+            return torch.softmax(self.model_(xt), dim=1).cpu().numpy().astype(np.float64)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+C_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
+
+
+def make_probe(
+    n_features: int,
+    kind: str = "logreg",
+    device: str | None = None,
+    seed: int = 0,
+    C: float | None = None,
+):
+    """The probe pipeline: impute -> standardise -> PCA (if wide) -> classifier.
+
+    For ``kind="logreg"`` without a fixed ``C`` the L2 strength is chosen by an
+    inner 3-fold CV on log-loss inside each outer training fold (nested, so the
+    reported out-of-fold figures stay honest): unregularised probes on wide
+    omics over-fit and give over-confident probabilities, which would make
+    H(Y) - CE meaningless.
+    """
+    steps: list = [SimpleImputer(strategy="mean", keep_empty_features=True), StandardScaler()]
+    if n_features > PCA_ABOVE:
+        steps.append(PCA(n_components=PCA_DIMS, random_state=seed))
+    if kind == "logreg" and C is None:
+        steps.append(
+            LogisticRegressionCV(Cs=list(C_GRID), cv=3, scoring="neg_log_loss", max_iter=300)
+        )
+    elif kind == "logreg":
+        steps.append(LogisticRegression(C=C, max_iter=300))
+    elif kind == "mlp":
+        steps.append(TorchMLPClassifier(device=device, seed=seed))
+    else:
+        raise ValueError(f"probe kind must be 'logreg' or 'mlp', got {kind!r}")
+    return make_pipeline(*steps)
+
+
+def n_folds_for(y: np.ndarray, max_folds: int = 5) -> int:
+    """Folds for stratified CV: at most ``max_folds``, at least 2, at most the smallest class."""
+    counts = np.bincount(y)
+    counts = counts[counts > 0]
+    return int(max(2, min(max_folds, counts.min())))
+
+
+def oof_proba(
+    X: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    kind: str = "logreg",
+    n_folds: int = 5,
+    seed: int = 0,
+    device: str | None = None,
+    C: float | None = None,
+) -> tuple[np.ndarray, int, float]:
+    """Out-of-fold class probabilities (n x n_classes) from stratified k-fold CV.
+
+    Returns (probabilities, number of folds, median L2 ``C`` chosen in the folds
+    or the fixed ``C``; NaN for the MLP).
+    """
+    k = n_folds_for(y, n_folds)
+    proba = np.zeros((len(y), n_classes))
+    skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    template = make_probe(X.shape[1], kind, device, seed, C)
+    chosen = []
+    with warnings.catch_warnings():
+        # Tiny classes and short max_iter are expected on small assays; the
+        # intervals and the report's warnings say what matters. FutureWarnings
+        # are sklearn's LogisticRegressionCV API transition notices.
+        warnings.simplefilter("ignore", category=ConvergenceWarning)
+        warnings.simplefilter("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message="The least populated class")
+        for tr, te in skf.split(X, y):
+            model = clone(template).fit(X[tr], y[tr])
+            cols = np.asarray(model.classes_, dtype=np.int64)
+            proba[np.ix_(te, cols)] = model.predict_proba(X[te])
+            last = model[-1]
+            if hasattr(last, "C_"):
+                chosen.append(float(np.median(np.ravel(last.C_))))
+            elif hasattr(last, "C"):
+                chosen.append(float(last.C))
+    c_used = float(np.median(chosen)) if chosen else float("nan")
+    return proba, k, c_used
+
+
+def _confusions(y: np.ndarray, pred: np.ndarray, idx: np.ndarray, n_classes: int) -> np.ndarray:
+    """Confusion matrices for many resamples at once: (B, C, C) from index rows (B, n).
+
+    Vectorised with bincount because the bootstrap needs thousands of them;
+    the resulting F1 equals sklearn's ``f1_score`` (checked in the tests).
+    """
+    b = idx.shape[0]
+    flat = (np.arange(b)[:, None] * n_classes * n_classes) + y[idx] * n_classes + pred[idx]
+    cm = np.bincount(flat.ravel(), minlength=b * n_classes * n_classes)
+    return cm.reshape(b, n_classes, n_classes).astype(np.float64)
+
+
+def _metrics_from_cm(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """macro-F1 / accuracy / balanced accuracy from (B, C, C) confusions.
+
+    Like sklearn, macro-F1 averages over the classes present in y_true or in
+    the predictions, and balanced accuracy over the classes present in y_true.
+    """
+    tp = np.diagonal(cm, axis1=1, axis2=2)
+    support = cm.sum(axis=2)
+    predicted = cm.sum(axis=1)
+    denom = support + predicted
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(denom > 0, 2 * tp / denom, 0.0)
+        recall = np.where(support > 0, tp / support, np.nan)
+    used = (support > 0) | (predicted > 0)
+    macro_f1 = (f1 * used).sum(axis=1) / np.maximum(used.sum(axis=1), 1)
+    acc = tp.sum(axis=1) / cm.sum(axis=(1, 2))
+    bal = np.nanmean(recall, axis=1)
+    return {"macro_f1": macro_f1, "accuracy": acc, "balanced_accuracy": bal, "f1": f1}
+
+
+def score_predictions(
+    y: np.ndarray,
+    proba: np.ndarray,
+    classes: list[str],
+    n_boot: int = 200,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict:
+    """Point metrics and bootstrap intervals from (out-of-fold) probabilities."""
+    c = len(classes)
+    pred = proba.argmax(axis=1)
+    n = len(y)
+    full = _metrics_from_cm(_confusions(y, pred, np.arange(n)[None, :], c))
+    out: dict = {k: float(v[0]) for k, v in full.items() if k != "f1"}
+    present = np.bincount(y, minlength=c) > 0
+    out["per_class_f1"] = {classes[i]: float(full["f1"][0, i]) for i in range(c) if present[i]}
+    alpha = (1 - level) / 2
+    if n_boot > 0:
+        rng = np.random.default_rng(seed)
+        idx = rng.integers(0, n, size=(n_boot, n))
+        boot = _metrics_from_cm(_confusions(y, pred, idx, c))
+        for key in ("macro_f1", "accuracy", "balanced_accuracy"):
+            lo, hi = np.nanquantile(boot[key], [alpha, 1 - alpha])
+            out[f"{key}_ci"] = (float(lo), float(hi))
+    else:
+        for key in ("macro_f1", "accuracy", "balanced_accuracy"):
+            out[f"{key}_ci"] = (math.nan, math.nan)
+    return out
+
+
+def run_probe(
+    X: np.ndarray,
+    y: np.ndarray,
+    classes: list[str],
+    kind: str = "logreg",
+    n_folds: int = 5,
+    n_boot: int = 200,
+    seed: int = 0,
+    device: str | None = None,
+) -> ProbeResult:
+    """Cross-validated probe on (X, y): metrics with intervals and label MI (bits)."""
+    y = np.asarray(y, dtype=np.int64)
+    proba, k, c_used = oof_proba(X, y, len(classes), kind, n_folds, seed, device)
+    s = score_predictions(y, proba, classes, n_boot, seed)
+    mi, mi_ci = label_mi_bootstrap(y, proba, n_boot=n_boot, seed=seed)
+    return ProbeResult(
+        n_samples=len(y),
+        n_folds=k,
+        macro_f1=s["macro_f1"],
+        macro_f1_ci=s["macro_f1_ci"],
+        accuracy=s["accuracy"],
+        accuracy_ci=s["accuracy_ci"],
+        balanced_accuracy=s["balanced_accuracy"],
+        balanced_accuracy_ci=s["balanced_accuracy_ci"],
+        per_class_f1=s["per_class_f1"],
+        mi_label_bits=mi,
+        mi_label_bits_ci=mi_ci,
+        C=c_used,
+        y=y,
+        oof_proba=proba,
+    )
+
+
+def cv_macro_f1(
+    X: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    kind: str = "logreg",
+    n_folds: int = 5,
+    seed: int = 0,
+    device: str | None = None,
+    C: float | None = None,
+) -> float:
+    """Out-of-fold macro-F1 only (the Shapley value function)."""
+    proba, _, _ = oof_proba(X, y, n_classes, kind, n_folds, seed, device, C)
+    return float(f1_score(y, proba.argmax(axis=1), average="macro"))
+
+
+def chance_macro_f1(y: np.ndarray) -> float:
+    """Macro-F1 of always predicting the majority class (the no-information baseline)."""
+    y = np.asarray(y, dtype=np.int64)
+    major = np.bincount(y).argmax()
+    return float(f1_score(y, np.full_like(y, major), average="macro"))

@@ -1,0 +1,409 @@
+"""``balmm.profile``: the imbalance report card of a labelled multi-omics dataset.
+
+Data flow: quality of each raw modality -> preprocessing fitted on the training
+samples -> cross-validated probes per modality and on the concatenation ->
+label information I(X_m; Y) -> pairwise I(Z_a; Z_b) on PCA embeddings ->
+distillation plan -> Shapley contributions -> verdict. Only **training**
+samples are used for everything that involves labels; the test split is never
+read here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.decomposition import PCA
+
+from balmm.data.dataset import MultiOmicsData
+from balmm.errors import ConfigError, InputError
+from balmm.profiling import mi as mi_mod
+from balmm.profiling.plan import KDEdge, distillation_plan, teachers_of
+from balmm.profiling.probes import ProbeResult, chance_macro_f1, cv_macro_f1, run_probe
+from balmm.profiling.quality import modality_quality
+from balmm.profiling.shapley import shapley
+from balmm.profiling.verdict import build_verdict
+from balmm.progress import NULL_PROGRESS, Progress
+
+log = logging.getLogger("balmm")
+
+ESTIMATORS = ("ksg", "gaussian", "infonce")
+PRIMARY_ESTIMATOR = "ksg"  # the one the distillation plan and the heatmap use
+PAIR_PCA_DIMS = 5  # PCA embedding width for I(Z_a; Z_b); KSG is reliable at low dimension
+MIN_PAIR_SAMPLES = 20
+
+
+@dataclass
+class ProfileResult:
+    """Everything ``balmm profile`` measured; ``to_dict()`` is profile.json."""
+
+    dataset: dict
+    settings: dict
+    modalities: dict[str, dict]
+    concatenated: dict
+    pairs: list[dict]
+    kd_plan: list[KDEdge]
+    shapley: dict
+    redundancy: dict
+    verdict: dict
+    warnings: list[str]
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The profile.json content (keys documented in docs/outputs.md)."""
+        return {
+            "balmm_profile_version": 1,
+            "dataset": self.dataset,
+            "settings": self.settings,
+            "modalities": self.modalities,
+            "concatenated": self.concatenated,
+            "pairs": self.pairs,
+            "kd_plan": [e.to_dict() for e in self.kd_plan],
+            "shapley": self.shapley,
+            "redundancy": self.redundancy,
+            "verdict": self.verdict,
+            "warnings": self.warnings,
+            "timings_s": self.timings_s,
+        }
+
+    @property
+    def strongest(self) -> str:
+        """Modality with the highest probe macro-F1 (point estimate)."""
+        return max(self.modalities, key=lambda m: self.modalities[m]["probe"]["macro_f1"])
+
+    def write(self, out: str | Path) -> Path:
+        """Write profile.json, profile.md, profile.html and plots/ atomically into ``out``."""
+        from balmm.profiling.report import write_report
+
+        return write_report(self, out)
+
+
+def _stratified_subsample(
+    ids: pd.Index, y: np.ndarray, n_max: int, seed: int
+) -> tuple[pd.Index, np.ndarray]:
+    if len(ids) <= n_max:
+        return ids, y
+    from sklearn.model_selection import train_test_split
+
+    keep, _ = train_test_split(np.arange(len(ids)), train_size=n_max, stratify=y, random_state=seed)
+    keep = np.sort(keep)
+    return ids[keep], y[keep]
+
+
+def _pca(x: np.ndarray, dims: int, seed: int) -> np.ndarray:
+    dims = int(min(dims, x.shape[1], x.shape[0] - 1))
+    return PCA(n_components=dims, random_state=seed).fit_transform(x)
+
+
+def _estimator_fn(name: str, device, seed: int):
+    if name == "ksg":
+        return lambda a, b: mi_mod.ksg_mi(a, b, k=3, device=device, seed=seed)
+    if name == "gaussian":
+        return mi_mod.gaussian_mi
+    if name == "infonce":
+        return lambda a, b: mi_mod.infonce_mi(a, b, device=device, seed=seed)
+    raise ConfigError(f"unknown MI estimator {name!r}; choose from {', '.join(ESTIMATORS)}")
+
+
+def _probe_dict(p: ProbeResult) -> dict:
+    d = p.to_dict()
+    return d
+
+
+def profile(
+    data: MultiOmicsData,
+    out: str | Path | None = None,
+    max_samples: int = 2000,
+    max_probe_samples: int | None = None,
+    n_boot: int = 200,
+    estimators: tuple[str, ...] | list[str] = ("ksg", "gaussian"),
+    probe: str = "logreg",
+    n_folds: int = 5,
+    seed: int = 0,
+    device: str = "auto",
+    progress: Progress = NULL_PROGRESS,
+) -> ProfileResult:
+    """Profile modality quality, strength, information and imbalance.
+
+    Args:
+        data: labelled multi-omics data (only its ``train`` samples are used).
+        out: if given, the report folder is written there (see :meth:`ProfileResult.write`).
+        max_samples: cap for the parts whose cost grows faster than linearly
+            (pairwise MI, robust outlier distances): above it a stated random
+            subsample is used.
+        max_probe_samples: cap for the probes and Shapley values (default
+            ``10 * max_samples``; stratified subsample above it).
+        n_boot: bootstrap replicates for metric and label-MI intervals; pairwise
+            MI uses ``min(n_boot, 50)`` half-samples.
+        estimators: pairwise MI estimators among "ksg", "gaussian", "infonce".
+        probe: "logreg" (scikit-learn) or "mlp" (small torch MLP).
+        device: "auto", "cpu" or "cuda" for the torch parts (KSG, InfoNCE, MLP probe).
+    """
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    estimators = list(estimators)
+    for e in estimators:
+        _estimator_fn(e, None, seed)  # validates the names before any work
+    if probe not in ("logreg", "mlp"):
+        raise ConfigError(f"probe must be 'logreg' or 'mlp', got {probe!r}")
+    if max_samples < 50:
+        raise ConfigError(f"max_samples must be at least 50, got {max_samples}")
+    max_probe_samples = max_probe_samples or 10 * max_samples
+    dev = mi_mod.resolve_device(device)
+    names = data.modality_names
+    classes = data.classes
+    if len(classes) < 2:
+        raise InputError(
+            f"profile needs labels with at least 2 classes; found {len(classes)} "
+            f"(label source: {data.label_key or 'none'})"
+        )
+    train_all = data.ids("train")
+    if len(train_all) < 10:
+        raise InputError(
+            f"profile needs at least 10 labelled training samples, got {len(train_all)}"
+        )
+    warn: list[str] = []
+    y_all = data.y(train_all)
+    train_ids, y_train = _stratified_subsample(train_all, y_all, max_probe_samples, seed)
+    if len(train_ids) < len(train_all):
+        warn.append(
+            f"probes and Shapley values use a stratified random subsample of {len(train_ids)} "
+            f"of {len(train_all)} training samples (--max-samples x 10)"
+        )
+
+    # ---------------------------------------------------------------- quality
+    progress.start("quality", "Quality per modality", total=len(names))
+    t0 = time.perf_counter()
+    quality = {}
+    for m in names:
+        quality[m] = modality_quality(data.mods[m], len(data.obs), max_samples, seed)
+        progress.update("quality")
+    progress.finish("quality")
+    timings["quality"] = time.perf_counter() - t0
+
+    # ---------------------------------------------------------------- preprocess
+    t0 = time.perf_counter()
+    from balmm.data.preprocess import Preprocessor
+
+    pre = Preprocessor().fit(data, train_ids)
+    pdata = pre.transform(data, train_ids)
+    y = pdata.y
+    timings["preprocess"] = time.perf_counter() - t0
+
+    # ---------------------------------------------------------------- probes
+    t0 = time.perf_counter()
+    progress.start("probes", f"Cross-validated probes ({probe})", total=len(names) + 1)
+    probes: dict[str, ProbeResult] = {}
+    for m in names:
+        rows = pdata.mask[m]
+        ym = y[rows]
+        if len(ym) < 10 or len(np.unique(ym)) < 2:
+            warn.append(f"modality {m!r}: too few labelled training samples ({len(ym)}) to probe")
+            progress.update("probes")
+            continue
+        probes[m] = run_probe(pdata.X[m][rows], ym, classes, probe, n_folds, n_boot, seed, str(dev))
+        progress.update("probes")
+    if not probes:
+        raise InputError("no modality has enough labelled training samples to profile")
+    partial = [m for m in names if not pdata.mask[m].all()]
+
+    def concat(subset: list[str]) -> np.ndarray:
+        # Samples lacking a modality have zero rows there; a presence indicator
+        # lets the probe tell "missing" from "average".
+        parts = [pdata.X[m] for m in subset]
+        parts += [pdata.mask[m][:, None].astype(np.float32) for m in subset if m in partial]
+        return np.hstack(parts)
+
+    probe_names = list(probes)
+    all_probe = run_probe(concat(probe_names), y, classes, probe, n_folds, n_boot, seed, str(dev))
+    progress.update("probes")
+    progress.finish("probes")
+    timings["probes"] = time.perf_counter() - t0
+    chance = chance_macro_f1(y)
+
+    # ---------------------------------------------------------------- pairwise MI
+    t0 = time.perf_counter()
+    pairs: list[dict] = []
+    pair_primary: dict[tuple[str, str], tuple[float, float]] = {}
+    pair_list = list(combinations(probe_names, 2))
+    n_boot_mi = min(n_boot, 50)
+    primary = PRIMARY_ESTIMATOR if PRIMARY_ESTIMATOR in estimators else estimators[0]
+    progress.start("mi", "Pairwise mutual information", total=len(pair_list) * len(estimators))
+    rng = np.random.default_rng(seed)
+    for a, b in pair_list:
+        both = np.flatnonzero(pdata.mask[a] & pdata.mask[b])
+        n_both = len(both)
+        if n_both > max_samples:
+            both = np.sort(rng.choice(both, size=max_samples, replace=False))
+        if len(both) < MIN_PAIR_SAMPLES:
+            warn.append(f"pair {a}/{b}: only {n_both} training samples have both; no MI estimate")
+            progress.update("mi", advance=len(estimators))
+            continue
+        za = _pca(pdata.X[a][both], PAIR_PCA_DIMS, seed)
+        zb = _pca(pdata.X[b][both], PAIR_PCA_DIMS, seed)
+        for est in estimators:
+            fn = _estimator_fn(est, dev, seed)
+            # InfoNCE trains a network per replicate: a few replicates only.
+            nb = n_boot_mi if est != "infonce" else min(n_boot_mi, 10)
+            val, ci = mi_mod.bootstrap_mi(fn, za, zb, n_boot=nb, seed=seed)
+            pairs.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "mi_bits": val,
+                    "mi_bits_ci": list(ci),
+                    "estimator": est,
+                    "n_samples": int(len(both)),
+                    "n_samples_both": int(n_both),
+                    "subsampled": bool(n_both > len(both)),
+                    "embedding": f"PCA({za.shape[1]}) vs PCA({zb.shape[1]})",
+                }
+            )
+            if est == primary:
+                pair_primary[(a, b)] = (val, ci[0])
+            progress.update("mi")
+    progress.finish("mi")
+    timings["pair_mi"] = time.perf_counter() - t0
+
+    # ---------------------------------------------------------------- plan
+    strength = {m: (p.macro_f1, p.macro_f1_ci[0]) for m, p in probes.items()}
+    label_mi = {m: (p.mi_label_bits, p.mi_label_bits_ci[0]) for m, p in probes.items()}
+    plan = distillation_plan(strength, label_mi, pair_primary)
+
+    # ---------------------------------------------------------------- Shapley
+    t0 = time.perf_counter()
+    n_sub = 2 ** len(probe_names) - 1 if len(probe_names) <= 6 else None
+    progress.start("shapley", "Shapley contributions", total=n_sub)
+
+    def value(subset: frozenset) -> float:
+        progress.update("shapley")
+        if not subset:
+            return chance
+        if set(subset) == set(probe_names):
+            return all_probe.macro_f1  # same folds and seed: identical to re-running
+        cols = [m for m in probe_names if m in subset]
+        # The L2 strength of the full-set probe (median over its folds) is reused
+        # for every subset: same model class for all subsets, and 2^M nested
+        # searches would dominate the run time.
+        c_fixed = all_probe.C if probe == "logreg" and math.isfinite(all_probe.C) else None
+        return cv_macro_f1(concat(cols), y, len(classes), probe, n_folds, seed, str(dev), c_fixed)
+
+    phi, loo, method, game = shapley(probe_names, value, seed=seed)
+    progress.finish("shapley")
+    timings["shapley"] = time.perf_counter() - t0
+
+    # ---------------------------------------------------------------- assemble
+    mods_out: dict[str, dict] = {}
+    for m in names:
+        entry = dict(quality[m])
+        entry["n_train_samples"] = int(pdata.mask[m].sum())
+        entry["n_features_used"] = len(pre.features[m])
+        if m in probes:
+            p = probes[m]
+            entry["probe"] = _probe_dict(p)
+            entry["mi_label_bits"] = p.mi_label_bits
+            entry["mi_label_bits_ci"] = list(p.mi_label_bits_ci)
+            entry["teachers"] = [{"teacher": t, "weight": w} for t, w in teachers_of(plan, m)]
+        mods_out[m] = entry
+    sum_mi = float(sum(p.mi_label_bits for p in probes.values()))
+    redundancy = {
+        "mi_all_label_bits": all_probe.mi_label_bits,
+        "mi_all_label_bits_ci": list(all_probe.mi_label_bits_ci),
+        "sum_mi_label_bits": sum_mi,
+        "ratio_sum_to_all": sum_mi / all_probe.mi_label_bits
+        if all_probe.mi_label_bits > 0
+        else float("nan"),
+        "label_entropy_bits": mi_mod.entropy_bits(y, len(classes)),
+    }
+    shap_out = {
+        "values": phi,
+        "leave_one_out": loo,
+        "method": method,
+        "value_function": f"{n_folds}-fold CV probe macro-F1 on the concatenated subset",
+        "empty_set_macro_f1": chance,
+        "full_set_macro_f1": all_probe.macro_f1,
+        "subsets": [
+            {"modalities": sorted(s), "macro_f1": v}
+            for s, v in sorted(game.cache.items(), key=lambda kv: (len(kv[0]), sorted(kv[0])))
+        ],
+    }
+    class_counts = pd.Series(y).map(dict(enumerate(classes))).value_counts()
+    dataset = {
+        "source": data.source,
+        "label_key": data.label_key,
+        "split_source": data.split_source,
+        "classes": classes,
+        "n_samples": int(len(data.obs)),
+        "n_train_samples": int(len(train_all)),
+        "n_train_used": int(len(train_ids)),
+        "train_class_counts": {c: int(class_counts.get(c, 0)) for c in classes},
+        "modalities": names,
+        "notes": list(data.notes),
+    }
+    settings = {
+        "probe": probe,
+        "n_folds": int(all_probe.n_folds),
+        "n_boot": n_boot,
+        "n_boot_pair_mi": n_boot_mi,
+        "max_samples": max_samples,
+        "max_probe_samples": max_probe_samples,
+        "estimators": estimators,
+        "primary_estimator": primary,
+        "pair_embedding_dims": PAIR_PCA_DIMS,
+        "device": str(dev),
+        "seed": seed,
+        "preprocessing": pre.summary(),
+        "uses": "training samples only; the test split is not read",
+        "platform": platform.platform(),
+    }
+    concatenated = {
+        "modalities": probe_names,
+        "probe": _probe_dict(all_probe),
+        "mi_label_bits": all_probe.mi_label_bits,
+        "mi_label_bits_ci": list(all_probe.mi_label_bits_ci),
+        "chance_macro_f1": chance,
+    }
+    verdict = build_verdict(
+        dataset=dataset,
+        modalities=mods_out,
+        concatenated=concatenated,
+        plan=plan,
+        shapley_values=phi,
+        redundancy=redundancy,
+        n_folds=int(all_probe.n_folds),
+        extra_warnings=warn,
+    )
+    shap_out["verdict"] = verdict["text"]
+    timings["total"] = time.perf_counter() - t_start
+    result = ProfileResult(
+        dataset=dataset,
+        settings=settings,
+        modalities=mods_out,
+        concatenated=concatenated,
+        pairs=pairs,
+        kd_plan=plan,
+        shapley=shap_out,
+        redundancy=redundancy,
+        verdict=verdict,
+        warnings=verdict["warnings"],
+        timings_s=timings,
+    )
+    if out is not None:
+        result.write(out)
+    return result
+
+
+def fmt_ci(v: float, ci: list[float] | tuple[float, float], digits: int = 3) -> str:
+    """``0.812 [0.760, 0.861]`` (dashes for missing values)."""
+
+    def f(x: float | None) -> str:
+        return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+    return f"{f(v)} [{f(ci[0])}, {f(ci[1])}]"

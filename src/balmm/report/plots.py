@@ -1,0 +1,82 @@
+"""Plot helpers shared by the profile, train and bench reports (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def bars_with_ci(
+    labels: Sequence[str],
+    values: Sequence[float],
+    cis: Sequence[tuple[float, float]] | None = None,
+    xlabel: str = "",
+    title: str = "",
+    refline: float | None = None,
+    refline_label: str = "",
+    colors: Sequence[str] | None = None,
+) -> plt.Figure:
+    """Horizontal bars (first label on top) with optional interval whiskers and a reference line."""
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * n + 1.2))
+    ypos = np.arange(n)[::-1]
+    vals = np.array([np.nan if v is None else v for v in values], dtype=float)
+    ax.barh(ypos, vals, color=colors or "#4a6fd1", alpha=0.85)
+    if cis is not None:
+        lo = np.array([np.nan if c[0] is None else c[0] for c in cis], dtype=float)
+        hi = np.array([np.nan if c[1] is None else c[1] for c in cis], dtype=float)
+        err = np.vstack([np.clip(vals - lo, 0, None), np.clip(hi - vals, 0, None)])
+        ax.errorbar(vals, ypos, xerr=err, fmt="none", ecolor="#222", capsize=3, lw=1)
+    if refline is not None:
+        ax.axvline(refline, color="#c0392b", ls="--", lw=1, label=refline_label or None)
+        if refline_label:
+            ax.legend(loc="lower right", fontsize=8)
+    ax.set_yticks(ypos, labels)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def heatmap(
+    df: pd.DataFrame,
+    title: str = "",
+    cbar_label: str = "",
+    fmt: str = "{:.2f}",
+    cmap: str = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> plt.Figure:
+    """Annotated heatmap of a DataFrame (NaN cells left blank)."""
+    arr = df.to_numpy(dtype=float)
+    fig, ax = plt.subplots(
+        figsize=(max(4.0, 0.8 * arr.shape[1] + 2.2), max(3.0, 0.55 * arr.shape[0] + 1.5))
+    )
+    masked = np.ma.masked_invalid(arr)
+    im = ax.imshow(masked, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(arr.shape[1]), [str(c) for c in df.columns], rotation=40, ha="right")
+    ax.set_yticks(range(arr.shape[0]), [str(i) for i in df.index])
+    finite = arr[np.isfinite(arr)]
+    mid = (finite.min() + finite.max()) / 2 if finite.size else 0
+    for i in range(arr.shape[0]):
+        for j in range(arr.shape[1]):
+            if math.isfinite(arr[i, j]):
+                ax.text(
+                    j,
+                    i,
+                    fmt.format(arr[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if arr[i, j] < mid else "black",
+                )
+    fig.colorbar(im, ax=ax, label=cbar_label, shrink=0.8)
+    ax.set_title(title)
+    return fig

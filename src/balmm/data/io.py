@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,12 @@ def read_h5mu(path: str | os.PathLike[str]) -> MultiOmicsData:
     return load_inputs([str(path)], require_labels=False)
 
 
+def _quiet() -> None:
+    # Modalities may share feature names (same genes in RNA and CNV); that is fine here.
+    warnings.filterwarnings("ignore", message="var_names are not unique")
+    warnings.filterwarnings("ignore", message="obs_names are not unique")
+
+
 def write_h5mu(data: MultiOmicsData, path: str | os.PathLike[str]) -> Path:
     """Write ``data`` as one gzip-compressed ``.h5mu`` (atomically: temp file + rename).
 
@@ -74,7 +81,8 @@ def write_h5mu(data: MultiOmicsData, path: str | os.PathLike[str]) -> Path:
             obs=pd.DataFrame(index=pd.Index(m.obs_names.astype(str), name="sample")),
             var=pd.DataFrame(index=pd.Index(m.var_names.astype(str), name="feature")),
         )
-    with md.set_options(pull_on_update=False):
+    with md.set_options(pull_on_update=False), warnings.catch_warnings():
+        _quiet()
         mdata = md.MuData(mods)
     obs = data.obs.reindex(mdata.obs_names)
     mdata.obs = pd.DataFrame(index=pd.Index(mdata.obs_names, name="sample"))
@@ -99,7 +107,8 @@ def write_h5mu(data: MultiOmicsData, path: str | os.PathLike[str]) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.h5mu", dir=path.parent)
     os.close(fd)
     try:
-        with md.set_options(pull_on_update=False):
+        with md.set_options(pull_on_update=False), warnings.catch_warnings():
+            _quiet()
             mdata.write(tmp, compression="gzip")
         os.replace(tmp, path)
     except BaseException:
@@ -112,7 +121,8 @@ def write_h5mu(data: MultiOmicsData, path: str | os.PathLike[str]) -> Path:
 def _read_h5mu_raw(path: Path) -> readers.RawInput:
     readers.check_exists(path)
     try:
-        with md.set_options(pull_on_update=False):
+        with md.set_options(pull_on_update=False), warnings.catch_warnings():
+            _quiet()
             mdata = md.read_h5mu(path)
     except Exception as exc:  # h5py/mudata raise many types for damaged files
         raise InputError(f"{path}: not a readable .h5mu file ({type(exc).__name__})") from exc

@@ -23,7 +23,10 @@ def check_unique(index: Iterable[object], what: str, where: str) -> None:
     idx = pd.Index(index)
     dup = idx[idx.duplicated()].unique()
     if len(dup):
-        raise InputError(f"{where}: duplicate {what} {_show(dup)}")
+        hint = ""
+        if what == "sample ID" and pd.to_numeric(pd.Series(idx), errors="coerce").notna().all():
+            hint = " (numbers: does the file lack a sample-ID column? then use --no-ids)"
+        raise InputError(f"{where}: duplicate {what} {_show(dup)}{hint}")
 
 
 def numeric_values(df: pd.DataFrame, where: str) -> np.ndarray:
@@ -86,7 +89,8 @@ def check_shared_samples(mods: dict[str, ad.AnnData]) -> None:
             other_example = next(iter(sorted(others)))
             raise InputError(
                 f"modality {name!r} shares no sample ID with the other modalities (its IDs look "
-                f"like {example!r}, theirs like {other_example!r})"
+                f"like {example!r}, theirs like {other_example!r}; files without an ID column "
+                "need --no-ids)"
             )
 
 

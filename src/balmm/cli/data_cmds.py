@@ -146,19 +146,21 @@ def inspect(
         bool, typer.Option("--json", help="Print the summary as JSON instead of tables.")
     ] = False,
 ) -> None:
-    """Show what would be loaded: modalities, samples, features, missing values, sparsity,
-    pairing (matched / missing per modality), labels and class counts per split.
+    """Dry run: show the modalities, pairing and labels per split that would be loaded.
 
-    A real dry run: it reads and validates everything a long job would, so bad input fails
-    here (exit code 2, one line naming the file, sample or key).
+    Tables: modalities (samples, features, missing values, sparsity); pairing by sample ID
+    (matched / missing per modality); labels with class counts per split.
+
+    It reads and validates everything a long job would, so bad input fails here: exit code 2
+    and one line naming the file, sample or key.
 
     Examples:
 
-      balmm inspect                                   (the bundled ROSMAP example)
+      balmm inspect                    (the bundled ROSMAP example)
 
-      balmm inspect data.h5mu
+      balmm inspect data.h5mu --json
 
-      balmm inspect mrna=mrna.csv mirna=mirna.tsv.gz --labels labels.csv --label-col subtype
+      balmm inspect mrna=mrna.csv cnv=cnv.tsv.gz --labels clin.csv --label-col subtype
     """
     from balmm.data.summary import describe
     from balmm.outputs import to_json
@@ -196,8 +198,10 @@ def convert(
     no_ids: NoIdsOpt = False,
     allow_unlabelled: AllowUnlabelledOpt = False,
 ) -> None:
-    """Write any accepted input as one MuData (.h5mu) file: one mod per modality, `label` and
-    `split` in .obs. `balmm inspect OUT.h5mu` then shows the same summary as for the input.
+    """Write any accepted input as one MuData (.h5mu) file with labels and split in .obs.
+
+    One mod per modality; `label` and `split` in the global .obs; metadata in .uns['balmm'].
+    `balmm inspect OUT.h5mu` shows the same summary as the original input.
 
     Example: balmm convert mrna=mrna.csv prot=prot.h5ad --labels y.csv --out data.h5mu
     """

@@ -312,6 +312,7 @@ def read_mogonet(folder: Path, id_prefix: str = "") -> RawInput:
         split_source="given (MOGONET layout: *_tr / *_te files)" if n_te else "",
         label_hint="label" if labels else None,
         source=f"MOGONET folder {folder}",
+        uns={"_label_key": "labels_tr.csv / labels_te.csv"} if labels else {},
         notes=[
             f"{folder}: files have no sample IDs; rows named {id_prefix}tr_NNN / "
             f"{id_prefix}te_NNN by position; modalities named {', '.join(mods)}"

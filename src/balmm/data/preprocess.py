@@ -193,7 +193,12 @@ class Preprocessor:
     ) -> np.ndarray:
         k = int(self.max_features or 0)
         if is_count:
-            tmp = ad.AnnData(X=sp.csr_matrix(x) if sp.issparse(x) else np.nan_to_num(_dense(x)))
+            if sp.issparse(x):
+                xs = sp.csr_matrix(x)
+            else:  # HVG needs complete data: fill gaps with the training median first
+                xs = _dense(x)
+                xs = np.where(np.isnan(xs), np.nan_to_num(np.nanmedian(xs, axis=0)), xs)
+            tmp = ad.AnnData(X=xs)
             tmp.var_names = var_names.astype(str)
             hvg = sc.pp.highly_variable_genes(tmp, n_top_genes=k, flavor="seurat", inplace=False)
             disp = hvg["dispersions_norm"].to_numpy(dtype=np.float64)

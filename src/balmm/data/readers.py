@@ -416,6 +416,7 @@ def read_annotation_files(paths: list[Path], no_ids: bool = False) -> pd.DataFra
     merged: pd.DataFrame | None = None
     for path in paths:
         path = Path(path)
+        check_exists(path, "--labels file")
         if no_ids:
             df = read_csv_frame(path, index=False)
             df.index = pd.Index(positional_ids(len(df)), name="sample")

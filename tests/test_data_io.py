@@ -198,3 +198,12 @@ def test_h5mu_round_trip_keeps_everything(tmp_path):
         d.notes,
     )
     assert r.uns["extra"]["a"] == 1
+
+
+def test_normalise_labels_strings_integers_and_missing():
+    from balmm.data.io import normalise_labels
+
+    lab, mapping = normalise_labels(pd.Series([0.0, 1.0, np.nan, None, pd.NA, " x", 2, ""]))
+    assert lab.tolist()[:2] == ["0", "1"] and lab.iloc[2:5].isna().all() and pd.isna(lab.iloc[7])
+    assert lab.iloc[5] == "x" and lab.iloc[6] == "2"
+    assert mapping == {"0": "0", "1": "1", "2": "2", "x": " x"}

@@ -57,7 +57,7 @@ def _tables(info: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     out.append(
         (
             "Modalities",
-            ["modality", "samples", "features", "missing values", "zeros", "X", "train", "test"],
+            ["modality", "samples", "features", "missing", "zeros", "X", "train", "test"],
             rows,
         )
     )
@@ -67,7 +67,7 @@ def _tables(info: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         row = [name, str(m["present"]), str(m["missing"])]
         row += [str(pairing["per_split"][s]["present"][name]) for s in splits]
         rows.append(row)
-    row = ["all modalities (matched)", str(pairing["complete"]), str(pairing["partial"])]
+    row = ["matched (all)", str(pairing["complete"]), str(pairing["partial"])]
     row += [str(pairing["per_split"][s]["complete"]) for s in splits]
     rows.append(row)
     out.append(

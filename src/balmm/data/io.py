@@ -257,24 +257,38 @@ def _merge_annotations(frames: list[pd.DataFrame]) -> pd.DataFrame:
 # ------------------------------------------------------------------------ labels
 
 
+def _missing(v: object) -> bool:
+    return v is None or (pd.api.types.is_scalar(v) and bool(pd.isna(v)))
+
+
+def _class_name(v: object) -> str | None:
+    if _missing(v):
+        return None
+    if isinstance(v, bool | np.bool_ | int | np.integer):
+        return str(int(v))
+    if isinstance(v, float | np.floating):
+        return str(int(v)) if float(v).is_integer() else repr(float(v))
+    cls = str(v).strip()
+    return None if cls == "" or cls.lower() in ("nan", "na") else cls
+
+
 def normalise_labels(values: pd.Series) -> tuple[pd.Series, dict[str, str]]:
     """Class strings (integer-valued numbers -> '0', '1', ...) and class -> original text."""
-    out = pd.Series(np.nan, index=values.index, dtype=object)
     mapping: dict[str, str] = {}
-    for sid, v in values.items():
-        if v is None or (isinstance(v, float | np.floating) and np.isnan(v)):
-            continue
-        if isinstance(v, bool | np.bool_ | int | np.integer):
-            cls = str(int(v))
-        elif isinstance(v, float | np.floating):
-            cls = str(int(v)) if float(v).is_integer() else repr(float(v))
-        else:
-            cls = str(v).strip()
-            if cls == "" or cls.lower() in ("nan", "na"):
-                continue
-        out[sid] = cls
-        # Integer-valued numbers (0.0, 1) are their own class name; text keeps its spelling.
-        mapping.setdefault(cls, cls if isinstance(v, int | float | np.number) else str(v))
+    names: dict[object, str | None] = {}
+    # Work on distinct values only: label columns have few values but may have many rows.
+    for v in pd.unique(values.astype(object).to_numpy()):
+        cls = _class_name(v)
+        names[v] = cls
+        if cls is not None:
+            # Integer-valued numbers (0.0, 1) are their own class name; text keeps its spelling.
+            mapping.setdefault(cls, cls if isinstance(v, int | float | np.number) else str(v))
+    out = pd.Series(
+        [None if _missing(v) else names[v] for v in values.astype(object).to_numpy()],
+        index=values.index,
+        dtype=object,
+    )
+    out = out.where(out.notna(), np.nan)
     return out, dict(sorted(mapping.items()))
 
 

@@ -25,7 +25,11 @@ def pairing_summary(data: MultiOmicsData) -> dict:
     pres = data.presence()
     n = len(pres)
     complete = pres.all(axis=1)
-    combos = pres.apply(lambda r: "+".join(c for c in pres.columns if r[c]) or "(none)", axis=1)
+    # Count each distinct presence pattern once (fast for single-cell sized tables).
+    combos: dict[str, int] = {}
+    for pattern, count in pres.value_counts().items():
+        key = "+".join(c for c, has in zip(pres.columns, pattern, strict=True) if has)
+        combos[key or "(none)"] = int(count)
     per_split: dict[str, dict] = {}
     if SPLIT in data.obs:
         groups = data.obs.groupby(SPLIT, sort=True).groups
@@ -47,7 +51,7 @@ def pairing_summary(data: MultiOmicsData) -> dict:
             m: {"present": int(pres[m].sum()), "missing": int(n - pres[m].sum())}
             for m in pres.columns
         },
-        "combinations": {k: int(v) for k, v in combos.value_counts().items()},
+        "combinations": combos,
         "per_split": per_split,
         "unlabelled": n_unlabelled,
     }

@@ -8,6 +8,16 @@ from typing import Annotated
 import typer
 
 from balmm.cli.app import app
+from balmm.cli.common import (
+    InputsArg,
+    LabelColOpt,
+    LabelsOpt,
+    SeedOpt,
+    SplitColOpt,
+    TestOpt,
+    TestSizeOpt,
+    load_from_cli,
+)
 from balmm.cli.console import out_console
 from balmm.errors import InputError
 
@@ -77,7 +87,7 @@ def simulate(
         float, typer.Option("--dispersion", help="NB dispersion of counts (0 = Poisson).")
     ] = 0.2,
     test_size: Annotated[float, typer.Option("--test-size", min=0.05, max=0.9)] = 0.3,
-    latent_dim: Annotated[int, typer.Option("--latent-dim", help="Latent width.")] = 8,
+    latent_dim: Annotated[int, typer.Option("--latent-dim", help="Latent width.")] = 4,
     class_weights: Annotated[
         str | None, typer.Option("--class-weights", help="Class proportions, e.g. 0.7,0.3.")
     ] = None,
@@ -151,3 +161,161 @@ def simulate(
             f"{t['missing_rate']:.2f}",
         )
     out_console.print(table)
+
+
+def _parse_set(items: list[str] | None) -> dict:
+    """--set KEY=VALUE -> {key: value}, values read as TOML scalars (else as strings)."""
+    import tomllib
+
+    out: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--set: expected KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def _names(text: str, what: str) -> list[str]:
+    if text.strip().lower() in ("", "-"):
+        return []
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _print_summary(tables: dict, out: Path) -> None:
+    from rich.table import Table
+
+    summary = tables["summary"]
+    table = Table(title=f"balmm bench (test, mean ± sd over seeds) -> {out}")
+    table.add_column("method", no_wrap=True)
+    metrics = ["accuracy", "balanced_accuracy", "macro_f1", "auroc"]
+    for c in ("seeds", "ACC", "BACC", "macro-F1", "AUROC"):
+        table.add_column(c, justify="right", no_wrap=True)
+    for method, sub in summary.groupby("method", sort=False):
+        sub = sub.set_index("metric")
+        cells = [f"{sub.loc[m, 'mean']:.3f}±{sub.loc[m, 'sd']:.3f}" for m in metrics]
+        table.add_row(str(method), str(int(sub["n"].max())), *cells)
+    out_console.print(table)
+
+
+@app.command()
+def bench(
+    inputs: InputsArg = None,
+    labels: LabelsOpt = None,
+    label_col: LabelColOpt = None,
+    test: TestOpt = None,
+    split_col: SplitColOpt = None,
+    test_size: TestSizeOpt = 0.3,
+    seed: SeedOpt = 0,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("bench"),
+    balancers: Annotated[
+        str,
+        typer.Option(
+            "--balancers",
+            help="Comma-separated balancers (balmm, none, concat, uncertainty, ogm-ge); "
+            "'' or - for classic floors only.",
+        ),
+    ] = "balmm,none,concat,uncertainty,ogm-ge",
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Number of seeds.")] = 10,
+    first_seed: Annotated[int, typer.Option("--first-seed", help="First seed value.")] = 0,
+    cv: Annotated[
+        int | None,
+        typer.Option("--cv", help="Repeated stratified K-fold over all labelled samples."),
+    ] = None,
+    classic: Annotated[
+        str,
+        typer.Option("--classic", help="Classic floors: logreg,svm,hgb or none."),
+    ] = "logreg,svm,hgb",
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML training config (as balmm train).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Training config override KEY=VALUE (repeatable)."),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Parallel processes.")] = 1,
+    threads: Annotated[
+        int,
+        typer.Option(
+            "--threads",
+            min=0,
+            help="Torch/BLAS threads per process (0 = CPU count / jobs). 1 is often fastest "
+            "on a shared machine.",
+        ),
+    ] = 0,
+    shard: Annotated[
+        str | None,
+        typer.Option("--shard", help="Run only slice I of N (I/N, 1-based); merge with aggregate."),
+    ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option("--reference", help="Published numbers to show (mogonet-rosmap)."),
+    ] = None,
+) -> None:
+    """Compare balancers over seeds (and folds) with classic floors, honestly.
+
+    Writes bench.csv (one row per method x seed x fold), summary/paired/heads tables,
+    bench.md and a self-contained bench.html. With --shard I/N it writes the I-th slice
+    (partial.csv + manifest.json) for `balmm aggregate`.
+    """
+    import time
+
+    from balmm.bench.aggregate import write_partial
+    from balmm.bench.reference import REFERENCES
+    from balmm.bench.report import write_report
+    from balmm.bench.run import BenchSpec, parse_shard, run_bench
+    from balmm.cli.progress import make_progress
+    from balmm.training.config import load_config
+
+    if reference is not None and reference not in REFERENCES:
+        raise InputError(f"--reference: unknown {reference!r}; known: {', '.join(REFERENCES)}")
+    overrides = _parse_set(set_)
+    cfg = load_config(config, overrides)  # validates the file and keys before any work
+    defaults = type(cfg)().to_dict()
+    given = {k: v for k, v in cfg.to_dict().items() if v != defaults[k]}
+    given.pop("seed", None)
+    given.pop("balancer", None)
+    spec = BenchSpec(
+        balancers=_names(balancers, "--balancers"),
+        seeds=list(range(first_seed, first_seed + seeds)),
+        cv=cv,
+        classic=[c for c in _names(classic, "--classic") if c.lower() != "none"],
+        config=given,
+        device=device,
+        reference=reference,
+    )
+    shard_t = parse_shard(shard)
+    data = load_from_cli(inputs, labels, label_col, test, split_col, test_size, seed)
+    t0 = time.perf_counter()
+    with make_progress() as progress:
+        result = run_bench(data, spec, shard=shard_t, jobs=jobs, threads=threads, progress=progress)
+    secs = time.perf_counter() - t0
+    if shard_t != (1, 1):
+        write_partial(result, out)
+        out_console.print(
+            f"shard {shard_t[0]}/{shard_t[1]}: {len(result.manifest['units'])} units in "
+            f"{secs:.1f} s -> {out} (merge with: balmm aggregate SHARD_DIRS... --out DIR)"
+        )
+        return
+    tables = write_report(result, out)
+    _print_summary(tables, out)
+    out_console.print(f"{len(result.rows)} rows in {secs:.1f} s; report: {out / 'bench.html'}")
+
+
+@app.command()
+def aggregate(
+    shards: Annotated[list[Path], typer.Argument(help="Shard folders of one `balmm bench`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("bench"),
+) -> None:
+    """Merge `balmm bench --shard I/N` folders into the tables of an unsharded run."""
+    from balmm.bench.aggregate import aggregate as merge
+    from balmm.bench.report import write_report
+
+    result = merge(shards)
+    tables = write_report(result, out)
+    _print_summary(tables, out)
+    out_console.print(f"merged {len(shards)} shard(s), {len(result.rows)} rows -> {out}")

@@ -1,0 +1,397 @@
+"""Tables, statistics, plots and the bench.md / bench.html report of a benchmark.
+
+Every table is a function of the rows and the manifest only, so a merged set of
+shards produces byte-identical tables to an unsharded run. Run times (which
+differ between any two runs) live in timing.csv and bench.html only.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from balmm.bench.aggregate import MANIFEST, TIMING, write_rows_csv
+from balmm.bench.classic import CLASSIC_METHODS, METRICS
+from balmm.bench.reference import REFERENCES
+from balmm.bench.run import HEAD_PREFIX, BenchResult
+from balmm.errors import InputError
+from balmm.outputs import atomic_output_dir, to_json
+
+METRIC_LABELS = {
+    "accuracy": "ACC",
+    "balanced_accuracy": "BACC",
+    "macro_f1": "macro-F1",
+    "weighted_f1": "weighted-F1",
+    "auroc": "AUROC",
+}
+PAIRED_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auroc")
+N_BOOT = 2000
+
+
+def per_seed(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean over folds for each (method, seed): seeds are the unit of replication."""
+    value_cols = [c for c in rows.columns if c in METRICS or c.startswith(HEAD_PREFIX)]
+    return rows.groupby(["method", "seed"], sort=False)[value_cols].mean().reset_index()
+
+
+def method_order(rows: pd.DataFrame) -> list[str]:
+    """Balancers first (in the order given), then classic floors."""
+    bal = rows.loc[rows["kind"] == "balancer", "method"].drop_duplicates().tolist()
+    cla = rows.loc[rows["kind"] == "classic", "method"].drop_duplicates().tolist()
+    return bal + cla
+
+
+def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Long table: method, metric, n (seeds), mean, sd, t-based 95% interval of the mean."""
+    ps = per_seed(rows)
+    out = []
+    for method in method_order(rows):
+        sub = ps[ps["method"] == method]
+        for metric in METRICS:
+            v = sub[metric].dropna().to_numpy()
+            n = len(v)
+            mean = float(v.mean()) if n else np.nan
+            sd = float(v.std(ddof=1)) if n > 1 else np.nan
+            if n > 1:
+                half = float(stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n))
+                lo, hi = mean - half, mean + half
+            else:
+                lo = hi = np.nan
+            out.append(
+                {"method": method, "metric": metric, "n": n, "mean": mean, "sd": sd,
+                 "ci_low": lo, "ci_high": hi}
+            )  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def _bootstrap_ci(d: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    if len(d) < 2:
+        return np.nan, np.nan
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), size=(N_BOOT, len(d)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def _wilcoxon_p(d: np.ndarray) -> float:
+    if len(d) < 2 or np.all(d == 0):
+        return np.nan
+    return float(stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
+
+
+def reference_method(rows: pd.DataFrame) -> str | None:
+    order = method_order(rows)
+    if "balmm" in order:
+        return "balmm"
+    bal = rows.loc[rows["kind"] == "balancer", "method"].drop_duplicates().tolist()
+    return bal[0] if bal else None
+
+
+def paired_table(rows: pd.DataFrame, ref: str | None = None) -> pd.DataFrame:
+    """``ref`` (default balmm) minus each other method, paired by seed (mean over folds).
+
+    Columns: method, metric, n_pairs, mean_diff, boot_low, boot_high (95% percentile
+    bootstrap of the mean difference, 2000 resamples), wilcoxon_p (two-sided signed-rank),
+    wins (seeds where ``ref`` is higher).
+    """
+    ref = ref or reference_method(rows)
+    cols = ["reference", "method", "metric", "n_pairs", "mean_diff", "boot_low", "boot_high",
+            "wilcoxon_p", "wins"]  # fmt: skip
+    if ref is None:
+        return pd.DataFrame(columns=cols)
+    ps = per_seed(rows).set_index(["method", "seed"])
+    base = ps.loc[ref]
+    out = []
+    for method in method_order(rows):
+        if method == ref:
+            continue
+        other = ps.loc[method]
+        seeds = base.index.intersection(other.index)
+        for metric in PAIRED_METRICS:
+            d = (base.loc[seeds, metric] - other.loc[seeds, metric]).dropna().to_numpy()
+            lo, hi = _bootstrap_ci(d)
+            out.append(
+                {"reference": ref, "method": method, "metric": metric, "n_pairs": len(d),
+                 "mean_diff": float(d.mean()) if len(d) else np.nan, "boot_low": lo,
+                 "boot_high": hi, "wilcoxon_p": _wilcoxon_p(d), "wins": int((d > 0).sum())}
+            )  # fmt: skip
+    return pd.DataFrame(out, columns=cols)
+
+
+def heads_table(rows: pd.DataFrame, modalities: list[str]) -> pd.DataFrame:
+    """Mean test macro-F1 of each per-modality head (and the fused head) per balancer,
+    beside logistic regression on each modality alone: where did the imbalance go?"""
+    ps = per_seed(rows)
+    out = []
+    for method in method_order(rows):
+        kind = rows.loc[rows["method"] == method, "kind"].iloc[0]
+        if kind != "balancer":
+            continue
+        sub = ps[ps["method"] == method]
+        rec: dict[str, Any] = {"method": method}
+        for m in modalities:
+            rec[m] = float(sub[HEAD_PREFIX + m].mean())
+        rec["fused"] = float(sub["macro_f1"].mean())
+        out.append(rec)
+    for clf in CLASSIC_METHODS:
+        names = [f"{clf}:{m}" for m in modalities]
+        if not all((ps["method"] == n).any() for n in names):
+            continue
+        rec = {"method": f"{clf} (one modality each)"}
+        for m, n in zip(modalities, names, strict=True):
+            rec[m] = float(ps.loc[ps["method"] == n, "macro_f1"].mean())
+        concat = ps.loc[ps["method"] == f"{clf}:concat", "macro_f1"]
+        rec["fused"] = float(concat.mean()) if len(concat) else np.nan
+        out.append(rec)
+    return pd.DataFrame(out, columns=["method", *modalities, "fused"])
+
+
+def wide_summary(summary: pd.DataFrame) -> pd.DataFrame:
+    """method x metric cells 'mean ± sd [low, high]' for the markdown/HTML table."""
+
+    def cell(r: pd.Series) -> str:
+        if not np.isfinite(r["mean"]):
+            return "–"
+        s = f"{r['mean']:.3f}"
+        if np.isfinite(r["sd"]):
+            s += f" ± {r['sd']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+        return s
+
+    s = summary.assign(cell=summary.apply(cell, axis=1))
+    wide = s.pivot(index="method", columns="metric", values="cell")
+    wide = wide.reindex(index=summary["method"].drop_duplicates(), columns=list(METRICS))
+    n = summary.groupby("method", sort=False)["n"].max()
+    wide.insert(0, "seeds", n.reindex(wide.index).astype(int).astype(str))
+    wide.columns = ["seeds"] + [METRIC_LABELS[m] for m in METRICS]
+    return wide
+
+
+def reference_table(name: str, summary: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """Published rows, then this run's balancers and logistic-regression floors (means)."""
+    ref = REFERENCES[name]
+    table = pd.DataFrame(ref["rows"]).set_index("method")
+    kinds = rows.drop_duplicates("method").set_index("method")["kind"]
+    ours = summary[summary["metric"].isin(["accuracy", "macro_f1", "auroc"])]
+    for method in ours["method"].drop_duplicates():
+        if kinds[method] == "classic" and not method.startswith("logreg:"):
+            continue
+        m = ours[ours["method"] == method].set_index("metric")["mean"]
+        table.loc[f"{method} (this run, mean)"] = {
+            "accuracy": m.get("accuracy"), "f1": m.get("macro_f1"), "auroc": m.get("auroc"),
+            "selection": "validation split" if kinds[method] == "balancer"
+            else "CV inside training samples",
+        }  # fmt: skip
+    table = table.rename(columns={"f1": "F1 (ours: macro-F1)"})
+    return table
+
+
+def _md_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
+    """A plain GitHub markdown table (pandas' to_markdown needs tabulate, not installed)."""
+    df = df.reset_index() if df.index.name or not isinstance(df.index, pd.RangeIndex) else df
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float | np.floating):
+            return "–" if not np.isfinite(v) else format(v, floatfmt)
+        return str(v)
+
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    sep = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, sep, *body])
+
+
+def _paired_display(paired: pd.DataFrame) -> pd.DataFrame:
+    if paired.empty:
+        return paired
+    d = paired.copy()
+    d["metric"] = d["metric"].map(METRIC_LABELS)
+    d["difference [95% bootstrap]"] = [
+        f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" if np.isfinite(lo) else f"{m:+.3f}"
+        for m, lo, hi in zip(d["mean_diff"], d["boot_low"], d["boot_high"], strict=True)
+    ]
+    d["wins"] = [f"{w}/{n}" for w, n in zip(d["wins"], d["n_pairs"], strict=True)]
+    return d[["method", "metric", "difference [95% bootstrap]", "wilcoxon_p", "wins"]]
+
+
+def reproduce_command(manifest: dict) -> str:
+    """The bench options of this result as a command line (INPUTS as recorded)."""
+    spec = manifest["spec"]
+    parts = ["balmm bench", "<INPUTS>"]
+    parts.append(f"--balancers {','.join(spec['balancers']) or chr(39) * 2}")
+    parts.append(f"--seeds {len(spec['seeds'])}")
+    if spec["seeds"] and spec["seeds"][0] != 0:
+        parts.append(f"--first-seed {spec['seeds'][0]}")
+    if spec.get("cv"):
+        parts.append(f"--cv {spec['cv']}")
+    parts.append(f"--classic {','.join(spec['classic']) or 'none'}")
+    for k, v in sorted(spec.get("config", {}).items()):
+        parts.append(f"--set {k}={str(v).lower() if isinstance(v, bool) else v}")
+    if spec.get("reference"):
+        parts.append(f"--reference {spec['reference']}")
+    return " ".join(parts)
+
+
+def _markdown(result: BenchResult, tables: dict[str, pd.DataFrame]) -> str:
+    man = result.manifest
+    data, spec = man["data"], man["spec"]
+    protocol = (
+        f"repeated stratified {spec['cv']}-fold cross-validation over all labelled samples "
+        f"({len(spec['seeds'])} repeats; per-seed values are means over folds)"
+        if spec.get("cv")
+        else f"fixed train/test split ({data['split_source']}); {len(spec['seeds'])} seeds"
+    )
+    mods = ", ".join(f"{n} ({s[0]}x{s[1]})" for n, s in data["modalities"].items())
+    lines = [
+        "# balmm bench",
+        "",
+        f"- data: {data['source']}; {data['n_labelled']} labelled samples "
+        f"(train {data['n_train']}, test {data['n_test']}); classes {', '.join(data['classes'])}",
+        f"- modalities: {mods}",
+        f"- protocol: {protocol}. Balancers select on a validation split carved from the "
+        "training samples; classic floors tune inside the training samples; the test "
+        "samples are scored once.",
+        f"- command: `{reproduce_command(man)}`",
+        "",
+        "## Test metrics per method (mean ± sd [95% t-interval of the mean] over seeds)",
+        "",
+        _md_table(tables["wide"]),
+        "",
+    ]
+    if not tables["paired"].empty:
+        ref = tables["paired"]["reference"].iloc[0]
+        lines += [
+            f"## Paired comparison: {ref} minus each method (per seed)",
+            "",
+            "Positive = better for " + ref + ". Interval: 95% percentile bootstrap of the "
+            "mean per-seed difference; p: two-sided Wilcoxon signed-rank test.",
+            "",
+            _md_table(_paired_display(tables["paired"])),
+            "",
+        ]
+    if not tables["heads"].empty:
+        lines += [
+            "## Per-modality head macro-F1 (test, mean over seeds)",
+            "",
+            "Each balancer's unimodal heads beside the same modality trained alone: a "
+            "weak head far below its single-modality floor is an under-trained modality.",
+            "",
+            _md_table(tables["heads"].set_index("method")),
+            "",
+        ]
+    if "reference" in tables:
+        ref = REFERENCES[spec["reference"]]
+        lines += [
+            f"## {ref['title']}",
+            "",
+            ref["protocol"],
+            "",
+            _md_table(tables["reference"]),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _plots(result: BenchResult, tables: dict[str, pd.DataFrame], plots: Path) -> dict[str, bytes]:
+    import matplotlib.pyplot as plt
+
+    from balmm.report.html import save_figure
+
+    figs: dict[str, bytes] = {}
+    heads = tables["heads"]
+    if not heads.empty:
+        cols = [c for c in heads.columns if c != "method"]
+        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(heads) + 2), 4))
+        width = 0.8 / len(cols)
+        x = np.arange(len(heads))
+        for i, c in enumerate(cols):
+            ax.bar(x + i * width, heads[c].to_numpy(dtype=float), width, label=c)
+        ax.set_xticks(x + width * (len(cols) - 1) / 2)
+        ax.set_xticklabels(heads["method"], rotation=20, ha="right")
+        ax.set_ylabel("test macro-F1 (mean over seeds)")
+        ax.set_ylim(0, 1)
+        ax.set_title("Per-modality heads vs fused, per method")
+        ax.legend(fontsize=8, ncol=min(len(cols), 4))
+        figs["head_f1"] = save_figure(fig, plots / "head_f1.png")
+    ps = per_seed(result.rows)
+    order = method_order(result.rows)
+    fig, ax = plt.subplots(figsize=(7, max(3, 0.3 * len(order) + 1)))
+    data = [ps.loc[ps["method"] == m, "macro_f1"].dropna().to_numpy() for m in order]
+    for i, d in enumerate(data):
+        ax.plot(d, np.full(len(d), i), "o", alpha=0.5, ms=4, color="k")
+        if len(d):
+            ax.errorbar(d.mean(), i, xerr=d.std(ddof=1) if len(d) > 1 else 0, fmt="D",
+                        color="C3", capsize=4)  # fmt: skip
+    ax.set_yticks(range(len(order)), order)
+    ax.invert_yaxis()
+    ax.set_xlabel("test macro-F1 per seed")
+    ax.set_title("Spread over seeds")
+    figs["macro_f1"] = save_figure(fig, plots / "macro_f1.png")
+    return figs
+
+
+def build_tables(result: BenchResult) -> dict[str, pd.DataFrame]:
+    rows = result.rows
+    modalities = list(result.manifest["data"]["modalities"])
+    summary = summary_table(rows)
+    tables = {
+        "summary": summary,
+        "wide": wide_summary(summary),
+        "paired": paired_table(rows),
+        "heads": heads_table(rows, modalities),
+    }
+    ref = result.manifest["spec"].get("reference")
+    if ref:
+        if ref not in REFERENCES:
+            raise InputError(f"--reference: unknown {ref!r}; known: {', '.join(REFERENCES)}")
+        tables["reference"] = reference_table(ref, summary, rows)
+    return tables
+
+
+def write_report(result: BenchResult, out: str | Path) -> dict[str, pd.DataFrame]:
+    """Write bench.csv, summary.csv, paired.csv, heads.csv, bench.md, bench.html,
+    plots/*.png, timing.csv and manifest.json into ``out`` (atomically)."""
+    from balmm.report.html import html_page, img_tag, table_html
+
+    tables = build_tables(result)
+    with atomic_output_dir(out) as tmp:
+        write_rows_csv(result.rows, tmp / "bench.csv")
+        write_rows_csv(tables["summary"], tmp / "summary.csv")
+        write_rows_csv(tables["paired"], tmp / "paired.csv")
+        write_rows_csv(tables["heads"], tmp / "heads.csv")
+        result.timing.to_csv(tmp / TIMING, index=False)
+        (tmp / MANIFEST).write_text(to_json(result.manifest, indent=2) + "\n")
+        md = _markdown(result, tables)
+        (tmp / "bench.md").write_text(md + "\n")
+        figs = _plots(result, tables, tmp / "plots")
+        timing = result.timing.groupby("method", sort=False)["seconds"].agg(["count", "sum"])
+        timing.columns = ["units", "seconds (sum)"]
+        man = result.manifest
+        sections = [
+            ("Data and protocol", "<pre>" + html.escape(md.split("\n## ")[0]) + "</pre>"),
+            ("Test metrics per method", table_html(tables["wide"])),
+        ]
+        if not tables["paired"].empty:
+            sections.append(
+                ("Paired comparison (per seed)", table_html(_paired_display(tables["paired"])))
+            )
+        if "head_f1" in figs:
+            sections.append(
+                ("Per-modality heads", table_html(tables["heads"].set_index("method"))
+                 + img_tag(figs["head_f1"], "per-modality head F1"))
+            )  # fmt: skip
+        sections.append(("Spread over seeds", img_tag(figs["macro_f1"], "macro-F1 per seed")))
+        if "reference" in tables:
+            ref = REFERENCES[man["spec"]["reference"]]
+            sections.append(
+                (ref["title"], f"<p class='note'>{html.escape(ref['protocol'])}</p>"
+                 + table_html(tables["reference"]))
+            )  # fmt: skip
+        sections.append(("Run time (this run's machine)", table_html(timing, "{:.1f}")))
+        (tmp / "bench.html").write_text(
+            html_page("balmm bench", sections, subtitle=man["data"]["source"])
+        )
+    return tables

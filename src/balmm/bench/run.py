@@ -1,0 +1,326 @@
+"""Run a benchmark: balancers x seeds x folds plus classic floors, optionally one shard of it.
+
+The work is a fixed, ordered list of *units* ``(seed, fold, method)``, where
+``method`` is a balancer name or ``classic`` (all classic floors of that split).
+``--shard I/N`` runs every N-th unit starting at the I-th; ``balmm aggregate``
+puts the rows back in unit order, so the merged tables equal an unsharded run's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from balmm import __version__
+from balmm.bench.classic import CLASSIC_METHODS, METRICS, classic_floors
+from balmm.data.dataset import SPLIT, TEST, TRAIN, MultiOmicsData
+from balmm.errors import InputError
+from balmm.progress import NULL_PROGRESS, Progress
+
+logger = logging.getLogger("balmm")
+
+BALANCERS = ("balmm", "none", "concat", "uncertainty", "ogm-ge")
+CLASSIC = "classic"
+HEAD_PREFIX = "head_f1:"
+KEY_COLS = ["seed", "fold", "method"]
+INT_COLS = ["seed", "fold", "n_train", "n_test"]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One piece of work: one method (a balancer, or ``classic``) on one seed and fold."""
+
+    seed: int
+    fold: int
+    method: str
+
+
+@dataclass
+class BenchSpec:
+    """What a benchmark runs; identical across the shards of one benchmark.
+
+    Attributes:
+        balancers: balancer names passed to ``balmm.training.fit.train``.
+        seeds: seed values (model initialisation, validation carve, CV shuffling).
+        cv: number of folds of repeated stratified K-fold over all labelled samples,
+            or None for the data's own train/test split.
+        classic: classic floor names (see :data:`CLASSIC_METHODS`); empty = none.
+        config: TrainConfig values given by the user (file and overrides), as a dict.
+        device: device for training (``auto``, ``cpu``, ``cuda``).
+        max_features: Preprocessor feature cap for the classic floors.
+        reference: name of published reference numbers to show, or None.
+    """
+
+    balancers: list[str]
+    seeds: list[int]
+    cv: int | None = None
+    classic: list[str] = field(default_factory=lambda: list(CLASSIC_METHODS))
+    config: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    max_features: int = 2000
+    reference: str | None = None
+
+    def __post_init__(self) -> None:
+        bad = [b for b in self.balancers if b not in BALANCERS]
+        if bad:
+            raise InputError(f"--balancers: unknown {bad}; known: {', '.join(BALANCERS)}")
+        if len(set(self.balancers)) != len(self.balancers):
+            raise InputError(f"--balancers: repeated names in {self.balancers}")
+        bad = [c for c in self.classic if c not in CLASSIC_METHODS]
+        if bad:
+            raise InputError(f"--classic: unknown {bad}; known: {', '.join(CLASSIC_METHODS)}")
+        if not self.seeds:
+            raise InputError("--seeds must be >= 1")
+        if self.cv is not None and self.cv < 2:
+            raise InputError(f"--cv must be >= 2 folds, got {self.cv}")
+        if not self.balancers and not self.classic:
+            raise InputError("nothing to run: no balancers and no classic floors")
+
+    @property
+    def folds(self) -> list[int]:
+        return list(range(self.cv)) if self.cv else [0]
+
+    def methods(self) -> list[str]:
+        return list(self.balancers) + ([CLASSIC] if self.classic else [])
+
+    def units(self) -> list[Unit]:
+        return [Unit(s, f, m) for s in self.seeds for f in self.folds for m in self.methods()]
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"I/N"`` (1 <= I <= N) -> (I, N); None -> (1, 1)."""
+    if text is None:
+        return 1, 1
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError as exc:
+        raise InputError(f"--shard must look like I/N (e.g. 3/10), got {text!r}") from exc
+    if not 1 <= i <= n:
+        raise InputError(f"--shard {text}: need 1 <= I <= N")
+    return i, n
+
+
+def shard_units(units: list[Unit], shard: tuple[int, int]) -> list[Unit]:
+    """Round-robin slice, so every shard gets a similar mix of cheap and costly units."""
+    i, n = shard
+    return units[i - 1 :: n]
+
+
+def data_fingerprint(data: MultiOmicsData) -> str:
+    """Hash of sample IDs, labels, split and modality shapes: shards must share it."""
+    h = hashlib.sha256()
+    h.update(pd.util.hash_pandas_object(data.obs[["label", SPLIT]].astype(str)).values.tobytes())
+    h.update(",".join(map(str, data.obs.index)).encode())
+    for name, m in data.mods.items():
+        h.update(f"{name}:{m.shape}".encode())
+    return h.hexdigest()[:16]
+
+
+def fold_split(data: MultiOmicsData, spec: BenchSpec, seed: int, fold: int) -> MultiOmicsData:
+    """The data of one (seed, fold): the given split, or CV fold ``fold`` of repeat ``seed``."""
+    if not spec.cv:
+        return data
+    from sklearn.model_selection import StratifiedKFold
+
+    ids = data.ids(labelled=True)
+    y = data.y(ids)
+    _, counts = np.unique(y, return_counts=True)
+    if counts.min() < spec.cv:
+        raise InputError(
+            f"--cv {spec.cv}: the smallest class has only {counts.min()} labelled samples"
+        )
+    skf = StratifiedKFold(n_splits=spec.cv, shuffle=True, random_state=seed)
+    _, test_idx = list(skf.split(np.zeros(len(y)), y))[fold]
+    d = data.subset(ids)
+    d.obs[SPLIT] = TRAIN
+    d.obs.iloc[test_idx, d.obs.columns.get_loc(SPLIT)] = TEST
+    d.split_source = f"stratified {spec.cv}-fold CV, repeat seed {seed}, fold {fold + 1}"
+    return d
+
+
+def _train_rows(data: MultiOmicsData, spec: BenchSpec, unit: Unit) -> list[dict[str, Any]]:
+    from balmm.training.config import load_config
+    from balmm.training.fit import train
+
+    cfg = load_config(None, {**spec.config, "seed": unit.seed, "balancer": unit.method})
+    result = train(data, config=cfg, device=spec.device)
+    test = result.metrics["test"]
+    fused = test["fused"]
+    row: dict[str, Any] = {
+        "kind": "balancer",
+        "modality": "fused",
+        "n_train": len(data.ids(TRAIN)),
+        "n_test": int(fused.get("n", len(data.ids(TEST)))),
+    }
+    row.update({k: float(fused.get(k, np.nan)) for k in METRICS})
+    heads = test.get("modalities", {}) or {}
+    for name in data.mods:
+        head = heads.get(name) or {}
+        row[HEAD_PREFIX + name] = float(head.get("macro_f1", np.nan))
+    return [row]
+
+
+def run_unit(data: MultiOmicsData, spec: BenchSpec, unit: Unit) -> list[dict[str, Any]]:
+    """Rows of one unit (each with seed, fold, method, kind, metrics, ``seconds``)."""
+    d = fold_split(data, spec, unit.seed, unit.fold)
+    if unit.method == CLASSIC:
+        rows = classic_floors(
+            d,
+            d.ids(TRAIN),
+            d.ids(TEST),
+            seed=unit.seed,
+            methods=spec.classic,
+            max_features=spec.max_features,
+        )
+        for r in rows:
+            r["kind"] = "classic"
+    else:
+        rows = _train_rows(d, spec, unit)
+        rows[0]["method"] = unit.method
+    for r in rows:
+        r.update(seed=unit.seed, fold=unit.fold)
+    return rows
+
+
+@dataclass
+class BenchResult:
+    """Rows (one per method x seed x fold), per-unit wall times and the manifest."""
+
+    rows: pd.DataFrame
+    timing: pd.DataFrame
+    manifest: dict[str, Any]
+
+
+def normalise_rows(rows: pd.DataFrame, modalities: list[str]) -> pd.DataFrame:
+    """Fixed column order and dtypes, so rows from shards and from one run compare equal."""
+    cols = ["seed", "fold", "method", "kind", "modality", "n_train", "n_test", *METRICS]
+    cols += [HEAD_PREFIX + m for m in modalities]
+    rows = rows.reindex(columns=cols)
+    for c in INT_COLS:
+        rows[c] = rows[c].astype("int64")
+    for c in cols[7:]:
+        rows[c] = rows[c].astype("float64")
+    return rows.reset_index(drop=True)
+
+
+def order_rows(rows: pd.DataFrame, units: list[Unit]) -> pd.DataFrame:
+    """Sort rows by unit order (classic rows keep their method order within a unit)."""
+    pos = {(u.seed, u.fold, u.method): i for i, u in enumerate(units)}
+    unit_method = np.where(rows["kind"] == "classic", CLASSIC, rows["method"])
+    key = [pos[(s, f, m)] for s, f, m in zip(rows["seed"], rows["fold"], unit_method, strict=True)]
+    within = rows.groupby(key, sort=False).cumcount()
+    order = np.lexsort((within.to_numpy(), np.asarray(key)))
+    return rows.iloc[order].reset_index(drop=True)
+
+
+def make_manifest(
+    data: MultiOmicsData, spec: BenchSpec, shard: tuple[int, int], units: list[Unit]
+) -> dict[str, Any]:
+    return {
+        "balmm_version": __version__,
+        "spec": asdict(spec),
+        "data": {
+            "source": data.source,
+            "split_source": data.split_source,
+            "label_key": data.label_key,
+            "n_samples": int(len(data.obs)),
+            "n_labelled": int(len(data.ids(labelled=True))),
+            "n_train": int(len(data.ids(TRAIN))),
+            "n_test": int(len(data.ids(TEST))),
+            "classes": data.classes,
+            "modalities": {n: [int(m.n_obs), int(m.n_vars)] for n, m in data.mods.items()},
+            "fingerprint": data_fingerprint(data),
+        },
+        "units_total": len(spec.units()),
+        "shard": list(shard),
+        "units": [[u.seed, u.fold, u.method] for u in units],
+    }
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(data: MultiOmicsData, spec: BenchSpec, threads: int) -> None:
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    # Kept alive for the worker's lifetime: BLAS/OpenMP pools of scikit-learn and numpy.
+    _WORKER["limits"] = threadpool_limits(limits=threads)
+    _WORKER["data"], _WORKER["spec"] = data, spec
+
+
+def _worker_unit(unit: Unit) -> tuple[Unit, list[dict[str, Any]], float]:
+    t0 = time.perf_counter()
+    rows = run_unit(_WORKER["data"], _WORKER["spec"], unit)
+    return unit, rows, time.perf_counter() - t0
+
+
+def run_bench(
+    data: MultiOmicsData,
+    spec: BenchSpec,
+    shard: tuple[int, int] = (1, 1),
+    jobs: int = 1,
+    threads: int = 0,
+    progress: Progress = NULL_PROGRESS,
+) -> BenchResult:
+    """Run the units of ``shard`` (all by default), ``jobs`` processes in parallel.
+
+    ``threads``: torch and BLAS/OpenMP threads per process (0 = CPU count // jobs). On a
+    shared or busy machine 1 is often several times faster than more: the models are
+    small and idle thread pools spin.
+    """
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    if not data.classes or len(data.classes) < 2:
+        raise InputError("bench needs labels with at least 2 classes")
+    units = shard_units(spec.units(), shard)
+    results: dict[Unit, tuple[list[dict[str, Any]], float]] = {}
+    progress.start("bench", f"bench shard {shard[0]}/{shard[1]}", total=len(units))
+    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+    if jobs <= 1 or len(units) <= 1:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            with threadpool_limits(limits=threads):
+                for unit in units:
+                    t0 = time.perf_counter()
+                    results[unit] = (run_unit(data, spec, unit), time.perf_counter() - t0)
+                    progress.update("bench", method=unit.method, seed=unit.seed)
+        finally:
+            torch.set_num_threads(before)
+    else:
+        ctx = multiprocessing.get_context("spawn")  # fork + torch threads can deadlock
+        with ProcessPoolExecutor(
+            max_workers=jobs,
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(data, spec, threads),
+        ) as pool:
+            futures = [pool.submit(_worker_unit, u) for u in units]
+            for fut in as_completed(futures):
+                unit, rows, secs = fut.result()
+                results[unit] = (rows, secs)
+                progress.update("bench", method=unit.method, seed=unit.seed)
+    progress.finish("bench")
+    all_rows = [r for u in units for r in results[u][0]]
+    timing = pd.DataFrame(
+        [
+            {"seed": u.seed, "fold": u.fold, "method": u.method, "seconds": results[u][1]}
+            for u in units
+        ],
+        columns=["seed", "fold", "method", "seconds"],
+    )
+    rows = normalise_rows(pd.DataFrame(all_rows), list(data.mods))
+    rows = order_rows(rows, spec.units())
+    return BenchResult(rows=rows, timing=timing, manifest=make_manifest(data, spec, shard, units))

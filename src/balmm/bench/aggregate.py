@@ -91,10 +91,15 @@ def aggregate(folders: Sequence[str | Path]) -> BenchResult:
             f"fold {missing[0].fold} method {missing[0].method}); were all {n} shards given?"
         )
     modalities = list(first["data"]["modalities"])
-    rows = pd.concat([read_rows_csv(_rows_file(f), modalities) for f in folders])
+    parts = [read_rows_csv(_rows_file(f), modalities) for f in folders]
+    rows = pd.concat([p for p in parts if len(p)] or parts[:1])
     rows = order_rows(normalise_rows(rows, modalities), all_units)
-    timing = pd.concat(
-        [pd.read_csv(f / TIMING) for f in folders if (f / TIMING).is_file()], ignore_index=True
+    frames = [pd.read_csv(f / TIMING) for f in folders if (f / TIMING).is_file()]
+    frames = [t for t in frames if len(t)]  # empty shards (more tasks than units)
+    timing = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=["seed", "fold", "method", "seconds"])
     )
     manifest = {
         **first,

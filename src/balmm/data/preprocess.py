@@ -36,6 +36,7 @@ from balmm.errors import InputError
 logger = logging.getLogger("balmm")
 
 COUNT_MIN_MAX = 10.0
+CHUNK_ROWS = 8192
 STATE_JSON = "preprocess.json"
 STATE_NPZ = "preprocess.npz"
 
@@ -69,8 +70,8 @@ def _rows(adata: ad.AnnData, ids: pd.Index) -> ad.AnnData:
     return adata[adata.obs_names.isin(ids)]
 
 
-def _dense(x: np.ndarray | sp.spmatrix) -> np.ndarray:
-    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
+def _dense(x: np.ndarray | sp.spmatrix, dtype: type = np.float64) -> np.ndarray:
+    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=dtype)
 
 
 def _nan_stats(x: np.ndarray | sp.spmatrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -170,10 +171,14 @@ class Preprocessor:
             x = x[:, sel]
             cols = cols[sel]
             var_names = var_names[sel]
-        xd = _dense(x)
+        # float32 working copy: single-cell sized training sets stay affordable.
+        xd = _dense(x, np.float32)
         imputer = SimpleImputer(strategy="median", keep_empty_features=True).fit(xd)
         median = imputer.statistics_.astype(np.float64)
-        xd = imputer.transform(xd)
+        gaps = np.isnan(xd)
+        if gaps.any():  # fill in place rather than through a second full copy
+            xd[gaps] = median[np.nonzero(gaps)[1]]
+        del gaps
         if self.scale:
             scaler = StandardScaler().fit(xd)
             mean, scale = scaler.mean_, scaler.scale_
@@ -230,8 +235,11 @@ class Preprocessor:
             adata = data.mods.get(name)
             if adata is not None:
                 have = ids.isin(adata.obs_names)
-                if have.any():
-                    out[have] = self._transform_modality(name, state, adata, ids[have])
+                rows = np.flatnonzero(have)
+                # Chunks bound the float64 working copy (single-cell sized inputs).
+                for start in range(0, len(rows), CHUNK_ROWS):
+                    r = rows[start : start + CHUNK_ROWS]
+                    out[r] = self._transform_modality(name, state, adata, ids[r])
             X[name], mask[name] = out, have
         codes = {c: i for i, c in enumerate(self.classes)}
         labels = data.obs.loc[ids, LABEL] if LABEL in data.obs else pd.Series(np.nan, index=ids)

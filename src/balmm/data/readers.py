@@ -9,7 +9,9 @@ candidates, split). Pairing, labels and splits are resolved in
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,20 +71,33 @@ def _sep_for(path: Path) -> str:
     return "\t" if "\t" in first else ","
 
 
-def read_csv_frame(path: Path, header: bool = True, index: bool = True) -> pd.DataFrame:
-    """Read a delimited text file with pandas; errors become InputError naming the file."""
+def read_csv_frame(
+    path: Path, header: bool = True, index: bool = True, numeric: bool = False
+) -> pd.DataFrame:
+    """Read a delimited text file with pandas; errors become InputError naming the file.
+
+    ``numeric``: parse every non-ID column straight to float32 (memory: no object columns);
+    if a cell is not a number, the file is re-read generically so that
+    :func:`balmm.data.validate.numeric_values` can name the row and column.
+    """
     check_exists(path)
     sep = _sep_for(path)
+    kwargs = {
+        "sep": sep,
+        "header": 0 if header else None,
+        "index_col": 0 if index else None,
+        "compression": "infer",
+    }
+    df = None
+    if numeric:
+        dtype = defaultdict(lambda: np.float32)
+        if index:
+            dtype[0] = str
+        with contextlib.suppress(ValueError, TypeError):
+            df = pd.read_csv(path, dtype=dtype, **kwargs)
     try:
-        df = pd.read_csv(
-            path,
-            sep=sep,
-            header=0 if header else None,
-            index_col=0 if index else None,
-            compression="infer",
-            dtype={0: str} if index else None,
-            low_memory=False,
-        )
+        if df is None:
+            df = pd.read_csv(path, dtype={0: str} if index else None, **kwargs)
     except pd.errors.EmptyDataError as exc:
         raise InputError(f"{path}: the file is empty") from exc
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError, ValueError) as exc:
@@ -146,7 +161,7 @@ def read_table(path: Path, name: str, transpose: bool = False, no_ids: bool = Fa
         df = read_csv_frame(path, index=False)
         df.index = pd.Index(positional_ids(len(df)), name="sample")
     else:
-        df = read_csv_frame(path)
+        df = read_csv_frame(path, numeric=not transpose)
     if transpose:
         df = df.T
         df.index = df.index.astype(str)

@@ -6,40 +6,35 @@ Entry points: :func:`load_inputs` (every INPUTS form of the CLI), :func:`read_h5
 
 from __future__ import annotations
 
-import contextlib
 import importlib.resources
-import json
 import logging
 import os
-import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import anndata as ad
-import mudata as md
 import numpy as np
 import pandas as pd
 
 from balmm.data import readers, validate
 from balmm.data.dataset import LABEL, SPLIT, TEST, TRAIN, MultiOmicsData
+from balmm.data.h5mu import read_h5mu_raw, write_h5mu
+from balmm.data.labels import choose_label_column, normalise_labels, split_values
+from balmm.data.layouts import is_flexynesis_dir, is_mogonet_dir, read_flexynesis, read_mogonet
 from balmm.data.splits import stratified_split
 from balmm.errors import InputError
 
 logger = logging.getLogger("balmm")
 
+__all__ = [
+    "example_path",
+    "load_inputs",
+    "normalise_labels",
+    "read_h5mu",
+    "write_h5mu",
+]
+
 EXAMPLES = {"rosmap": "rosmap.h5mu", "brca": "brca.h5mu"}
-META_KEY = "balmm"  # .uns key holding balmm's own metadata as a JSON string
-_SPLIT_WORDS = {
-    "train": TRAIN,
-    "training": TRAIN,
-    "tr": TRAIN,
-    "trn": TRAIN,
-    "test": TEST,
-    "testing": TEST,
-    "te": TEST,
-    "tst": TEST,
-}
 
 
 def example_path(name: str = "rosmap") -> Path:
@@ -58,117 +53,6 @@ def example_path(name: str = "rosmap") -> Path:
 def read_h5mu(path: str | os.PathLike[str]) -> MultiOmicsData:
     """Read a MuData file (labels/split from ``.obs`` columns ``label``/``split`` if present)."""
     return load_inputs([str(path)], require_labels=False)
-
-
-def _quiet() -> None:
-    # Modalities may share feature names (same genes in RNA and CNV); that is fine here.
-    warnings.filterwarnings("ignore", message="var_names are not unique")
-    warnings.filterwarnings("ignore", message="obs_names are not unique")
-
-
-def write_h5mu(data: MultiOmicsData, path: str | os.PathLike[str]) -> Path:
-    """Write ``data`` as one gzip-compressed ``.h5mu`` (atomically: temp file + rename).
-
-    Modalities become mods; ``label`` and ``split`` become global ``.obs`` columns;
-    balmm's metadata (label key and mapping, split source, ...) is JSON in ``.uns['balmm']``;
-    ``data.uns`` entries are stored as further ``.uns`` keys.
-    """
-    path = Path(path)
-    mods = {}
-    for name, m in data.mods.items():
-        mods[name] = ad.AnnData(
-            X=m.X,
-            obs=pd.DataFrame(index=pd.Index(m.obs_names.astype(str), name="sample")),
-            var=pd.DataFrame(index=pd.Index(m.var_names.astype(str), name="feature")),
-        )
-    with md.set_options(pull_on_update=False), warnings.catch_warnings():
-        _quiet()
-        mdata = md.MuData(mods)
-    obs = data.obs.reindex(mdata.obs_names)
-    mdata.obs = pd.DataFrame(index=pd.Index(mdata.obs_names, name="sample"))
-    for col in (LABEL, SPLIT):
-        if col in obs:
-            # Categorical keeps NaN (unlabelled) distinct from the string "nan" in HDF5.
-            mdata.obs[col] = pd.Categorical(obs[col].where(obs[col].notna(), None))
-    meta = {
-        "format": 1,
-        "label_key": data.label_key,
-        "label_mapping": data.label_mapping,
-        "split_source": data.split_source,
-        "source": data.source,
-        "notes": data.notes,
-        "obs_order": list(data.obs.index),
-    }
-    mdata.uns[META_KEY] = json.dumps(meta)
-    for key, value in data.uns.items():
-        if key != META_KEY:
-            mdata.uns[key] = value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.h5mu", dir=path.parent)
-    os.close(fd)
-    try:
-        with md.set_options(pull_on_update=False), warnings.catch_warnings():
-            _quiet()
-            mdata.write(tmp, compression="gzip")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _read_h5mu_raw(path: Path) -> readers.RawInput:
-    readers.check_exists(path)
-    try:
-        with md.set_options(pull_on_update=False), warnings.catch_warnings():
-            _quiet()
-            mdata = md.read_h5mu(path)
-    except Exception as exc:  # h5py/mudata raise many types for damaged files
-        raise InputError(f"{path}: not a readable .h5mu file ({type(exc).__name__})") from exc
-    if not mdata.mod:
-        raise InputError(f"{path}: the .h5mu file holds no modality")
-    mods = {}
-    for name, m in mdata.mod.items():
-        where = f"{path} (modality {name!r})"
-        x = readers.to_float32(m.X, where)
-        a = ad.AnnData(
-            X=x,
-            obs=pd.DataFrame(index=pd.Index(m.obs_names.astype(str), name="sample")),
-            var=pd.DataFrame(index=pd.Index(m.var_names.astype(str), name="feature")),
-        )
-        validate.check_unique(a.obs_names, "sample ID", where)
-        validate.check_unique(a.var_names, "feature name", where)
-        validate.check_matrix(a, where)
-        mods[name] = a
-    obs = mdata.obs.copy()
-    obs.index = obs.index.astype(str)
-    for col in obs.columns:
-        if isinstance(obs[col].dtype, pd.CategoricalDtype):
-            obs[col] = obs[col].astype(object)
-    meta: dict = {}
-    if META_KEY in mdata.uns:
-        try:
-            meta = json.loads(str(mdata.uns[META_KEY]))
-        except json.JSONDecodeError:
-            meta = {}
-    uns = {k: v for k, v in mdata.uns.items() if k != META_KEY}
-    raw = readers.RawInput(
-        mods=mods,
-        annotations=obs,
-        label_hint=LABEL if LABEL in obs else None,
-        source=meta.get("source") or f"MuData file {path}",
-        notes=list(meta.get("notes", [])),
-        uns=uns,
-        label_mapping=dict(meta.get("label_mapping") or {}),
-    )
-    if meta.get("label_key"):
-        raw.uns["_label_key"] = meta["label_key"]
-    if meta.get("split_source"):
-        raw.uns["_split_source"] = meta["split_source"]
-    if meta.get("obs_order"):
-        raw.uns["_obs_order"] = list(meta["obs_order"])
-    return raw
 
 
 # -------------------------------------------------------------------- detect and read
@@ -202,7 +86,7 @@ def _read_named_file(
 
 def _read_inputs(inputs: list[str], no_ids: bool = False) -> readers.RawInput:
     if not inputs:
-        raw = _read_h5mu_raw(example_path("rosmap"))
+        raw = read_h5mu_raw(example_path("rosmap"))
         raw.source = f"bundled example {example_path('rosmap').name} ({raw.source})"
         return raw
     named = [_parse_named(s) for s in inputs]
@@ -228,17 +112,17 @@ def _read_inputs(inputs: list[str], no_ids: bool = False) -> readers.RawInput:
     path = Path(inputs[0])
     readers.check_exists(path, "input")
     if path.is_dir():
-        if readers.is_mogonet_dir(path):
-            return readers.read_mogonet(path)
-        if readers.is_flexynesis_dir(path):
-            return readers.read_flexynesis(path)
+        if is_mogonet_dir(path):
+            return read_mogonet(path)
+        if is_flexynesis_dir(path):
+            return read_flexynesis(path)
         raise InputError(
             f"input folder {path}: neither MOGONET layout (1_tr.csv, labels_tr.csv, ...) nor "
             "Flexynesis layout (train/, test/)"
         )
     suffix, _ = readers.strip_compression(path)
     if suffix == ".h5mu":
-        return _read_h5mu_raw(path)
+        return read_h5mu_raw(path)
     if suffix in (".h5ad", *readers.TABLE_SUFFIXES):
         raise InputError(f"input {path}: a single {suffix} file needs a modality name: NAME={path}")
     raise InputError(
@@ -252,88 +136,6 @@ def _merge_annotations(frames: list[pd.DataFrame]) -> pd.DataFrame:
     for f in frames:
         out = f if out is None else out.combine_first(f)
     return out if out is not None else pd.DataFrame()
-
-
-# ------------------------------------------------------------------------ labels
-
-
-def _missing(v: object) -> bool:
-    return v is None or (pd.api.types.is_scalar(v) and bool(pd.isna(v)))
-
-
-def _class_name(v: object) -> str | None:
-    if _missing(v):
-        return None
-    if isinstance(v, bool | np.bool_ | int | np.integer):
-        return str(int(v))
-    if isinstance(v, float | np.floating):
-        return str(int(v)) if float(v).is_integer() else repr(float(v))
-    cls = str(v).strip()
-    return None if cls == "" or cls.lower() in ("nan", "na") else cls
-
-
-def normalise_labels(values: pd.Series) -> tuple[pd.Series, dict[str, str]]:
-    """Class strings (integer-valued numbers -> '0', '1', ...) and class -> original text."""
-    mapping: dict[str, str] = {}
-    names: dict[object, str | None] = {}
-    # Work on distinct values only: label columns have few values but may have many rows.
-    for v in pd.unique(values.astype(object).to_numpy()):
-        cls = _class_name(v)
-        names[v] = cls
-        if cls is not None:
-            # Integer-valued numbers (0.0, 1) are their own class name; text keeps its spelling.
-            mapping.setdefault(cls, cls if isinstance(v, int | float | np.number) else str(v))
-    out = pd.Series(
-        [None if _missing(v) else names[v] for v in values.astype(object).to_numpy()],
-        index=values.index,
-        dtype=object,
-    )
-    out = out.where(out.notna(), np.nan)
-    return out, dict(sorted(mapping.items()))
-
-
-def _choose_label_column(
-    table: pd.DataFrame,
-    label_col: str | None,
-    hint: str | None,
-    split_col: str | None,
-    where: str,
-    require: bool,
-) -> str | None:
-    if label_col is not None:
-        if label_col not in table.columns:
-            cols = ", ".join(map(str, table.columns)) or "none"
-            raise InputError(f"label column {label_col!r} not found in {where} (columns: {cols})")
-        return label_col
-    if hint is not None and hint in table.columns:
-        return hint
-    if LABEL in table.columns:
-        return LABEL
-    cands = [c for c in table.columns if c not in (split_col, SPLIT)]
-    if len(cands) == 1:
-        return cands[0]
-    if not cands:
-        return None
-    if require:
-        raise InputError(
-            f"{where} has several columns that could be the label ({', '.join(cands[:8])}"
-            f"{', ...' if len(cands) > 8 else ''}): choose one with --label-col"
-        )
-    return None
-
-
-def _split_values(col: pd.Series, key: str) -> pd.Series:
-    out = pd.Series(np.nan, index=col.index, dtype=object)
-    for sid, v in col.items():
-        if pd.isna(v):
-            continue
-        word = _SPLIT_WORDS.get(str(v).strip().lower())
-        if word is None:
-            raise InputError(
-                f"split column {key!r}: sample {sid!r} has {v!r}; expected train or test"
-            )
-        out[sid] = word
-    return out
 
 
 # -------------------------------------------------------------------------- main
@@ -460,7 +262,7 @@ def load_inputs(
             f"--labels {where}: none of its {len(table)} sample IDs is a sample of the inputs "
             f"(labels like {table.index[0]!r}, inputs like {union[0]!r})"
         )
-    key = _choose_label_column(table, label_col, raw.label_hint, split_col, where, require_labels)
+    key = choose_label_column(table, label_col, raw.label_hint, split_col, where, require_labels)
     notes = list(raw.notes)
     label_mapping: dict[str, str] = {}
     label_key: str | None = None
@@ -532,7 +334,7 @@ def _resolve_split(
         return split, f"given (--test {' '.join(test_spec.files)})"
     col = split_col if split_col is not None else (SPLIT if SPLIT in table.columns else None)
     if col is not None:
-        split = _split_values(table[col].reindex(union), col)
+        split = split_values(table[col].reindex(union), col)
         unknown = split.isna()
         if unknown.all():
             raise InputError(f"split column {col!r}: no sample of the inputs has a value")

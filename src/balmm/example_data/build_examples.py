@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from balmm.data import readers
 from balmm.data.dataset import LABEL, SPLIT, MultiOmicsData
 from balmm.data.io import load_inputs, normalise_labels, write_h5mu
+from balmm.data.layouts import read_mogonet
 
 HERE = Path(__file__).resolve().parent
 
@@ -25,7 +25,7 @@ ROSMAP_CLASSES = {"0": "Normal control", "1": "Alzheimer's disease"}
 
 
 def build_rosmap(folder: Path) -> MultiOmicsData:
-    raw = readers.read_mogonet(folder, id_prefix="rosmap_")
+    raw = read_mogonet(folder, id_prefix="rosmap_")
     labels, _ = normalise_labels(raw.annotations["label"])
     obs = pd.DataFrame(index=raw.annotations.index)
     obs[LABEL] = labels

@@ -1,0 +1,131 @@
+"""MuData (.h5mu) files: balmm's on-disk container (written by ``balmm convert``)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import anndata as ad
+import mudata as md
+import pandas as pd
+
+from balmm.data import readers, validate
+from balmm.data.dataset import LABEL, SPLIT, MultiOmicsData
+from balmm.errors import InputError
+
+META_KEY = "balmm"  # .uns key holding balmm's own metadata as a JSON string
+
+
+def _quiet() -> None:
+    # Modalities may share feature names (same genes in RNA and CNV); that is fine here.
+    warnings.filterwarnings("ignore", message="var_names are not unique")
+    warnings.filterwarnings("ignore", message="obs_names are not unique")
+
+
+def write_h5mu(data: MultiOmicsData, path: str | os.PathLike[str]) -> Path:
+    """Write ``data`` as one gzip-compressed ``.h5mu`` (atomically: temp file + rename).
+
+    Modalities become mods; ``label`` and ``split`` become global ``.obs`` columns;
+    balmm's metadata (label key and mapping, split source, ...) is JSON in ``.uns['balmm']``;
+    ``data.uns`` entries are stored as further ``.uns`` keys.
+    """
+    path = Path(path)
+    mods = {}
+    for name, m in data.mods.items():
+        mods[name] = ad.AnnData(
+            X=m.X,
+            obs=pd.DataFrame(index=pd.Index(m.obs_names.astype(str), name="sample")),
+            var=pd.DataFrame(index=pd.Index(m.var_names.astype(str), name="feature")),
+        )
+    with md.set_options(pull_on_update=False), warnings.catch_warnings():
+        _quiet()
+        mdata = md.MuData(mods)
+    obs = data.obs.reindex(mdata.obs_names)
+    mdata.obs = pd.DataFrame(index=pd.Index(mdata.obs_names, name="sample"))
+    for col in (LABEL, SPLIT):
+        if col in obs:
+            # Categorical keeps NaN (unlabelled) distinct from the string "nan" in HDF5.
+            mdata.obs[col] = pd.Categorical(obs[col].where(obs[col].notna(), None))
+    meta = {
+        "format": 1,
+        "label_key": data.label_key,
+        "label_mapping": data.label_mapping,
+        "split_source": data.split_source,
+        "source": data.source,
+        "notes": data.notes,
+        "obs_order": list(data.obs.index),
+    }
+    mdata.uns[META_KEY] = json.dumps(meta)
+    for key, value in data.uns.items():
+        if key != META_KEY:
+            mdata.uns[key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.h5mu", dir=path.parent)
+    os.close(fd)
+    try:
+        with md.set_options(pull_on_update=False), warnings.catch_warnings():
+            _quiet()
+            mdata.write(tmp, compression="gzip")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def read_h5mu_raw(path: Path) -> readers.RawInput:
+    readers.check_exists(path)
+    try:
+        with md.set_options(pull_on_update=False), warnings.catch_warnings():
+            _quiet()
+            mdata = md.read_h5mu(path)
+    except Exception as exc:  # h5py/mudata raise many types for damaged files
+        raise InputError(f"{path}: not a readable .h5mu file ({type(exc).__name__})") from exc
+    if not mdata.mod:
+        raise InputError(f"{path}: the .h5mu file holds no modality")
+    mods = {}
+    for name, m in mdata.mod.items():
+        where = f"{path} (modality {name!r})"
+        x = readers.to_float32(m.X, where)
+        a = ad.AnnData(
+            X=x,
+            obs=pd.DataFrame(index=pd.Index(m.obs_names.astype(str), name="sample")),
+            var=pd.DataFrame(index=pd.Index(m.var_names.astype(str), name="feature")),
+        )
+        validate.check_unique(a.obs_names, "sample ID", where)
+        validate.check_unique(a.var_names, "feature name", where)
+        validate.check_matrix(a, where)
+        mods[name] = a
+    obs = mdata.obs.copy()
+    obs.index = obs.index.astype(str)
+    for col in obs.columns:
+        if isinstance(obs[col].dtype, pd.CategoricalDtype):
+            obs[col] = obs[col].astype(object)
+    meta: dict = {}
+    if META_KEY in mdata.uns:
+        try:
+            meta = json.loads(str(mdata.uns[META_KEY]))
+        except json.JSONDecodeError:
+            meta = {}
+    uns = {k: v for k, v in mdata.uns.items() if k != META_KEY}
+    raw = readers.RawInput(
+        mods=mods,
+        annotations=obs,
+        label_hint=LABEL if LABEL in obs else None,
+        source=meta.get("source") or f"MuData file {path}",
+        notes=list(meta.get("notes", [])),
+        uns=uns,
+        label_mapping=dict(meta.get("label_mapping") or {}),
+    )
+    if meta.get("label_key"):
+        raw.uns["_label_key"] = meta["label_key"]
+    if meta.get("split_source"):
+        raw.uns["_split_source"] = meta["split_source"]
+    if meta.get("obs_order"):
+        raw.uns["_obs_order"] = list(meta["obs_order"])
+    return raw

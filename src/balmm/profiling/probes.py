@@ -19,14 +19,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.compose import ColumnTransformer
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-from sklearn.metrics import f1_score
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score, log_loss
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from threadpoolctl import threadpool_limits
 
 from balmm.profiling.mi import label_mi_bootstrap, resolve_device
 
@@ -34,6 +36,7 @@ log = logging.getLogger("balmm")
 
 PCA_ABOVE = 256  # probes reduce wider inputs to PCA_DIMS components (inside each fold)
 PCA_DIMS = 64
+CLIP = 10.0  # standardised values are clipped to +-CLIP inside each fold
 
 
 @dataclass
@@ -135,28 +138,104 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
 C_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
 
 
+class InnerCVLogisticRegression(ClassifierMixin, BaseEstimator):
+    """L2 logistic regression whose ``C`` is chosen by an inner CV on log-loss.
+
+    The inner ``cv``-fold log-loss is computed for every ``C`` in ``Cs`` (warm
+    started along the path). ``rule="min"`` keeps the best ``C``;
+    ``rule="1se"`` the smallest ``C`` (strongest regularisation) within one
+    standard error of the best (Hastie et al., ESL 7.10). Measured over 3 CV
+    seeds on the ROSMAP and BRCA examples, "min" gave equal or higher macro-F1
+    and label information, so it is the default.
+    """
+
+    def __init__(
+        self, Cs: tuple[float, ...] = C_GRID, cv: int = 3, max_iter: int = 300, rule: str = "min"
+    ) -> None:
+        self.Cs = Cs
+        self.cv = cv
+        self.max_iter = max_iter
+        self.rule = rule
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> InnerCVLogisticRegression:
+        cs = sorted(self.Cs)
+        counts = np.bincount(np.searchsorted(np.unique(y), y))
+        k = int(min(self.cv, counts.min())) if counts.min() >= 2 else 0
+        if k >= 2:
+            losses = np.zeros((k, len(cs)))
+            classes = np.unique(y)
+            folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=0).split(X, y)
+            for f, (tr, va) in enumerate(folds):
+                model = LogisticRegression(max_iter=self.max_iter, warm_start=True)
+                for j, c in enumerate(cs):  # warm start along the path: cheap
+                    model.set_params(C=c).fit(X[tr], y[tr])
+                    losses[f, j] = log_loss(y[va], model.predict_proba(X[va]), labels=classes)
+            mean = losses.mean(axis=0)
+            se = losses.std(axis=0, ddof=1) / np.sqrt(k)
+            best = int(mean.argmin())
+            tol = se[best] if self.rule == "1se" else 0.0
+            self.C_ = float(next(c for j, c in enumerate(cs) if mean[j] <= mean[best] + tol))
+        else:
+            self.C_ = float(np.median(cs))
+        self.model_ = LogisticRegression(C=self.C_, max_iter=self.max_iter).fit(X, y)
+        self.classes_ = self.model_.classes_
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.model_.predict_proba(X)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.model_.predict(X)
+
+
 def make_probe(
     n_features: int,
     kind: str = "logreg",
     device: str | None = None,
     seed: int = 0,
     C: float | None = None,
+    n_fit: int | None = None,
+    blocks: list[tuple[int, int]] | None = None,
 ):
     """The probe pipeline: impute -> standardise -> PCA (if wide) -> classifier.
 
     For ``kind="logreg"`` without a fixed ``C`` the L2 strength is chosen by an
-    inner 3-fold CV on log-loss inside each outer training fold (nested, so the
-    reported out-of-fold figures stay honest): unregularised probes on wide
-    omics over-fit and give over-confident probabilities, which would make
-    H(Y) - CE meaningless.
+    inner 3-fold CV on log-loss inside each outer
+    training fold (nested, so the reported out-of-fold figures stay honest):
+    weakly regularised probes on wide omics over-fit and give over-confident
+    probabilities, which would make H(Y) - CE meaningless. ``n_fit`` (rows the
+    model will be fitted on) caps the PCA width. ``blocks`` (column ranges of
+    concatenated modalities) makes the imputation/scaling/PCA per block, so the
+    widest modality does not take over a joint PCA.
     """
-    steps: list = [SimpleImputer(strategy="mean", keep_empty_features=True), StandardScaler()]
-    if n_features > PCA_ABOVE:
-        steps.append(PCA(n_components=PCA_DIMS, random_state=seed))
+
+    def prep(width: int) -> list:
+        # Clip after scaling: a feature that is near-constant within a fold (a rare
+        # mutation, or a modality missing for one sample) gets a tiny scale, and
+        # the held-out rows would otherwise reach values in the hundreds.
+        out: list = [
+            SimpleImputer(strategy="mean", keep_empty_features=True),
+            StandardScaler(),
+            FunctionTransformer(np.clip, kw_args={"a_min": -CLIP, "a_max": CLIP}),
+        ]
+        if width > PCA_ABOVE:
+            dims = PCA_DIMS if n_fit is None else max(1, min(PCA_DIMS, n_fit - 1))
+            out.append(PCA(n_components=dims, random_state=seed))
+        return out
+
+    if blocks and len(blocks) > 1:
+        steps: list = [
+            ColumnTransformer(
+                [
+                    (f"b{i}", make_pipeline(*prep(hi - lo)), list(range(lo, hi)))
+                    for i, (lo, hi) in enumerate(blocks)
+                ]
+            )
+        ]
+    else:
+        steps = prep(n_features)
     if kind == "logreg" and C is None:
-        steps.append(
-            LogisticRegressionCV(Cs=list(C_GRID), cv=3, scoring="neg_log_loss", max_iter=300)
-        )
+        steps.append(InnerCVLogisticRegression())
     elif kind == "logreg":
         steps.append(LogisticRegression(C=C, max_iter=300))
     elif kind == "mlp":
@@ -182,6 +261,7 @@ def oof_proba(
     seed: int = 0,
     device: str | None = None,
     C: float | None = None,
+    blocks: list[tuple[int, int]] | None = None,
 ) -> tuple[np.ndarray, int, float]:
     """Out-of-fold class probabilities (n x n_classes) from stratified k-fold CV.
 
@@ -189,14 +269,20 @@ def oof_proba(
     or the fixed ``C``; NaN for the MLP).
     """
     k = n_folds_for(y, n_folds)
+    # float64: in float32 a column that is constant within a fold keeps a
+    # rounding-noise variance (~1e-16) that StandardScaler does not treat as
+    # zero, and the held-out rows are then blown up by a factor of ~1e8.
+    X = np.asarray(X, dtype=np.float64)
     proba = np.zeros((len(y), n_classes))
     skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    template = make_probe(X.shape[1], kind, device, seed, C)
+    n_fit = len(y) - int(math.ceil(len(y) / k))  # smallest outer training fold
+    template = make_probe(X.shape[1], kind, device, seed, C, n_fit, blocks)
     chosen = []
-    with warnings.catch_warnings():
+    # BLAS threads only slow these small solves down (measured 5-8x on 2 shared
+    # cores); the limit is scoped to this call, not set at import.
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
         # Tiny classes and short max_iter are expected on small assays; the
-        # intervals and the report's warnings say what matters. FutureWarnings
-        # are sklearn's LogisticRegressionCV API transition notices.
+        # intervals and the report's warnings say what matters.
         warnings.simplefilter("ignore", category=ConvergenceWarning)
         warnings.simplefilter("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", message="The least populated class")
@@ -284,10 +370,11 @@ def run_probe(
     n_boot: int = 200,
     seed: int = 0,
     device: str | None = None,
+    blocks: list[tuple[int, int]] | None = None,
 ) -> ProbeResult:
     """Cross-validated probe on (X, y): metrics with intervals and label MI (bits)."""
     y = np.asarray(y, dtype=np.int64)
-    proba, k, c_used = oof_proba(X, y, len(classes), kind, n_folds, seed, device)
+    proba, k, c_used = oof_proba(X, y, len(classes), kind, n_folds, seed, device, None, blocks)
     s = score_predictions(y, proba, classes, n_boot, seed)
     mi, mi_ci = label_mi_bootstrap(y, proba, n_boot=n_boot, seed=seed)
     return ProbeResult(
@@ -317,9 +404,10 @@ def cv_macro_f1(
     seed: int = 0,
     device: str | None = None,
     C: float | None = None,
+    blocks: list[tuple[int, int]] | None = None,
 ) -> float:
     """Out-of-fold macro-F1 only (the Shapley value function)."""
-    proba, _, _ = oof_proba(X, y, n_classes, kind, n_folds, seed, device, C)
+    proba, _, _ = oof_proba(X, y, n_classes, kind, n_folds, seed, device, C, blocks)
     return float(f1_score(y, proba.argmax(axis=1), average="macro"))
 
 

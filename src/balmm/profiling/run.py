@@ -10,10 +10,12 @@ read here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -117,6 +119,27 @@ def _probe_dict(p: ProbeResult) -> dict:
     return d
 
 
+@contextlib.contextmanager
+def scoped_threads(n: int | None) -> Iterator[None]:
+    """Limit torch and BLAS threads to ``n`` for the duration of a block (restored after)."""
+    if n is None:
+        yield
+        return
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield
+    finally:
+        torch.set_num_threads(old)
+
+
+SMALL_PROBLEM = 5000  # training samples: below this, extra threads only add overhead
+
+
 def profile(
     data: MultiOmicsData,
     out: str | Path | None = None,
@@ -128,6 +151,7 @@ def profile(
     n_folds: int = 5,
     seed: int = 0,
     device: str = "auto",
+    threads: int | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> ProfileResult:
     """Profile modality quality, strength, information and imbalance.
@@ -145,7 +169,42 @@ def profile(
         estimators: pairwise MI estimators among "ksg", "gaussian", "infonce".
         probe: "logreg" (scikit-learn) or "mlp" (small torch MLP).
         device: "auto", "cpu" or "cuda" for the torch parts (KSG, InfoNCE, MLP probe).
+        threads: CPU threads for torch and BLAS during the call. Default: 1 when
+            there are fewer than 5000 training samples (the many small solves
+            run several times slower with more threads, measured on 2 shared
+            cores), otherwise the libraries' defaults.
     """
+    if threads is None and len(data.ids("train")) < SMALL_PROBLEM:
+        threads = 1
+    with scoped_threads(threads):
+        return _profile(
+            data,
+            out,
+            max_samples,
+            max_probe_samples,
+            n_boot,
+            estimators,
+            probe,
+            n_folds,
+            seed,
+            device,
+            progress,
+        )
+
+
+def _profile(
+    data: MultiOmicsData,
+    out: str | Path | None,
+    max_samples: int,
+    max_probe_samples: int | None,
+    n_boot: int,
+    estimators: tuple[str, ...] | list[str],
+    probe: str,
+    n_folds: int,
+    seed: int,
+    device: str,
+    progress: Progress,
+) -> ProfileResult:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     estimators = list(estimators)
@@ -214,15 +273,23 @@ def profile(
         raise InputError("no modality has enough labelled training samples to profile")
     partial = [m for m in names if not pdata.mask[m].all()]
 
-    def concat(subset: list[str]) -> np.ndarray:
+    def concat(subset: list[str]) -> tuple[np.ndarray, list[tuple[int, int]]]:
         # Samples lacking a modality have zero rows there; a presence indicator
-        # lets the probe tell "missing" from "average".
-        parts = [pdata.X[m] for m in subset]
-        parts += [pdata.mask[m][:, None].astype(np.float32) for m in subset if m in partial]
-        return np.hstack(parts)
+        # lets the probe tell "missing" from "average". Blocks = one per modality.
+        parts, blocks, lo = [], [], 0
+        for m in subset:
+            block = [pdata.X[m]]
+            if m in partial:
+                block.append(pdata.mask[m][:, None].astype(np.float32))
+            width = sum(b.shape[1] for b in block)
+            parts += block
+            blocks.append((lo, lo + width))
+            lo += width
+        return np.hstack(parts), blocks
 
     probe_names = list(probes)
-    all_probe = run_probe(concat(probe_names), y, classes, probe, n_folds, n_boot, seed, str(dev))
+    x_all, blocks_all = concat(probe_names)
+    all_probe = run_probe(x_all, y, classes, probe, n_folds, n_boot, seed, str(dev), blocks_all)
     progress.update("probes")
     progress.finish("probes")
     timings["probes"] = time.perf_counter() - t0
@@ -293,7 +360,8 @@ def profile(
         # for every subset: same model class for all subsets, and 2^M nested
         # searches would dominate the run time.
         c_fixed = all_probe.C if probe == "logreg" and math.isfinite(all_probe.C) else None
-        return cv_macro_f1(concat(cols), y, len(classes), probe, n_folds, seed, str(dev), c_fixed)
+        x_s, blocks_s = concat(cols)
+        return cv_macro_f1(x_s, y, len(classes), probe, n_folds, seed, str(dev), c_fixed, blocks_s)
 
     phi, loo, method, game = shapley(probe_names, value, seed=seed)
     progress.finish("shapley")

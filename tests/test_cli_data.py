@@ -232,3 +232,36 @@ def test_label_column_missing_and_repeated_name(capsys, tmp_path, named):
 
 def test_convert_needs_h5mu_suffix(capsys, tmp_path):
     _fail(capsys, ["convert", "--out", str(tmp_path / "x.h5ad")], "must end in .h5mu")
+
+
+def test_bad_split_values_and_unknown_test_modality(capsys, tmp_path, named):
+    specs, _ = named
+    y = frames()[1]
+    lab = y.to_frame().assign(part=["train"] * 20 + ["validation"] + ["test"] * 9)
+    lab.to_csv(tmp_path / "lab.csv")
+    _fail(
+        capsys,
+        ["inspect", *specs, "--labels", str(tmp_path / "lab.csv"), "--split-col", "part"],
+        "split column 'part'",
+        "'s020'",
+        "'validation'",
+    )
+    _fail(
+        capsys,
+        ["inspect", *specs, "--labels", str(tmp_path / "lab.csv"), "--split-col", "fold"],
+        "split column 'fold' not found",
+    )
+    _fail(
+        capsys,
+        [
+            "inspect",
+            *specs,
+            "--labels",
+            str(tmp_path / "lab.csv"),
+            "--label-col",
+            "label",
+            "--test",
+            f"prot={tmp_path / 'm0.csv'}",
+        ],
+        "'prot' is not one of the modalities",
+    )

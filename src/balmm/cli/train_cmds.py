@@ -148,7 +148,7 @@ def train(
     from balmm.training.fit import train as fit_train
 
     overrides = _parse_sets(set_)
-    overrides.update({
+    flags = {
         "balancer": balancer.value if balancer else None,
         "seed": seed,
         "device": device.value if device else None,
@@ -156,7 +156,8 @@ def train(
         "encoder": encoder.value if encoder else None,
         "transductive": transductive,
         "epochs": epochs,
-    })  # fmt: skip
+    }
+    overrides.update({k: v for k, v in flags.items() if v is not None})
     cfg = load_config(config, overrides)
     data = load_from_cli(inputs, labels, label_col, test, split_col, test_size, cfg.seed,
                          no_ids=no_ids)  # fmt: skip

@@ -28,6 +28,7 @@ class MultiModalNet(nn.Module):
         n_classes: int,
         encoder: str = "mlp",
         early_fusion: bool = False,
+        late_heads: bool = True,
         **encoder_kwargs,
     ) -> None:
         super().__init__()
@@ -37,6 +38,7 @@ class MultiModalNet(nn.Module):
         self.encoder_kind = encoder
         # modalities left out of the fusion (balmm: no label information); saved in bundles
         self.fusion_off: set[str] = set()
+        self.late_heads = late_heads
         embed = int(encoder_kwargs.get("embed_dim", 64))
         self.embed_dim = embed
         if early_fusion:
@@ -50,6 +52,9 @@ class MultiModalNet(nn.Module):
             )
             self.heads = nn.ModuleDict({m: nn.Linear(embed, n_classes) for m in n_features})
             self.fusion = nn.Linear(embed * len(n_features) + len(n_features), n_classes)
+            if late_heads:  # start as the sum of the unimodal heads (late fusion)
+                nn.init.zeros_(self.fusion.weight)
+                nn.init.zeros_(self.fusion.bias)
 
     # -- pieces -------------------------------------------------------------------------
     def encode(
@@ -70,10 +75,26 @@ class MultiModalNet(nn.Module):
             for m in self.modalities
         }
 
-    def fuse(self, zs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:
+    def fuse(
+        self,
+        zs: dict[str, torch.Tensor],
+        masks: dict[str, torch.Tensor],
+        logits: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Fused logits: a linear layer on the masked, concatenated embeddings plus the sum of
+        the per-modality heads' logits (``late_heads``). Both parts are linear in the
+        concatenated embeddings, so together they are still one linear fusion head; the
+        parametrisation lets the fusion start from, and keep, what each unimodal head knows."""
         if self.early_fusion:
             return self.fusion(zs[CONCAT])
-        return self.fusion(self.fusion_input(zs, masks))
+        fused = self.fusion(self.fusion_input(zs, masks))
+        if self.late_heads:
+            if logits is None:
+                logits = {m: self.heads[m](zs[m]) for m in self.heads}
+            for m in self.modalities:
+                fm = self._fmask(m, masks).unsqueeze(1).to(fused.dtype)
+                fused = fused + logits[m] * fm
+        return fused
 
     def fusion_input(
         self, zs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
@@ -98,6 +119,8 @@ class MultiModalNet(nn.Module):
             mc = self._fmask(m, masks).unsqueeze(1).to(zs[m].dtype)
             blk = (zs[m] * mc) @ w[:, i * d : (i + 1) * d].T
             out[m] = blk + mc * w[:, len(mods) * d + i] + b / len(mods)
+            if self.late_heads:
+                out[m] = out[m] + self.heads[m](zs[m]) * mc
         return out
 
     def forward(
@@ -108,7 +131,7 @@ class MultiModalNet(nn.Module):
     ) -> dict[str, object]:
         zs = self.encode(xs, masks, adj)
         logits = {m: self.heads[m](zs[m]) for m in self.heads}
-        return {"z": zs, "logits": logits, "fused": self.fuse(zs, masks)}
+        return {"z": zs, "logits": logits, "fused": self.fuse(zs, masks, logits)}
 
     def unimodal(self, m: str, x: torch.Tensor, adj: torch.Tensor | None = None):
         """(embedding, logits) of modality ``m`` alone (stage 1)."""

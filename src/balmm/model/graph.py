@@ -161,7 +161,9 @@ def to_torch(adj: sp.csr_matrix, device) -> torch.Tensor:
     coo = adj.tocoo()
     idx = torch.as_tensor(np.vstack([coo.row, coo.col]), dtype=torch.long)
     val = torch.as_tensor(coo.data, dtype=torch.float32)
-    return torch.sparse_coo_tensor(idx, val, coo.shape).coalesce().to(device)
+    return (
+        torch.sparse_coo_tensor(idx, val, coo.shape, check_invariants=False).coalesce().to(device)
+    )
 
 
 def attach_graphs(proc, idx_fit, idx_val, idx_test, sets, cfg, device) -> dict:

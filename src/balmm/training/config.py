@@ -58,6 +58,7 @@ class TrainConfig:
     activation: str = "gelu"
     dropout: float = 0.5
     input_dropout: float = 0.2
+    late_heads: bool = True  # fused logits = linear(concat z) + sum of unimodal heads' logits
     # graph (gcn encoder)
     transductive: bool = False
     knn_k: int = 10

@@ -280,6 +280,8 @@ class TrainResult:
     out: Path | None = None
     label_mapping: dict = field(default_factory=dict)
     graph_state: dict | None = None  # gcn: training graph for inductive prediction
+    # stage 1 per modality: encoder/head state trained alone ("state") and after KD
+    stage1_states: dict = field(default_factory=dict)
 
 
 def _resolve_config(config: TrainConfig | None, overrides: dict[str, Any]) -> TrainConfig:
@@ -307,6 +309,7 @@ def build_model(n_features: dict[str, int], n_classes: int, cfg: TrainConfig) ->
         n_classes,
         encoder=cfg.encoder,
         early_fusion=cfg.balancer == "concat",
+        late_heads=cfg.late_heads,
         **_encoder_kwargs(cfg),
     )
 
@@ -339,16 +342,33 @@ def train(
 
     ``overrides`` are :class:`TrainConfig` fields (``balancer="none"``, ``epochs=10``, ...).
     """
-    from balmm.data.preprocess import Preprocessor
-
     if device is not None:
         overrides["device"] = device
     cfg = _resolve_config(config, overrides)
     _check_data(data, cfg)
     t0 = time.perf_counter()
     dev = resolve_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    threads_before = torch.get_num_threads()
+    n_cells = sum(a.n_obs * a.n_vars for a in data.mods.values())
+    # threads = 0 (auto): one thread for omics-sized data, where the matrices are so small
+    # that extra threads only add synchronisation (3x slower on a busy 2-core machine)
+    want = cfg.threads or (1 if n_cells < 20_000_000 and dev.type == "cpu" else 0)
+    from threadpoolctl import threadpool_limits
+
+    if want:
+        torch.set_num_threads(want)
+    try:
+        # numpy/scikit-learn BLAS pools too: oversubscribed threads make PCA or a small
+        # logistic regression 50x slower on a shared machine
+        with threadpool_limits(limits=want or None):
+            return _train(data, cfg, out, dev, progress, t0)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(data, cfg, out, dev, progress, t0) -> TrainResult:
+    from balmm.data.preprocess import Preprocessor
+
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -441,6 +461,9 @@ def train(
         data=data, preprocessor=pre, history=history, device=dev, seconds=time.perf_counter() - t0,
     )  # fmt: skip
     result.label_mapping = dict(data.label_mapping)
+    result.stage1_states = {
+        m: {k: st[k] for k in ("state", "kd_state") if k in st} for m, st in stage1.items()
+    }
     result.graph_state = result.metrics["graph"].pop("state", None)
     if out is not None:
         from balmm.training.report import write_outputs

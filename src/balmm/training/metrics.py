@@ -13,9 +13,24 @@ from sklearn.metrics import (
 
 
 def macro_f1(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
+    """Macro-F1 over ``n_classes`` labels (absent classes score 0, as scikit-learn's
+    ``f1_score(..., labels=range(C), average="macro", zero_division=0)``).
+
+    Written with a bincount because it runs thousands of times per training run
+    (every epoch, every bootstrap replicate) where scikit-learn's input validation
+    costs 30 ms a call; tests check it equals scikit-learn's.
+    """
+    y = np.asarray(y, dtype=np.int64)
+    pred = np.asarray(pred, dtype=np.int64)
     if len(y) == 0:
         return float("nan")
-    return float(f1_score(y, pred, labels=np.arange(n_classes), average="macro", zero_division=0))
+    cm = np.bincount(y * n_classes + pred, minlength=n_classes * n_classes).reshape(
+        n_classes, n_classes
+    )
+    tp = np.diag(cm).astype(float)
+    denom = cm.sum(0) + cm.sum(1)
+    f1 = np.divide(2 * tp, denom, out=np.zeros(n_classes), where=denom > 0)
+    return float(f1.mean())
 
 
 def expected_calibration_error(y: np.ndarray, proba: np.ndarray, n_bins: int = 10) -> float:

@@ -1,0 +1,147 @@
+"""Model pieces: masking of missing modalities, sparse SNF graph, inductive attachment,
+distillation loss, OGM-GE coefficients, balmm weights."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+
+from balmm.model.fusion import MultiModalNet
+from balmm.model.graph import attach, fused_graph, gcn_adjacency, inductive_adjacency
+from balmm.training.balancers import BalmmBalancer, ogm_coefficients
+from balmm.training.config import TrainConfig
+from balmm.training.kd import kd_loss
+
+
+def _net(**kw):
+    torch.manual_seed(0)
+    return MultiModalNet({"a": 5, "b": 7}, 3, hidden=8, embed_dim=4, **kw).eval()
+
+
+def test_missing_modality_is_masked_out():
+    net = _net()
+    torch.nn.init.normal_(net.fusion.weight)  # not the zero start, so the check has teeth
+    xa, xb = torch.randn(4, 5), torch.randn(4, 7)
+    masks = {"a": torch.tensor([True] * 4), "b": torch.tensor([True, False, True, False])}
+    out1 = net({"a": xa, "b": xb}, masks)
+    xb2 = xb.clone()
+    xb2[~masks["b"]] = 100.0  # garbage in the rows that lack b
+    out2 = net({"a": xa, "b": xb2}, masks)
+    lacking = ~masks["b"]
+    assert torch.allclose(out1["fused"][lacking], out2["fused"][lacking])
+    assert not torch.allclose(out1["fused"][masks["b"]], (out1["fused"] * 0)[masks["b"]])
+    # present rows do depend on b
+    xb3 = xb.clone()
+    xb3[masks["b"]] += 1.0
+    out3 = net({"a": xa, "b": xb3}, masks)
+    assert not torch.allclose(out1["fused"][masks["b"]], out3["fused"][masks["b"]])
+
+
+def test_fusion_off_ignores_modality():
+    net = _net()
+    torch.nn.init.normal_(net.fusion.weight)
+    net.fusion_off = {"b"}
+    xa = torch.randn(3, 5)
+    m = {"a": torch.ones(3, dtype=torch.bool), "b": torch.ones(3, dtype=torch.bool)}
+    f1 = net({"a": xa, "b": torch.randn(3, 7)}, m)["fused"]
+    f2 = net({"a": xa, "b": torch.randn(3, 7)}, m)["fused"]
+    assert torch.allclose(f1, f2)
+
+
+def test_contributions_sum_to_fused_logit():
+    net = _net()
+    torch.nn.init.normal_(net.fusion.weight)
+    torch.nn.init.normal_(net.fusion.bias)
+    xs = {"a": torch.randn(6, 5), "b": torch.randn(6, 7)}
+    masks = {"a": torch.ones(6, dtype=torch.bool), "b": torch.tensor([1, 0, 1, 1, 0, 1]).bool()}
+    out = net(xs, masks)
+    c = net.contributions(out["z"], masks)
+    assert torch.allclose(c["a"] + c["b"], out["fused"], atol=1e-5)
+
+
+def test_kd_loss_reduces_to_ce_and_kl():
+    s = torch.randn(8, 3)
+    y = torch.randint(0, 3, (8,))
+    ce = F.cross_entropy(s, y)
+    t = (torch.randn(8, 3), torch.ones(8, dtype=torch.bool), 1.0)
+    assert torch.allclose(kd_loss(s, y, [t], 0.0, 2.0), ce)
+    # a teacher identical to the student adds nothing: only (1 - alpha) CE remains
+    same = (s.clone(), torch.ones(8, dtype=torch.bool), 1.0)
+    assert torch.allclose(kd_loss(s, y, [same], 0.3, 2.0), 0.7 * ce, atol=1e-6)
+    # samples without the teacher get plain CE
+    absent = (torch.randn(8, 3), torch.zeros(8, dtype=torch.bool), 1.0)
+    assert torch.allclose(kd_loss(s, y, [absent], 0.5, 2.0), ce)
+    # the KL term is T^2 KL(p_t || p_s)
+    T = 3.0
+    pt = F.softmax(t[0] / T, 1)
+    kl = (pt * (pt.log() - F.log_softmax(s / T, 1))).sum(1).mean()
+    assert torch.allclose(kd_loss(s, y, [t], 1.0, T), T**2 * kl, atol=1e-5)
+
+
+def test_ogm_coefficient_slows_dominant_modality():
+    net = _net()
+    torch.nn.init.zeros_(net.fusion.weight)
+    torch.nn.init.zeros_(net.fusion.bias)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    z = {"a": torch.randn(6, 4), "b": torch.randn(6, 4)}
+    with torch.no_grad():  # head a predicts y perfectly, head b is uninformative
+        net.heads["a"].weight.zero_()
+        net.heads["a"].bias.zero_()
+        net.heads["b"].weight.zero_()
+        net.heads["b"].bias.zero_()
+        z["a"] = torch.zeros(6, 4)
+        z["a"][torch.arange(6), y] = 5.0
+        net.heads["a"].weight[:3, :3] = torch.eye(3)
+    masks = {m: torch.ones(6, dtype=torch.bool) for m in z}
+    coef = ogm_coefficients(net, z, masks, y, alpha=0.5)
+    assert coef["a"] < 1.0 and coef["b"] == 1.0
+
+
+def test_balmm_weights_move_to_lagging_informative_and_skip_noise():
+    cfg = TrainConfig(weight_ema=0.5, weight_beta=2.0)
+    label_mi = {"strong": (0.6, 0.5), "weak": (0.3, 0.2), "noise": (-0.05, -0.2)}
+    b = BalmmBalancer(["strong", "weak", "noise"], cfg, label_mi)
+    assert "noise" in b.excluded and b.w["noise"] == 0.0
+    start = b.weights()
+    for _ in range(6):
+        b.end_epoch({"fused": 0.9, "strong": 0.9, "weak": 0.55, "noise": 0.5})
+    w = b.weights()
+    assert w["weak"] > start["weak"]  # the lagging, informative head is up-weighted
+    assert w["weak"] / w["strong"] > start["weak"] / start["strong"]
+    assert w["noise"] == 0.0  # uninformative: not forced
+    # when the weak head catches up its weight relaxes back toward its informativeness
+    for _ in range(20):
+        b.end_epoch({"fused": 0.9, "strong": 0.9, "weak": 0.9, "noise": 0.5})
+    assert math.isclose(b.weights()["weak"], 0.5, rel_tol=1e-3)
+
+
+def test_snf_graph_sparse_and_inductive_attachment():
+    rng = np.random.default_rng(0)
+    n, k = 60, 5
+    y = np.repeat([0, 1], n // 2)
+    X = {
+        "a": rng.normal(size=(n, 6)) + 3 * y[:, None],
+        "b": rng.normal(size=(n, 4)) + 2 * y[:, None],
+    }
+    M = {"a": np.ones(n, bool), "b": np.r_[np.ones(n - 5, bool), np.zeros(5, bool)]}
+    w, eps = fused_graph(X, M, k, 5, 0.5)
+    assert sp.issparse(w) and w.nnz <= 2 * k * n
+    assert abs(w - w.T).max() < 1e-12
+    # neighbours are mostly of the same class (the kernel is meaningful)
+    coo = w.tocoo()
+    same = (y[coo.row] == y[coo.col]).mean()
+    assert same > 0.9
+    adj = gcn_adjacency(w)
+    assert np.allclose(np.asarray(adj.sum(1)).ravel(), 1.0)
+    Xn = {m: x[:10] + 0.01 for m, x in X.items()}
+    Mn = {m: np.ones(10, bool) for m in X}
+    w_new = attach(X, M, eps, Xn, Mn, k, 0.5)
+    assert w_new.shape == (10, n)
+    full = inductive_adjacency(adj, w_new)
+    # training rows are unchanged and receive no edge from the new samples
+    assert abs(full[:n, :n] - adj).max() == 0 and full[:n, n:].nnz == 0
+    assert np.allclose(np.asarray(full.sum(1)).ravel(), 1.0)

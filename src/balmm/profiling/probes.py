@@ -54,6 +54,9 @@ class ProbeResult:
     per_class_f1: dict[str, float]
     mi_label_bits: float
     mi_label_bits_ci: tuple[float, float]
+    null_macro_f1_95: float  # 95th percentile of macro-F1 under shuffled labels
+    null_macro_f1_mean: float  # its mean: what a label-blind probe scores
+    permutation_p: float  # P(null macro-F1 >= observed), with +1 smoothing
     C: float  # median L2 strength chosen by the inner CV (NaN for the MLP)
     y: np.ndarray = field(repr=False)
     oof_proba: np.ndarray = field(repr=False)
@@ -69,6 +72,9 @@ class ProbeResult:
             "balanced_accuracy": self.balanced_accuracy,
             "balanced_accuracy_ci": list(self.balanced_accuracy_ci),
             "per_class_f1": dict(self.per_class_f1),
+            "null_macro_f1_95": self.null_macro_f1_95,
+            "null_macro_f1_mean": self.null_macro_f1_mean,
+            "permutation_p": self.permutation_p,
             "C": self.C,
         }
 
@@ -299,14 +305,15 @@ def oof_proba(
     return proba, k, c_used
 
 
-def _confusions(y: np.ndarray, pred: np.ndarray, idx: np.ndarray, n_classes: int) -> np.ndarray:
-    """Confusion matrices for many resamples at once: (B, C, C) from index rows (B, n).
+def _confusions(yb: np.ndarray, pb: np.ndarray, n_classes: int) -> np.ndarray:
+    """Confusion matrices for many resamples at once: (B, C, C) from label rows (B, n).
 
-    Vectorised with bincount because the bootstrap needs thousands of them;
-    the resulting F1 equals sklearn's ``f1_score`` (checked in the tests).
+    Vectorised with bincount because the bootstrap and the permutation null
+    need thousands of them; the resulting F1 equals sklearn's ``f1_score``
+    (checked in the tests).
     """
-    b = idx.shape[0]
-    flat = (np.arange(b)[:, None] * n_classes * n_classes) + y[idx] * n_classes + pred[idx]
+    b = yb.shape[0]
+    flat = (np.arange(b)[:, None] * n_classes * n_classes) + yb * n_classes + pb
     cm = np.bincount(flat.ravel(), minlength=b * n_classes * n_classes)
     return cm.reshape(b, n_classes, n_classes).astype(np.float64)
 
@@ -343,7 +350,7 @@ def score_predictions(
     c = len(classes)
     pred = proba.argmax(axis=1)
     n = len(y)
-    full = _metrics_from_cm(_confusions(y, pred, np.arange(n)[None, :], c))
+    full = _metrics_from_cm(_confusions(y[None, :], pred[None, :], c))
     out: dict = {k: float(v[0]) for k, v in full.items() if k != "f1"}
     present = np.bincount(y, minlength=c) > 0
     out["per_class_f1"] = {classes[i]: float(full["f1"][0, i]) for i in range(c) if present[i]}
@@ -351,13 +358,25 @@ def score_predictions(
     if n_boot > 0:
         rng = np.random.default_rng(seed)
         idx = rng.integers(0, n, size=(n_boot, n))
-        boot = _metrics_from_cm(_confusions(y, pred, idx, c))
+        boot = _metrics_from_cm(_confusions(y[idx], pred[idx], c))
         for key in ("macro_f1", "accuracy", "balanced_accuracy"):
             lo, hi = np.nanquantile(boot[key], [alpha, 1 - alpha])
             out[f"{key}_ci"] = (float(lo), float(hi))
+        # Permutation null: the same predictions scored against shuffled labels
+        # (what macro-F1 a label-blind probe with this prediction mix reaches).
+        perm = np.argsort(rng.random((n_boot, n)), axis=1)
+        null = _metrics_from_cm(_confusions(y[perm], np.broadcast_to(pred, perm.shape), c))
+        out["null_macro_f1_95"] = float(np.quantile(null["macro_f1"], 0.95))
+        out["null_macro_f1_mean"] = float(null["macro_f1"].mean())
+        out["permutation_p"] = float(
+            (1 + np.sum(null["macro_f1"] >= out["macro_f1"])) / (1 + n_boot)
+        )
     else:
         for key in ("macro_f1", "accuracy", "balanced_accuracy"):
             out[f"{key}_ci"] = (math.nan, math.nan)
+        out["null_macro_f1_95"] = math.nan
+        out["null_macro_f1_mean"] = math.nan
+        out["permutation_p"] = math.nan
     return out
 
 
@@ -389,6 +408,9 @@ def run_probe(
         per_class_f1=s["per_class_f1"],
         mi_label_bits=mi,
         mi_label_bits_ci=mi_ci,
+        null_macro_f1_95=s["null_macro_f1_95"],
+        null_macro_f1_mean=s["null_macro_f1_mean"],
+        permutation_p=s["permutation_p"],
         C=c_used,
         y=y,
         oof_proba=proba,

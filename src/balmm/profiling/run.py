@@ -293,7 +293,14 @@ def _profile(
     progress.update("probes")
     progress.finish("probes")
     timings["probes"] = time.perf_counter() - t0
-    chance = chance_macro_f1(y)
+    # v(empty set) for the Shapley values: what a label-blind probe scores (the
+    # mean macro-F1 of the concatenated probe's predictions against shuffled
+    # labels); the majority-class guess when no bootstrap was requested.
+    chance = (
+        all_probe.null_macro_f1_mean
+        if math.isfinite(all_probe.null_macro_f1_mean)
+        else chance_macro_f1(y)
+    )
 
     # ---------------------------------------------------------------- pairwise MI
     t0 = time.perf_counter()
@@ -437,6 +444,7 @@ def _profile(
         "mi_label_bits": all_probe.mi_label_bits,
         "mi_label_bits_ci": list(all_probe.mi_label_bits_ci),
         "chance_macro_f1": chance,
+        "majority_class_macro_f1": chance_macro_f1(y),
     }
     verdict = build_verdict(
         dataset=dataset,

@@ -6,8 +6,8 @@ that nothing is claimed on luck):
 * **dominant**: the modality with the highest probe macro-F1 whose lower CI
   exceeds every other modality's macro-F1 point estimate. If none qualifies,
   the leader is named but "not reliably dominant".
-* **informative**: label-MI lower CI > 0 bits, or macro-F1 lower CI above the
-  no-information (majority-class) macro-F1.
+* **informative**: label-MI lower CI > 0 bits, or macro-F1 above the 95th
+  percentile of its label-permutation null (a permutation test at 5%).
 * **weak but informative**: informative and not the leader (distillation and
   balancing candidates). **uninformative**: not informative (balmm does not
   force them).
@@ -41,15 +41,19 @@ def build_verdict(
 ) -> dict:
     """Structured verdict plus its text (see the module docstring for the rules)."""
     probed = {m: e for m, e in modalities.items() if "probe" in e}
-    chance = concatenated["chance_macro_f1"]
     f1 = {m: e["probe"]["macro_f1"] for m, e in probed.items()}
     f1_lo = {m: e["probe"]["macro_f1_ci"][0] for m, e in probed.items()}
     mi_lo = {m: e["mi_label_bits_ci"][0] for m, e in probed.items()}
     leader = max(f1, key=f1.get)
     others = [m for m in probed if m != leader]
     reliable = all(f1_lo[leader] > f1[m] for m in others)
+    null95 = {m: e["probe"].get("null_macro_f1_95") for m, e in probed.items()}
     informative = {
-        m: bool((mi_lo[m] is not None and mi_lo[m] > 0) or f1_lo[m] > chance) for m in probed
+        m: bool(
+            (mi_lo[m] is not None and mi_lo[m] > 0)
+            or (null95[m] is not None and null95[m] == null95[m] and f1[m] > null95[m])
+        )
+        for m in probed
     }
     weak = [m for m in others if informative[m]]
     uninf = [m for m in probed if not informative[m]]
@@ -92,8 +96,8 @@ def build_verdict(
         )
     for m in uninf:
         text.append(
-            f"{m} carries no reliable label information (macro-F1 {f1[m]:.3f} vs "
-            f"{chance:.3f} for always guessing the majority class; I(X;Y) lower CI "
+            f"{m} carries no reliable label information (macro-F1 {f1[m]:.3f}, within the "
+            f"shuffled-label range up to {null95[m]:.3f}; I(X;Y) lower CI "
             f"{mi_lo[m]:.3f} bits): balmm will not force it."
         )
     shap_sorted = sorted(shapley_values.items(), key=lambda kv: -kv[1])

@@ -205,16 +205,25 @@ def _md_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
 
 
 def _paired_display(paired: pd.DataFrame) -> pd.DataFrame:
+    """One row per method; per metric 'difference [95% bootstrap] p=..., wins/n'."""
     if paired.empty:
         return paired
-    d = paired.copy()
-    d["metric"] = d["metric"].map(METRIC_LABELS)
-    d["difference [95% bootstrap]"] = [
-        f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" if np.isfinite(lo) else f"{m:+.3f}"
-        for m, lo, hi in zip(d["mean_diff"], d["boot_low"], d["boot_high"], strict=True)
-    ]
-    d["wins"] = [f"{w}/{n}" for w, n in zip(d["wins"], d["n_pairs"], strict=True)]
-    return d[["method", "metric", "difference [95% bootstrap]", "wilcoxon_p", "wins"]]
+    shown = ["accuracy", "macro_f1", "auroc"]
+    d = paired[paired["metric"].isin(shown)]
+
+    def cell(r: pd.Series) -> str:
+        s = f"{r['mean_diff']:+.3f}"
+        if np.isfinite(r["boot_low"]):
+            s += f" [{r['boot_low']:+.3f}, {r['boot_high']:+.3f}]"
+        if np.isfinite(r["wilcoxon_p"]):
+            s += f" p={r['wilcoxon_p']:.2g}"
+        return s + f", {int(r['wins'])}/{int(r['n_pairs'])}"
+
+    d = d.assign(cell=d.apply(cell, axis=1))
+    wide = d.pivot(index="method", columns="metric", values="cell")
+    wide = wide.reindex(index=d["method"].drop_duplicates(), columns=shown)
+    wide.columns = [METRIC_LABELS[m] for m in shown]
+    return wide
 
 
 def reproduce_command(manifest: dict) -> str:
@@ -235,6 +244,13 @@ def reproduce_command(manifest: dict) -> str:
     return " ".join(parts)
 
 
+def _classes(data: dict) -> str:
+    mapping = data.get("label_mapping") or {}
+    return ", ".join(
+        f"{c} ({mapping[c]})" if mapping.get(c) not in (None, c) else c for c in data["classes"]
+    )
+
+
 def _markdown(result: BenchResult, tables: dict[str, pd.DataFrame]) -> str:
     man = result.manifest
     data, spec = man["data"], man["spec"]
@@ -249,7 +265,7 @@ def _markdown(result: BenchResult, tables: dict[str, pd.DataFrame]) -> str:
         "# balmm bench",
         "",
         f"- data: {data['source']}; {data['n_labelled']} labelled samples "
-        f"(train {data['n_train']}, test {data['n_test']}); classes {', '.join(data['classes'])}",
+        f"(train {data['n_train']}, test {data['n_test']}); classes {_classes(data)}",
         f"- modalities: {mods}",
         f"- protocol: {protocol}. Balancers select on a validation split carved from the "
         "training samples; classic floors tune inside the training samples; the test "
@@ -266,8 +282,9 @@ def _markdown(result: BenchResult, tables: dict[str, pd.DataFrame]) -> str:
         lines += [
             f"## Paired comparison: {ref} minus each method (per seed)",
             "",
-            "Positive = better for " + ref + ". Interval: 95% percentile bootstrap of the "
-            "mean per-seed difference; p: two-sided Wilcoxon signed-rank test.",
+            "Positive = better for " + ref + ". Each cell: mean per-seed difference [95% "
+            "percentile bootstrap], p of the two-sided Wilcoxon signed-rank test, seeds where "
+            f"{ref} is higher. All four metrics (with balanced accuracy) are in paired.csv.",
             "",
             _md_table(_paired_display(tables["paired"])),
             "",

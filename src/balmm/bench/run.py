@@ -232,6 +232,7 @@ def make_manifest(
             "source": data.source,
             "split_source": data.split_source,
             "label_key": data.label_key,
+            "label_mapping": {str(k): str(v) for k, v in data.label_mapping.items()},
             "n_samples": int(len(data.obs)),
             "n_labelled": int(len(data.ids(labelled=True))),
             "n_train": int(len(data.ids(TRAIN))),

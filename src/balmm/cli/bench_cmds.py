@@ -191,8 +191,8 @@ def _print_summary(tables: dict, out: Path) -> None:
     summary = tables["summary"]
     table = Table(title=f"balmm bench (test, mean ± sd over seeds) -> {out}")
     table.add_column("method", no_wrap=True)
-    metrics = ["accuracy", "balanced_accuracy", "macro_f1", "auroc"]
-    for c in ("seeds", "ACC", "BACC", "macro-F1", "AUROC"):
+    metrics = ["accuracy", "macro_f1", "auroc"]
+    for c in ("seeds", "ACC", "macro-F1", "AUROC"):
         table.add_column(c, justify="right", no_wrap=True)
     for method, sub in summary.groupby("method", sort=False):
         sub = sub.set_index("metric")

@@ -241,7 +241,9 @@ def _embeddings(proba, sets, classes, model):
                 [classes[i] for i in fused_p.argmax(1)], categories=classes
             ),
         },
-        index=pd.Index(ids, name="sample"),
+        # object dtype: pandas 3 would infer a nullable string dtype, which anndata 0.12
+        # refuses to write by default
+        index=pd.Index(ids, dtype=object, name="sample"),
     )
     zmods = [k[2:] for k in proba["fit"] if k.startswith("z:")]
     obsm = {}

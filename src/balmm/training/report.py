@@ -31,7 +31,12 @@ def write_outputs(result, out: Path) -> Path:
             graph=graph,
             extra={"protocol": result.metrics["protocol"]},
         )
-        result.embeddings.write_h5ad(tmp / "embeddings.h5ad")
+        import anndata as ad
+
+        # pandas >= 3 makes string indexes nullable-string typed; anndata writes them only
+        # when allowed (readable by anndata >= 0.11)
+        with ad.settings.override(allow_write_nullable_strings=True):
+            result.embeddings.write_h5ad(tmp / "embeddings.h5ad")
         pngs = _plots(result, tmp / "plots")
         write_text_atomic(tmp / "report.html", _html(result, pngs))
     return out

@@ -4,9 +4,9 @@ Three estimators of I(Z_a; Z_b) between two continuous representations
 (rows = the same samples, in the same order):
 
 * :func:`gaussian_mi` — closed form under joint Gaussianity via canonical
-  correlations, ``-1/2 * sum log(1 - rho_i^2)``. Exact for Gaussian data; a
-  lower bound on the MI of any distribution with the same covariance (the
-  Gaussian maximises entropy) — so it misses non-linear dependence. Finite-sample
+  correlations, ``-1/2 * sum log(1 - rho_i^2)``. Exact for Gaussian data; it
+  sees only linear dependence (zero for a non-linear but uncorrelated pair)
+  and is not a bound on the MI of non-Gaussian data in general. Finite-sample
   bias is positive, about ``d_a * d_b / (2 n ln 2)`` bits under independence;
   when ``d_a + d_b`` approaches ``n`` the covariance is shrunk (Ledoit-Wolf),
   which pulls the estimate *down* (towards independence).

@@ -8,13 +8,11 @@ have the modality (the PCA-based ones on a stated random subsample above
 from __future__ import annotations
 
 import logging
-import warnings
 
 import anndata as ad
 import numpy as np
 import scipy.sparse as sp
-from scipy.stats import chi2
-from sklearn.covariance import EmpiricalCovariance, MinCovDet
+from scipy.stats import chi2, median_abs_deviation
 from sklearn.decomposition import PCA
 
 log = logging.getLogger("balmm")
@@ -77,17 +75,18 @@ def modality_quality(
         # Variance of the full standardised matrix = number of kept features.
         cum = np.cumsum(pca.explained_variance_) / z.var(axis=0).sum()
         eff_dim = float(np.searchsorted(cum, 0.9) + 1) if cum[-1] >= 0.9 else float(n_comp)
-        # Robust covariance needs many rows per dimension: at most m / 25 components.
+        # Robust scales need many rows per dimension: at most m / 25 components.
         k = int(min(max(2, eff_dim), 10, max(2, m // 25)))
         scores = pca.transform(z)[:, :k]
         if m > 2 * k + 2:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # MinCovDet warns on near-singular subsets
-                    d2 = MinCovDet(random_state=seed).fit(scores).mahalanobis(scores)
-            except ValueError:
-                # Degenerate support (e.g. many identical rows): classical distance.
-                d2 = EmpiricalCovariance().fit(scores).mahalanobis(scores)
+            # Robust distance from per-component median / MAD. Not a minimum
+            # covariance determinant fit: MCD models the tightest half of the
+            # samples, and with biological subgroups (e.g. BRCA subtypes) it flagged
+            # whole minority subtypes (27% of samples) as outliers.
+            med = np.median(scores, axis=0)
+            mad = median_abs_deviation(scores, axis=0, scale="normal")
+            mad = np.where(mad > 0, mad, scores.std(axis=0) + 1e-12)
+            d2 = (((scores - med) / mad) ** 2).sum(axis=1)
             # Real omics are heavier-tailed than Gaussian: rescale so the median
             # robust distance matches the chi2 median before applying the 99.9% cut.
             cut = chi2.ppf(0.999, df=k) * max(1.0, float(np.median(d2)) / chi2.ppf(0.5, df=k))

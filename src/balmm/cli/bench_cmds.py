@@ -185,6 +185,12 @@ def _names(text: str, what: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+def _mean_sd(mean: float, sd: float) -> str:
+    if mean != mean:  # NaN: no test samples for this input
+        return "–"
+    return f"{mean:.3f}" if sd != sd else f"{mean:.3f}±{sd:.3f}"
+
+
 def _print_summary(tables: dict, out: Path) -> None:
     from rich.table import Table
 
@@ -196,7 +202,7 @@ def _print_summary(tables: dict, out: Path) -> None:
         table.add_column(c, justify="right", no_wrap=True)
     for method, sub in summary.groupby("method", sort=False):
         sub = sub.set_index("metric")
-        cells = [f"{sub.loc[m, 'mean']:.3f}±{sub.loc[m, 'sd']:.3f}" for m in metrics]
+        cells = [_mean_sd(sub.loc[m, "mean"], sub.loc[m, "sd"]) for m in metrics]
         table.add_row(str(method), str(int(sub["n"].max())), *cells)
     out_console.print(table)
 

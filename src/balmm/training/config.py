@@ -92,6 +92,8 @@ class TrainConfig:
     ogm_alpha: float = 0.5
     ogm_noise: bool = True
     pretrain_init: bool = True  # balmm: stage 2 starts from the stage-1 encoders
+    stage2_lr_scale: float = 1.0  # learning-rate factor when stage 2 starts from stage 1
+    stage2_select_start: bool = False  # let the stage-1 starting point compete in selection
     measure_imbalance: bool = True  # baselines too run stage 1 to measure under-optimisation
     eval_every: int = 1
 
@@ -163,6 +165,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(f"config key {key!r} must be in [0, 1), got {v}")
     if cfg.val_size <= 0:
         raise ConfigError("config key 'val_size' must be > 0 (model selection needs validation)")
+    if cfg.stage2_lr_scale <= 0:
+        raise ConfigError("config key 'stage2_lr_scale' must be > 0")
     if cfg.kd_temperature <= 0:
         raise ConfigError("config key 'kd_temperature' must be > 0")
     return cfg

@@ -190,12 +190,13 @@ def _fit_loop(
     balancer: Balancer | None = None,
     modality_dropout: float = 0.0,
     require_epoch: bool = False,
+    lr_scale: float = 1.0,
 ) -> tuple[dict, list[dict], float]:
     """Train ``model`` for up to ``epochs``; keep the state with the best validation
     macro-F1 of ``score_head`` (ties: lower validation loss). Returns
     (best state dict, per-epoch history, best score)."""
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params or [])
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=cfg.lr * lr_scale, weight_decay=cfg.weight_decay)
     n_classes = model.n_classes
     graph = fit.adj is not None
     best_key: tuple[float, float] | None = None
@@ -433,7 +434,9 @@ def _train(data, cfg, out, dev, progress, t0) -> TrainResult:
     if hasattr(balancer, "to"):
         balancer.to(dev)
     model.fusion_off = set(balancer.excluded)
-    if cfg.balancer == "balmm" and cfg.pretrain_init and stage1:
+    warm = cfg.balancer == "balmm" and cfg.pretrain_init and bool(stage1)
+    lr_scale = cfg.stage2_lr_scale if warm else 1.0
+    if warm:
         for m in mods:
             st = stage1[m].get("kd_state") or stage1[m]["state"]
             model.encoders[m].load_state_dict(st["encoder"])
@@ -444,7 +447,7 @@ def _train(data, cfg, out, dev, progress, t0) -> TrainResult:
         f"stage 2 ({cfg.balancer})",
         extra_params=balancer.parameters(), balancer=balancer,
         modality_dropout=cfg.modality_dropout if cfg.balancer != "concat" else 0.0,
-        require_epoch=True,
+        require_epoch=not (warm and cfg.stage2_select_start), lr_scale=lr_scale,
     )  # fmt: skip
     history += h2
     model.load_state_dict(best_state)

@@ -9,7 +9,7 @@ includes the child's own children) are measured the same way.
 Steps: read ROSMAP (MOGONET layout, its 245/106 train/test split) with balmm's
 reader; write the same samples and split in Flexynesis' layout
 (``train/`` and ``test/``, one ``NAME.csv`` per modality with features as rows and
-samples as columns, plus ``clin.csv``); run ``python -m flexynesis`` (DirectPred,
+samples as columns, plus ``clin.csv``); run Flexynesis' command-line entry point (DirectPred,
 intermediate fusion, ``--hpo_iter`` trials) and ``python -m balmm train``; score both
 on the same test samples with the same scikit-learn metrics (balanced accuracy,
 macro-F1, AUROC) and print them with wall time, peak memory and balmm/Flexynesis
@@ -82,8 +82,10 @@ def write_flexynesis_layout(data, folder: Path) -> list[str]:
             sub = m[m.obs_names.isin(ids)]
             x = sub.X.toarray() if hasattr(sub.X, "toarray") else np.asarray(sub.X)
             # Flexynesis: features as rows, samples as columns, first column = feature ID.
-            pd.DataFrame(x.T, index=sub.var_names, columns=sub.obs_names).to_csv(
-                out / f"{name}.csv"
+            # Header row = sample IDs only, as in Flexynesis' documentation (a named index
+            # column clashes with its internal 'feature' column).
+            pd.DataFrame(x.T, index=list(sub.var_names), columns=list(sub.obs_names)).to_csv(
+                out / f"{name}.csv", index_label=False
             )
         clin = data.obs.loc[ids, ["label"]].astype(str)
         # Text labels, so Flexynesis treats the target as categorical, not numeric.
@@ -105,6 +107,10 @@ def flexynesis_scores(outdir: Path, prefix: str, data) -> dict:
         if {"sample_id", "class_label", "probability"} <= set(cols):
             if "split" in cols:
                 df = df[df[cols["split"]] == "test"]
+            if "method" in cols and df[cols["method"]].nunique() > 1:
+                # Baseline models (if enabled) share the file: keep Flexynesis' own model.
+                own = df[cols["method"]].astype(str).str.contains("DirectPred")
+                df = df[own] if own.any() else df
             wide = df.pivot_table(index=cols["sample_id"], columns=cols["class_label"],
                                   values=cols["probability"])  # fmt: skip
             wide.columns = wide.columns.astype(str)
@@ -151,8 +157,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0, help="balmm seed")
     ap.add_argument("--workdir", type=Path, default=None, help="keep files here (default: tmp)")
     ap.add_argument("--only", choices=["balmm", "flexynesis"], default=None)
-    ap.add_argument("--flexynesis-args", default="--evaluate_baseline_performance False "
-                    "--disable_marker_finding", help="extra Flexynesis options")  # fmt: skip
+    ap.add_argument("--flexynesis-args", default="--disable_marker_finding",
+                    help="extra Flexynesis options (default: skip marker finding)")  # fmt: skip
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
 
@@ -183,7 +189,10 @@ def main() -> int:
         names = write_flexynesis_layout(data, flex_data)
         out = work / "flexynesis_out"
         out.mkdir(exist_ok=True)
-        cmd = [args.flexynesis_python, "-m", "flexynesis", "--data_path", str(flex_data),
+        # The console-script entry point (flexynesis.__main__:main); `python -m flexynesis`
+        # does not call main() in recent releases.
+        launcher = "import sys; from flexynesis.__main__ import main; sys.exit(main())"
+        cmd = [args.flexynesis_python, "-c", launcher, "--data_path", str(flex_data),
                "--model_class", "DirectPred", "--target_variables", "label",
                "--data_types", ",".join(names), "--hpo_iter", str(args.hpo_iter),
                "--fusion_type", "intermediate", "--threads", str(args.threads),

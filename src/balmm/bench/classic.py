@@ -22,38 +22,55 @@ from balmm.data.dataset import MultiOmicsData
 logger = logging.getLogger("balmm")
 
 CLASSIC_METHODS: dict[str, str] = {
-    "logreg": "L2 logistic regression, C in 1e-3..10 chosen by 3-fold CV (log-loss) on the "
+    "logreg": "L2 logistic regression, C in 1e-3..10 chosen by stratified 3-fold CV (log-loss; "
+    "fewer folds for classes with < 3 training samples) on the training samples",
+    "svm": "linear SVM (C=1), probabilities by stratified 3-fold Platt calibration on the "
     "training samples",
-    "svm": "linear SVM (C=1), probabilities by 3-fold Platt calibration on the training samples",
-    "hgb": "histogram gradient-boosted trees, early stopping on 20% of the training samples",
+    "hgb": "histogram gradient-boosted trees, early stopping on 20% of the training samples "
+    "(when >= 50 samples and >= 5 per class)",
 }
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "auroc")
 CONCAT = "concat"
 
 
-def make_classifier(name: str, seed: int, n_train: int):
-    """A fresh scikit-learn classifier for ``name`` (see :data:`CLASSIC_METHODS`)."""
+def make_classifier(name: str, seed: int, y_train: np.ndarray) -> Any:
+    """A fresh scikit-learn classifier for ``name`` (see :data:`CLASSIC_METHODS`).
+
+    Inner cross-validation uses 3 stratified folds, fewer when the smallest training
+    class is smaller (down to 2); with a single-sample class logistic regression falls
+    back to C=1 and the SVM, which cannot be calibrated, is skipped (returns None).
+    """
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
     from sklearn.svm import LinearSVC
 
+    min_count = int(np.bincount(y_train)[np.unique(y_train)].min())
+    folds = min(3, min_count)
     if name == "logreg":
+        if folds < 2:
+            return LogisticRegression(C=1.0, max_iter=2000)
         # Inner CV on the training samples only (log-loss), then refit on all of them.
         return GridSearchCV(
             LogisticRegression(max_iter=2000),
             {"C": np.logspace(-3, 1, 5).tolist()},
-            cv=StratifiedKFold(3, shuffle=True, random_state=seed),
+            cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
             scoring="neg_log_loss",
         )
     if name == "svm":
-        return CalibratedClassifierCV(LinearSVC(C=1.0, random_state=seed, max_iter=5000), cv=3)
+        svm = LinearSVC(C=1.0, random_state=seed, max_iter=5000)
+        if folds < 2:
+            return None
+        return CalibratedClassifierCV(
+            svm, cv=StratifiedKFold(folds, shuffle=True, random_state=seed)
+        )
     if name == "hgb":
         return HistGradientBoostingClassifier(
             max_iter=200,
             learning_rate=0.1,
-            early_stopping=n_train >= 50,
+            # Its stratified 20% hold-out needs a few samples of every class.
+            early_stopping=len(y_train) >= 50 and min_count >= 5,
             validation_fraction=0.2,
             n_iter_no_change=10,
             random_state=seed,
@@ -141,8 +158,11 @@ def _fit_inputs(
         if len(np.unique(ytr)) < 2 or len(yte) == 0:
             logger.warning("classic %s on %s skipped: too few labelled samples", method, name)
             row.update(dict.fromkeys(METRICS, np.nan))
+        elif (clf := make_classifier(method, seed, ytr)) is None:
+            logger.warning("classic %s on %s skipped: a class has 1 training sample", method, name)
+            row.update(dict.fromkeys(METRICS, np.nan))
         else:
-            clf = make_classifier(method, seed, len(ytr)).fit(xtr, ytr)
+            clf.fit(xtr, ytr)
             row.update(_metrics(yte, _full_proba(clf, xte, len(classes)), classes))
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)

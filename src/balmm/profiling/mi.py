@@ -162,6 +162,8 @@ def ksg_mi(
     ta = torch.as_tensor(a, dtype=dtype, device=dev)
     tb = torch.as_tensor(b, dtype=dtype, device=dev)
     if chunk_size is None:
+        # ~64 MB blocks. Measured on an H100 at n=100k: 8x larger blocks gave the
+        # same time (26 s; the O(n^2) distances and top-k dominate) for 8x the memory.
         chunk_size = max(1, min(n, (1 << 23) // n))
     total = torch.zeros((), dtype=torch.float64, device=dev)
     inf = torch.tensor(float("inf"), dtype=dtype, device=dev)

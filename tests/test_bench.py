@@ -159,3 +159,13 @@ def test_bench_cli_bad_options_exit_2(sim_path, tmp_path) -> None:
     assert main(["bench", sim_path, "--shard", "5/4", "--out", str(tmp_path / "x")]) == 2
     assert main(["bench", sim_path, "--set", "bogus=1", "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.gpu
+def test_bench_runs_balancers_on_cuda(sim_path, tmp_path) -> None:
+    out = tmp_path / "gpu"
+    rc = main(["bench", sim_path, "--balancers", "balmm,none", "--classic", "logreg",
+               "--seeds", "2", "--device", "cuda", *TINY, "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    rows = pd.read_csv(out / "bench.csv")
+    assert rows.loc[rows["kind"] == "balancer", "macro_f1"].notna().all()

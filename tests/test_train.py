@@ -135,3 +135,6 @@ def test_gcn_inductive_and_transductive(sim, tmp_path):
     res_t = train(sim, seed=0, encoder="gcn", transductive=True, **{**FAST, "epochs": 2,
                   "pretrain_epochs": 2, "kd": False})  # fmt: skip
     assert res_t.metrics["protocol"]["graph"] == "transductive"
+    assert (res_t.predictions["graph"] == "transductive").all()
+    assert res_t.embeddings.uns["balmm"]["graph"] == "transductive"
+    assert all(h["graph"] == "transductive" for h in res_t.history)

@@ -209,7 +209,17 @@ def evaluate(
             ]
         rows.append(df)
     predictions = pd.concat(rows, ignore_index=True)
+    graph_mode = metrics["protocol"]["graph"]
+    if graph_mode:  # gcn: every output names the graph mode (transductive must be visible)
+        predictions["graph"] = graph_mode
+        for h in history:
+            h["graph"] = graph_mode
     emb = _embeddings(proba, sets, classes, model)
+    emb.uns["balmm"] = {
+        k: v
+        for k, v in metrics["protocol"].items()
+        if k in ("balancer", "encoder", "graph", "seed", "split_source") and v is not None
+    }
     return TrainResult(
         metrics=metrics,
         history=history,
@@ -272,5 +282,4 @@ def _embeddings(proba, sets, classes, model):
         var=pd.DataFrame(index=pd.Index([f"proba_{c}" for c in classes], name="class")),
         obsm=obsm,
     )
-    adata.uns["balmm"] = {"balancer": model.early_fusion and "concat" or "multimodal"}
     return adata

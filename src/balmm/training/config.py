@@ -31,6 +31,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "activation": ACTIVATIONS,
     "device": DEVICES,
     "mi_estimator": MI_ESTIMATORS,
+    "stage1_select": ("f1", "loss"),
 }
 
 
@@ -72,6 +73,7 @@ class TrainConfig:
     # stage 1: unimodal training + distillation
     pretrain_epochs: int = 60
     pretrain_patience: int = 15
+    stage1_select: str = "f1"  # unimodal models: best validation macro-F1 ("f1") or loss
     kd: bool = True
     kd_epochs: int = 20
     kd_alpha: float = 0.5

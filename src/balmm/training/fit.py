@@ -191,6 +191,7 @@ def _fit_loop(
     modality_dropout: float = 0.0,
     require_epoch: bool = False,
     lr_scale: float = 1.0,
+    select_on_loss: bool = False,
 ) -> tuple[dict, list[dict], float]:
     """Train ``model`` for up to ``epochs``; keep the state with the best validation
     macro-F1 of ``score_head`` (ties: lower validation loss). Returns
@@ -206,7 +207,8 @@ def _fit_loop(
         proba0 = infer(model, val)
         f0 = head_f1(proba0, val, n_classes)
         best_score = f0[score_head]
-        best_key = (best_score, -_val_loss(proba0[score_head], val.y.cpu().numpy()))
+        vl0 = -_val_loss(proba0[score_head], val.y.cpu().numpy())
+        best_key = (vl0, best_score) if select_on_loss else (best_score, vl0)
     history: list[dict] = []
     stale = 0
     progress.start(key, desc, total=epochs)
@@ -243,9 +245,10 @@ def _fit_loop(
             vloss = _val_loss(proba[score_head], val.y.cpu().numpy())
             rec["val_f1"] = f1s
             rec["val_loss"] = vloss
-            cand = (f1s[score_head], -vloss)
+            cand = (-vloss, f1s[score_head]) if select_on_loss else (f1s[score_head], -vloss)
             if best_key is None or cand > best_key:
-                best_key, best_state, best_score = cand, copy.deepcopy(model.state_dict()), cand[0]
+                best_key, best_state = cand, copy.deepcopy(model.state_dict())
+                best_score = f1s[score_head]
                 stale = 0
                 rec["selected"] = True
             else:
@@ -518,7 +521,7 @@ def _stage1(mods, n_features, n_classes, sets, cfg, rng, gen, progress):
         state, h, score = _fit_loop(
             net, _unimodal_loss(m, cfg.label_smoothing), fit, val, cfg, cfg.pretrain_epochs,
             cfg.pretrain_patience, m, rng, gen, progress, f"stage1:{m}", f"stage 1: {m} alone",
-            require_epoch=True,
+            require_epoch=True, select_on_loss=cfg.stage1_select == "loss",
         )  # fmt: skip
         for r in h:
             r["modality"] = m

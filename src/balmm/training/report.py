@@ -158,7 +158,8 @@ def _html(result, pngs: dict[str, bytes]) -> str:
             "under-opt. gap (test)": gap.get("gap_test"),
             "test head F1": m["test"]["modalities"].get(mod, {}).get("macro_f1"),
         }
-    sections.append(("Per modality", table_html(pd.DataFrame.from_dict(per_mod, orient="index"))))
+    per_df = pd.DataFrame.from_dict(per_mod, orient="index").astype(float)  # None -> NaN ("–")
+    sections.append(("Per modality", table_html(per_df)))
     excl = m["imbalance"]["excluded_from_fusion"]
     if excl:
         items = "".join(

@@ -356,7 +356,7 @@ def train(
     n_cells = sum(a.n_obs * a.n_vars for a in data.mods.values())
     # threads = 0 (auto): one thread for omics-sized data, where the matrices are so small
     # that extra threads only add synchronisation (3x slower on a busy 2-core machine)
-    want = cfg.threads or (1 if n_cells < 20_000_000 and dev.type == "cpu" else 0)
+    want = cfg.threads or (1 if n_cells < 100_000_000 and dev.type == "cpu" else 0)
     from threadpoolctl import threadpool_limits
 
     if want:

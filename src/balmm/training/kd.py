@@ -66,10 +66,21 @@ def kd_loss(
 
 
 def label_mi_probe(
-    x: np.ndarray, y: np.ndarray, n_classes: int, n_boot: int, seed: int
+    x: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    n_boot: int,
+    seed: int,
+    max_samples: int = 5000,
 ) -> tuple[float, float, float]:
     """I(X; Y) in bits from out-of-fold logistic-regression probabilities:
     (estimate, lower, upper) of a 95% bootstrap interval."""
+    if len(y) > max_samples:  # a probe on a stratified subsample: enough for bits-level MI
+        from sklearn.model_selection import train_test_split
+
+        keep, _ = train_test_split(np.arange(len(y)), train_size=max_samples, random_state=seed,
+                                   stratify=y)  # fmt: skip
+        x, y = x[np.sort(keep)], y[np.sort(keep)]
     counts = np.bincount(y, minlength=n_classes)
     folds = int(min(5, counts[counts > 0].min())) if len(y) else 0
     if folds < 2 or (counts > 0).sum() < 2:

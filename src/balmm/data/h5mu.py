@@ -67,7 +67,13 @@ def write_h5mu(data: MultiOmicsData, path: str | os.PathLike[str]) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.h5mu", dir=path.parent)
     os.close(fd)
     try:
-        with md.set_options(pull_on_update=False), warnings.catch_warnings():
+        # pandas >= 3 types string indexes as nullable strings, which anndata writes only
+        # when allowed (files stay readable by anndata >= 0.11)
+        with (
+            md.set_options(pull_on_update=False),
+            ad.settings.override(allow_write_nullable_strings=True),
+            warnings.catch_warnings(),
+        ):
             _quiet()
             mdata.write(tmp, compression="gzip")
         os.replace(tmp, path)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import balmm
@@ -131,6 +132,9 @@ def test_cli_profile(sim, tmp_path: Path, capsys) -> None:
     )
     assert code == 0
     assert (out / "profile.html").is_file()
+    pairing = pd.read_csv(out / "pairing.csv", index_col="sample")
+    assert pairing.index.tolist() == sim.obs.index.tolist()
+    assert pairing["n_modalities"].between(0, len(sim.mods)).all()
     printed = capsys.readouterr().out
     assert "strong" in printed and "Verdict" in printed
     assert main(["profile", str(path), "--out", str(out), "--estimators", "bogus"]) == 2

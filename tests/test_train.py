@@ -37,9 +37,12 @@ def test_output_contract(run):
     files = ["metrics.json", "predictions.csv", "history.jsonl", "embeddings.h5ad",
              "report.html", "model/weights.safetensors", "model/model.json",
              "model/preprocess/preprocess.json", "plots/val_f1.png",
-             "plots/weights.png"]  # fmt: skip
+             "plots/weights.png", "pairing.csv"]  # fmt: skip
     for f in files:
         assert (out / f).is_file(), f
+    pairing = pd.read_csv(out / "pairing.csv", index_col="sample")
+    assert len(pairing) == len(res.predictions)
+    assert {"n_modalities", "complete", "label", "split"} <= set(pairing.columns)
     m = json.loads((out / "metrics.json").read_text())
     for split in ("val", "test"):
         for k in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "auroc", "ece",

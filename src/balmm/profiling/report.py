@@ -435,4 +435,6 @@ def write_report(r: ProfileResult, out: str | Path) -> Path:
         (tmp / "profile.json").write_text(to_json(r.to_dict(), indent=2) + "\n", "utf-8")
         (tmp / "profile.md").write_text(render_markdown(r), "utf-8")
         (tmp / "profile.html").write_text(render_html(r, figs), "utf-8")
+        if r.pairing is not None:
+            r.pairing.to_csv(tmp / "pairing.csv", index_label="sample")
     return out

@@ -25,6 +25,7 @@ import pandas as pd
 from sklearn.decomposition import PCA
 
 from balmm.data.dataset import MultiOmicsData
+from balmm.data.pairing import pairing_table
 from balmm.errors import ConfigError, InputError
 from balmm.profiling import mi as mi_mod
 from balmm.profiling.plan import KDEdge, distillation_plan, teachers_of
@@ -62,6 +63,8 @@ class ProfileResult:
     verdict: dict
     warnings: list[str]
     timings_s: dict[str, float] = field(default_factory=dict)
+    # one row per sample: which modalities it has, label, split (written as pairing.csv)
+    pairing: pd.DataFrame | None = None
 
     def to_dict(self) -> dict:
         """The profile.json content (keys documented in docs/outputs.md)."""
@@ -475,6 +478,7 @@ def _profile(
         verdict=verdict,
         warnings=verdict["warnings"],
         timings_s=timings,
+        pairing=pairing_table(data),
     )
     if out is not None:
         result.write(out)

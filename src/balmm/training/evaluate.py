@@ -13,6 +13,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 import balmm
+from balmm.data.pairing import pairing_table
 from balmm.model.fusion import CONCAT
 from balmm.training.balancers import FUSED
 from balmm.training.metrics import classification_metrics, macro_f1
@@ -229,6 +230,7 @@ def evaluate(
         model=model,
         preprocessor=preprocessor,
         embeddings=emb,
+        pairing=pairing_table(data),
     )
 
 

@@ -286,6 +286,8 @@ class TrainResult:
     graph_state: dict | None = None  # gcn: training graph for inductive prediction
     # stage 1 per modality: encoder/head state trained alone ("state") and after KD
     stage1_states: dict = field(default_factory=dict)
+    # one row per sample: which modalities it has, label, split (written as pairing.csv)
+    pairing: pd.DataFrame | None = None
 
 
 def _resolve_config(config: TrainConfig | None, overrides: dict[str, Any]) -> TrainConfig:

@@ -19,6 +19,8 @@ def write_outputs(result, out: Path) -> Path:
     with atomic_output_dir(out) as tmp:
         write_json_atomic(tmp / "metrics.json", result.metrics)
         result.predictions.to_csv(tmp / "predictions.csv", index=False)
+        if result.pairing is not None:
+            result.pairing.to_csv(tmp / "pairing.csv", index_label="sample")
         write_text_atomic(tmp / "history.jsonl", "".join(to_json(h) + "\n" for h in result.history))
         graph = getattr(result, "graph_state", None)
         save_bundle(

@@ -12,6 +12,7 @@ from balmm.cli.common import (
     InputsArg,
     LabelColOpt,
     LabelsOpt,
+    NoIdsOpt,
     SeedOpt,
     SplitColOpt,
     TestOpt,
@@ -216,6 +217,7 @@ def bench(
     split_col: SplitColOpt = None,
     test_size: TestSizeOpt = 0.3,
     seed: SeedOpt = 0,
+    no_ids: NoIdsOpt = False,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("bench"),
     balancers: Annotated[
         str,
@@ -295,7 +297,7 @@ def bench(
         reference=reference,
     )
     shard_t = parse_shard(shard)
-    data = load_from_cli(inputs, labels, label_col, test, split_col, test_size, seed)
+    data = load_from_cli(inputs, labels, label_col, test, split_col, test_size, seed, no_ids=no_ids)
     t0 = time.perf_counter()
     with make_progress() as progress:
         result = run_bench(data, spec, shard=shard_t, jobs=jobs, threads=threads, progress=progress)

@@ -46,6 +46,18 @@ def _nan_to_none(obj: Any) -> Any:
     return obj
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | os.PathLike[str], directory: bool = False) -> None:
+    """Give a file or folder made by ``tempfile`` (0600 / 0700) the usual umask-based mode,
+    so collaborators on a shared cluster can read the outputs as with any other file."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
     path = Path(path)
@@ -54,6 +66,7 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        apply_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -77,6 +90,7 @@ def atomic_output_dir(out: str | os.PathLike[str], overwrite: bool = True) -> It
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    apply_umask(tmp, directory=True)
     try:
         yield tmp
     except BaseException:

@@ -16,6 +16,7 @@ import pandas as pd
 from balmm.data import readers, validate
 from balmm.data.dataset import LABEL, SPLIT, MultiOmicsData
 from balmm.errors import InputError
+from balmm.outputs import apply_umask
 
 META_KEY = "balmm"  # .uns key holding balmm's own metadata as a JSON string
 
@@ -76,6 +77,7 @@ def write_h5mu(data: MultiOmicsData, path: str | os.PathLike[str]) -> Path:
         ):
             _quiet()
             mdata.write(tmp, compression="gzip")
+        apply_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -1,6 +1,10 @@
 """balmm's command line: thin Typer commands over the library."""
 
-from balmm.cli import bench_cmds, data_cmds, profile_cmd, train_cmds  # noqa: F401  (register)
+# Registration order is the order of `balmm --help`: read -> profile -> train -> bench.
+# isort: off
+from balmm.cli import data_cmds, profile_cmd, train_cmds, bench_cmds  # noqa: F401
+
+# isort: on
 from balmm.cli.app import app, main
 
 __all__ = ["app", "main", "run"]

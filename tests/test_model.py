@@ -145,3 +145,15 @@ def test_snf_graph_sparse_and_inductive_attachment():
     # training rows are unchanged and receive no edge from the new samples
     assert abs(full[:n, :n] - adj).max() == 0 and full[:n, n:].nnz == 0
     assert np.allclose(np.asarray(full.sum(1)).ravel(), 1.0)
+
+
+def test_linear_encoder_is_one_affine_map():
+    from balmm.model.encoders import LinearEncoder, make_encoder
+
+    enc = make_encoder("linear", 5, hidden=8, embed_dim=3).eval()  # eval: dropout off
+    assert isinstance(enc, LinearEncoder)
+    lin = [m for m in enc.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(lin) == 1
+    x = torch.randn(4, 5)
+    assert torch.allclose(enc(x), x @ lin[0].weight.T + lin[0].bias)
+    assert torch.allclose(enc(2 * x) - enc(x), enc(x) - enc(0 * x), atol=1e-6)  # affine

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from balmm.data.simulate import make_specs, simulate
+from balmm.training.config import TrainConfig
 from balmm.training.fit import train
 from balmm.training.metrics import macro_f1
 
@@ -141,3 +142,13 @@ def test_gcn_inductive_and_transductive(sim, tmp_path):
     assert (res_t.predictions["graph"] == "transductive").all()
     assert res_t.embeddings.uns["balmm"]["graph"] == "transductive"
     assert all(h["graph"] == "transductive" for h in res_t.history)
+
+
+def test_mlp_encoder_still_trains(sim):
+    from balmm.model.encoders import MLPEncoder
+
+    assert TrainConfig().encoder == "linear"  # the default chosen by CV (docs/method.md)
+    res = train(sim, seed=0, encoder="mlp", **{**FAST, "epochs": 3, "pretrain_epochs": 3})
+    assert res.metrics["protocol"]["encoder"] == "mlp"
+    assert all(isinstance(e, MLPEncoder) for e in res.model.encoders.values())
+    assert 0.0 <= res.metrics["test"]["fused"]["macro_f1"] <= 1.0

@@ -39,6 +39,7 @@ class DeviceName(StrEnum):
 
 
 class EncoderName(StrEnum):
+    linear = "linear"
     mlp = "mlp"
     gcn = "gcn"
 
@@ -121,7 +122,9 @@ def train(
     threads: Annotated[
         int | None, typer.Option("--threads", min=1, help="CPU threads for torch.")
     ] = None,
-    encoder: Annotated[EncoderName | None, typer.Option("--encoder", help="mlp|gcn.")] = None,
+    encoder: Annotated[
+        EncoderName | None, typer.Option("--encoder", help="linear|mlp|gcn.")
+    ] = None,
     transductive: Annotated[
         bool | None,
         typer.Option(

@@ -95,8 +95,40 @@ class GCNEncoder(nn.Module):
         return self.drop(self.act(self.norm2(torch.sparse.mm(adj, h))))
 
 
+class LinearEncoder(nn.Module):
+    """One linear map to the embedding, with input dropout and dropout on the embedding.
+
+    The low-capacity choice for omics cohorts of a few hundred samples, where the two-block
+    MLP overfits the fit split (docs/method.md, "Linear encoders"). ``hidden``, ``norm`` and
+    ``activation`` are accepted so that every encoder takes the same keyword arguments.
+    """
+
+    is_graph = False
+
+    def __init__(
+        self,
+        n_in: int,
+        hidden: int = 128,
+        embed_dim: int = 64,
+        norm: str = "layer",
+        activation: str = "gelu",
+        dropout: float = 0.5,
+        input_dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.n_in, self.embed_dim = n_in, embed_dim
+        self.net = nn.Sequential(
+            nn.Dropout(input_dropout), nn.Linear(n_in, embed_dim), nn.Dropout(dropout)
+        )
+
+    def forward(self, x: torch.Tensor, adj: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(x)
+
+
 def make_encoder(kind: str, n_in: int, **kwargs) -> nn.Module:
-    """An encoder by name (``mlp`` or ``gcn``)."""
+    """An encoder by name (``linear``, ``mlp`` or ``gcn``)."""
+    if kind == "linear":
+        return LinearEncoder(n_in, **kwargs)
     if kind == "mlp":
         return MLPEncoder(n_in, **kwargs)
     if kind == "gcn":

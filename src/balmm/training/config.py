@@ -18,7 +18,7 @@ from typing import Any, get_type_hints
 from balmm.errors import ConfigError
 
 BALANCERS = ("balmm", "none", "concat", "uncertainty", "ogm-ge")
-ENCODERS = ("mlp", "gcn")
+ENCODERS = ("linear", "mlp", "gcn")
 NORMS = ("layer", "batch", "none")
 ACTIVATIONS = ("gelu", "relu", "leaky_relu", "elu")
 DEVICES = ("auto", "cpu", "cuda")
@@ -52,7 +52,7 @@ class TrainConfig:
     scale: bool = True
     clip: float = 10.0
     # encoders
-    encoder: str = "mlp"
+    encoder: str = "linear"  # one linear map per modality; "mlp" (two blocks) and "gcn" too
     hidden: int = 128
     embed_dim: int = 64
     norm: str = "layer"

@@ -194,8 +194,8 @@ class BalmmBalancer(Balancer):
             if i == 0.0 and cfg.exclude_uninformative and len(modalities) > 1:
                 mi, lo = label_mi.get(m, (float("nan"), float("nan")))
                 self.excluded[m] = (
-                    f"label MI {mi:.3f} bits (lower CI {lo:.3f}) below "
-                    f"{cfg.min_label_mi_bits} bits: not forced, left out of the fusion"
+                    f"label MI {mi:.3f} bits, lower CI {lo:.3f} below the "
+                    f"{cfg.min_label_mi_bits}-bit threshold: not forced, left out of the fusion"
                 )
         if len(self.excluded) == len(modalities):  # never exclude everything
             self.excluded = {}

@@ -155,8 +155,11 @@ def _fit_inputs(
             "n_test": len(yte),
         }
         t0 = time.perf_counter()
-        if len(np.unique(ytr)) < 2 or len(yte) == 0:
-            logger.warning("classic %s on %s skipped: too few labelled samples", method, name)
+        if len(yte) == 0:  # e.g. an assay measured in training samples only (BRCA protein)
+            logger.info("classic %s on %s: no labelled test sample has it, no score", method, name)
+            row.update(dict.fromkeys(METRICS, np.nan))
+        elif len(np.unique(ytr)) < 2:
+            logger.warning("classic %s on %s skipped: fewer than 2 training classes", method, name)
             row.update(dict.fromkeys(METRICS, np.nan))
         elif (clf := make_classifier(method, seed, ytr)) is None:
             logger.warning("classic %s on %s skipped: a class has 1 training sample", method, name)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pandas as pd
 from balmm.data import readers, validate
 from balmm.data.dataset import LABEL, SPLIT, MultiOmicsData
 from balmm.errors import InputError
-from balmm.outputs import apply_umask
+from balmm.outputs import atomic_file
 
 META_KEY = "balmm"  # .uns key holding balmm's own metadata as a JSON string
 
@@ -64,25 +62,16 @@ def write_h5mu(data: MultiOmicsData, path: str | os.PathLike[str]) -> Path:
     for key, value in data.uns.items():
         if key != META_KEY:
             mdata.uns[key] = value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.h5mu", dir=path.parent)
-    os.close(fd)
-    try:
-        # pandas >= 3 types string indexes as nullable strings, which anndata writes only
-        # when allowed (files stay readable by anndata >= 0.11)
-        with (
-            md.set_options(pull_on_update=False),
-            ad.settings.override(allow_write_nullable_strings=True),
-            warnings.catch_warnings(),
-        ):
-            _quiet()
-            mdata.write(tmp, compression="gzip")
-        apply_umask(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    # pandas >= 3 types string indexes as nullable strings, which anndata writes only
+    # when allowed (files stay readable by anndata >= 0.11)
+    with (
+        atomic_file(path, suffix=".tmp.h5mu") as tmp,
+        md.set_options(pull_on_update=False),
+        ad.settings.override(allow_write_nullable_strings=True),
+        warnings.catch_warnings(),
+    ):
+        _quiet()
+        mdata.write(tmp, compression="gzip")
     return path
 
 

@@ -23,10 +23,18 @@ def _act(kind: str) -> nn.Module:
     return {"gelu": nn.GELU, "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU}[kind]()
 
 
-class MLPEncoder(nn.Module):
-    """Two blocks of Linear -> norm -> activation -> dropout (input dropout first)."""
+class _FeedForwardEncoder(nn.Module):
+    """An encoder that maps each sample on its own through ``self.net`` (no graph)."""
 
     is_graph = False
+    net: nn.Sequential
+
+    def forward(self, x: torch.Tensor, adj: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(x)
+
+
+class MLPEncoder(_FeedForwardEncoder):
+    """Two blocks of Linear -> norm -> activation -> dropout (input dropout first)."""
 
     def __init__(
         self,
@@ -51,9 +59,6 @@ class MLPEncoder(nn.Module):
             _act(activation),
             nn.Dropout(dropout),
         )
-
-    def forward(self, x: torch.Tensor, adj: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x)
 
 
 class GCNEncoder(nn.Module):
@@ -95,15 +100,13 @@ class GCNEncoder(nn.Module):
         return self.drop(self.act(self.norm2(torch.sparse.mm(adj, h))))
 
 
-class LinearEncoder(nn.Module):
+class LinearEncoder(_FeedForwardEncoder):
     """One linear map to the embedding, with input dropout and dropout on the embedding.
 
     The low-capacity choice for omics cohorts of a few hundred samples, where the two-block
     MLP overfits the fit split (docs/method.md, "Linear encoders"). ``hidden``, ``norm`` and
     ``activation`` are accepted so that every encoder takes the same keyword arguments.
     """
-
-    is_graph = False
 
     def __init__(
         self,
@@ -120,9 +123,6 @@ class LinearEncoder(nn.Module):
         self.net = nn.Sequential(
             nn.Dropout(input_dropout), nn.Linear(n_in, embed_dim), nn.Dropout(dropout)
         )
-
-    def forward(self, x: torch.Tensor, adj: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x)
 
 
 def make_encoder(kind: str, n_in: int, **kwargs) -> nn.Module:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-import math
 import platform
 from typing import Any
 
@@ -15,6 +13,7 @@ from sklearn.linear_model import LogisticRegression
 import balmm
 from balmm.data.pairing import pairing_table
 from balmm.model.fusion import CONCAT
+from balmm.profiling.shapley import CachedGame, exact_shapley
 from balmm.training.balancers import FUSED
 from balmm.training.metrics import classification_metrics, macro_f1
 
@@ -45,21 +44,9 @@ def shapley_contributions(model, s, n_classes: int) -> dict[str, float]:
     if len(mods) > 8:
         full = _fused_f1_with(model, s, set(mods), n_classes)
         return {m: full - _fused_f1_with(model, s, set(mods) - {m}, n_classes) for m in mods}
-    value: dict[frozenset, float] = {}
-    for r in range(len(mods) + 1):
-        for sub in itertools.combinations(mods, r):
-            value[frozenset(sub)] = _fused_f1_with(model, s, set(sub), n_classes)
-    n = len(mods)
-    phi = {}
-    for m in mods:
-        others = [o for o in mods if o != m]
-        tot = 0.0
-        for r in range(n):
-            w = math.factorial(r) * math.factorial(n - r - 1) / math.factorial(n)
-            for sub in itertools.combinations(others, r):
-                tot += w * (value[frozenset(sub) | {m}] - value[frozenset(sub)])
-        phi[m] = tot
-    return phi
+    return exact_shapley(
+        CachedGame(mods, lambda subset: _fused_f1_with(model, s, set(subset), n_classes))
+    )
 
 
 def _probe_f1(z_fit, y_fit, z_eval, y_eval, n_classes: int, seed: int) -> float:

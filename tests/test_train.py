@@ -89,6 +89,28 @@ def test_noise_not_forced_and_weights_move_to_lagging(run):
     assert lack.any()
 
 
+def test_excluded_noise_assay_leaves_the_fused_model_unchanged():
+    """A pure-noise assay that balmm leaves out of the fusion must not change the fused
+    predictions at all: each modality and stage has its own random streams, and the
+    excluded encoder stays frozen in stage 2."""
+    import dataclasses
+
+    specs = make_specs(["strong", "weak", "noise"], n_features=[24, 24, 16],
+                       signal=[4.0, 2.5, 0.0], shared=[0.8, 0.8, 0.0])  # fmt: skip
+    with_noise = simulate(n_samples=160, n_classes=2, modalities=specs, seed=5)
+    without = dataclasses.replace(
+        with_noise, mods={m: a for m, a in with_noise.mods.items() if m != "noise"}
+    )
+    a = train(without, seed=2, **FAST)
+    b = train(with_noise, seed=2, **FAST)
+    assert "noise" in b.metrics["imbalance"]["excluded_from_fusion"]
+    fused = ["sample", "split", "predicted", *[c for c in a.predictions if c.startswith("proba_")]]
+    pd.testing.assert_frame_equal(a.predictions[fused], b.predictions[fused], check_exact=True)
+    assert a.metrics["test"]["fused"] == b.metrics["test"]["fused"]
+    # the noise head still exists and is scored, as a probe on its stage-1 encoder
+    assert "noise" in b.metrics["test"]["modalities"]
+
+
 def test_seed_is_bit_for_bit_repeatable(sim, run):
     res, _ = run
     again = train(sim, seed=1, **FAST)

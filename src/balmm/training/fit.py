@@ -15,6 +15,7 @@ import copy
 import logging
 import math
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,18 @@ def _val_loss(proba: np.ndarray, y: np.ndarray) -> float:
 
 
 # ----------------------------------------------------------------------------- loop
+def random_streams(seed: int, *scope: str) -> tuple[np.random.Generator, torch.Generator]:
+    """Random streams for one part of training (a stage, a modality), seeded from
+    ``(seed, *scope)`` alone; torch's global generator (initialisation, dropout) is
+    reseeded too. So a modality's training never depends on which other modalities are
+    present or in which order, and an assay left out of the fusion cannot change the
+    fused model through the random numbers it would otherwise consume."""
+    words = [zlib.crc32(part.encode()) for part in scope]
+    state = np.random.SeedSequence([seed % 2**63, *words]).generate_state(3, dtype=np.uint64)
+    torch.manual_seed(int(state[0]))
+    return np.random.default_rng(int(state[1])), torch.Generator().manual_seed(int(state[2]))
+
+
 def _batches(n: int, batch_size: int, rng: np.random.Generator, graph: bool) -> list[np.ndarray]:
     if graph:
         return [np.arange(n)]
@@ -149,19 +162,20 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator, graph: bool) -> 
 
 
 def _drop_modalities(
-    masks: dict[str, torch.Tensor], p: float, gen: torch.Generator
+    masks: dict[str, torch.Tensor], p: float, gen: torch.Generator, skip: set[str] = frozenset()
 ) -> dict[str, torch.Tensor]:
     """Randomly hide present modalities (each with probability p), keeping >= 1 per sample,
-    so the fusion head learns to predict from any subset (e.g. BRCA test lacks protein)."""
-    if p <= 0 or len(masks) < 2:
+    so the fusion head learns to predict from any subset (e.g. BRCA test lacks protein).
+    Modalities in ``skip`` (left out of the fusion) are neither dropped nor drawn for."""
+    names = [m for m in masks if m not in skip]
+    if p <= 0 or len(names) < 2:
         return masks
-    names = list(masks)
     present = torch.stack([masks[m] for m in names], 1)
     drop = torch.rand(present.shape, generator=gen).to(present.device) < p
     kept = present & ~drop
     empty = kept.sum(1) == 0
     kept[empty] = present[empty]
-    return {m: kept[:, i] for i, m in enumerate(names)}
+    return {**masks, **{m: kept[:, i] for i, m in enumerate(names)}}
 
 
 def _grad_norms(model: MultiModalNet) -> dict[str, float]:
@@ -192,10 +206,14 @@ def _fit_loop(
     require_epoch: bool = False,
     lr_scale: float = 1.0,
     select_on_loss: bool = False,
+    frozen: set[str] = frozenset(),
 ) -> tuple[dict, list[dict], float]:
     """Train ``model`` for up to ``epochs``; keep the state with the best validation
-    macro-F1 of ``score_head`` (ties: lower validation loss). Returns
+    macro-F1 of ``score_head`` (ties: lower validation loss). The encoders named in
+    ``frozen`` stay as they are (eval mode, no gradient). Returns
     (best state dict, per-epoch history, best score)."""
+    for m in frozen:
+        model.encoders[m].requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params or [])
     opt = torch.optim.AdamW(params, lr=cfg.lr * lr_scale, weight_decay=cfg.weight_decay)
     n_classes = model.n_classes
@@ -214,13 +232,19 @@ def _fit_loop(
     progress.start(key, desc, total=epochs)
     for epoch in range(1, epochs + 1):
         model.train()
+        for m in frozen:  # eval mode: no dropout draws, so no effect on the others' streams
+            model.encoders[m].eval()
         sums: dict[str, float] = {}
         gsum: dict[str, float] = {}
         nb = 0
         for rows in _batches(len(fit), cfg.batch_size, rng, graph):
             r = torch.as_tensor(rows, device=fit.y.device)
             base = fit.gM if graph else {m: mk[r] for m, mk in fit.M.items()}
-            masks = _drop_modalities(base, modality_dropout, gen) if modality_dropout else base
+            masks = (
+                _drop_modalities(base, modality_dropout, gen, model.fusion_off)
+                if modality_dropout
+                else base
+            )
             out = forward(model, fit, None if graph else r, masks=masks)
             sel_masks = {m: mk[fit.graph_rows] for m, mk in masks.items()} if graph else masks
             y = fit.y[r] if not graph else fit.y
@@ -375,10 +399,6 @@ def train(
 def _train(data, cfg, out, dev, progress, t0) -> TrainResult:
     from balmm.data.preprocess import Preprocessor
 
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-
     classes = data.classes
     n_classes = len(classes)
     train_ids = data.ids("train")
@@ -425,15 +445,15 @@ def _train(data, cfg, out, dev, progress, t0) -> TrainResult:
         label_mi[m] = (est, lo)
         graph_info.setdefault("label_mi_ci", {})[m] = (lo, hi)
     if need_stage1 and cfg.pretrain_epochs > 0:
-        stage1, h1 = _stage1(mods, n_features, n_classes, sets, cfg, rng, gen, progress)
+        stage1, h1 = _stage1(mods, n_features, n_classes, sets, cfg, progress)
         history += h1
         if cfg.kd and len(mods) > 1:
-            plan, h_kd = _distil(mods, n_features, n_classes, sets, stage1, label_mi, cfg, rng,
-                                 gen, progress)  # fmt: skip
+            plan, h_kd = _distil(mods, n_features, n_classes, sets, stage1, label_mi, cfg,
+                                 progress)  # fmt: skip
             history += h_kd
 
     # ---------------------------------------------------------------- stage 2
-    torch.manual_seed(cfg.seed + 1)
+    random_streams(cfg.seed, "stage2", "init")
     model = build_model(n_features, n_classes, cfg).to(dev)
     balancer = make_balancer(cfg.balancer, mods, cfg, label_mi)
     if hasattr(balancer, "to"):
@@ -446,13 +466,18 @@ def _train(data, cfg, out, dev, progress, t0) -> TrainResult:
             st = stage1[m].get("kd_state") or stage1[m]["state"]
             model.encoders[m].load_state_dict(st["encoder"])
             model.heads[m].load_state_dict(st["head"])
+    # balmm: an assay left out of the fusion keeps its stage-1 encoder (not forced); only
+    # its head goes on learning, as a probe. With its own random streams per stage this
+    # makes the fused model the same whether or not such an assay is given (tested).
+    frozen = set(balancer.excluded) if warm else set()
+    rng, gen = random_streams(cfg.seed, "stage2")
     best_state, h2, best_val = _fit_loop(
         model, lambda mdl, o, y, mk, rows: balancer.loss(mdl, o, y, mk), sets["fit"],
         sets["val"], cfg, cfg.epochs, cfg.patience, FUSED, rng, gen, progress, "stage2",
         f"stage 2 ({cfg.balancer})",
         extra_params=balancer.parameters(), balancer=balancer,
         modality_dropout=cfg.modality_dropout if cfg.balancer != "concat" else 0.0,
-        require_epoch=not (warm and cfg.stage2_select_start), lr_scale=lr_scale,
+        require_epoch=not (warm and cfg.stage2_select_start), lr_scale=lr_scale, frozen=frozen,
     )  # fmt: skip
     history += h2
     model.load_state_dict(best_state)
@@ -508,12 +533,12 @@ def _restrict(s: Split, m: str) -> Split:
     return Split(s.ids[keep.cpu().numpy()], {m: s.X[m][keep]}, {m: s.M[m][keep]}, s.y[keep])
 
 
-def _stage1(mods, n_features, n_classes, sets, cfg, rng, gen, progress):
+def _stage1(mods, n_features, n_classes, sets, cfg, progress):
     """Train each modality alone (encoder + its head), selected on its validation F1."""
     out: dict[str, dict] = {}
     hist: list[dict] = []
-    for i, m in enumerate(mods):
-        torch.manual_seed(cfg.seed + 100 + i)
+    for m in mods:
+        rng, gen = random_streams(cfg.seed, "stage1", m)
         net = MultiModalNet({m: n_features[m]}, n_classes, encoder=cfg.encoder,
                             **_encoder_kwargs(cfg)).to(sets["fit"].y.device)  # fmt: skip
         fit, val = _restrict(sets["fit"], m), _restrict(sets["val"], m)
@@ -550,7 +575,7 @@ def _logits(net: MultiModalNet, m: str, s: Split) -> torch.Tensor:
     return forward(net, _single(s, m))["logits"][m]
 
 
-def _distil(mods, n_features, n_classes, sets, stage1, label_mi, cfg, rng, gen, progress):
+def _distil(mods, n_features, n_classes, sets, stage1, label_mi, cfg, progress):
     """Distillation plan on the unimodal embeddings, then KD into each planned student."""
     from balmm.profiling.plan import distillation_plan
 
@@ -595,6 +620,7 @@ def _distil(mods, n_features, n_classes, sets, stage1, label_mi, cfg, rng, gen, 
         t_fit = [(_logits(stage1[t]["net"], t, fit), fit.M[t], w) for t, w in teachers]
         net = stage1[s]["net"]
         net_kd = copy.deepcopy(net)
+        rng, gen = random_streams(cfg.seed, "kd", s)
         fit_s = _single(fit, s)
         if fit.adj is None:  # restrict to the student's samples (mlp)
             keep = fit.M[s].nonzero().squeeze(1)

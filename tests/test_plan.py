@@ -79,3 +79,15 @@ def test_missing_pair_estimate_is_disabled_with_reason() -> None:
     assert all(not e.enabled and "no estimate" in e.reason for e in plan)
     assert all(math.isnan(e.gap_bits) for e in plan)
     assert plan[0].to_dict()["teacher"] in {"a", "b"}
+
+
+def test_student_without_label_information_is_not_distilled_into() -> None:
+    # A pure-noise student: any function of its features is independent of the label,
+    # so distillation cannot help it, however large the (possibly biased) pair MI.
+    strength = {"mrna": (0.85, 0.80), "noise": (0.50, 0.40)}
+    label_mi = {"mrna": (0.40, 0.30), "noise": (0.001, -0.02)}
+    plan = distillation_plan(strength, label_mi, {("mrna", "noise"): (0.30, 0.20)})
+    e = edge(plan, "mrna", "noise")
+    assert e.gap_lo_bits > 0 and not e.enabled
+    assert "student carries no reliable label information" in e.reason
+    assert teachers_of(plan, "noise") == []

@@ -119,7 +119,9 @@ def test_seed_is_bit_for_bit_repeatable(sim, run):
 
 
 def test_distillation_changes_the_student():
-    specs = make_specs(["strong", "weak"], n_features=[30, 30], signal=[3.0, 0.6], shared=0.9)
+    # the CCH case: a weaker student that shares its latent with the teacher
+    specs = make_specs(["strong", "weak"], n_features=[30, 30], signal=[3.0, 1.5], noise=0.5,
+                       n_informative=30, shared=1.0)  # fmt: skip
     data = simulate(n_samples=300, n_classes=2, modalities=specs, seed=1)
     res = train(data, seed=0, **{**FAST, "pretrain_epochs": 15, "epochs": 2, "n_boot": 30})
     enabled = [e for e in res.plan if e["enabled"]]

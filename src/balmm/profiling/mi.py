@@ -80,7 +80,12 @@ def _standardise(z: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- Gaussian
 
 
-def gaussian_mi(za: np.ndarray, zb: np.ndarray, shrinkage: str | float | None = "auto") -> float:
+def gaussian_mi(
+    za: np.ndarray,
+    zb: np.ndarray,
+    shrinkage: str | float | None = "auto",
+    bias_correct: bool = False,
+) -> float:
     """Gaussian (canonical-correlation) MI in bits.
 
     ``I = 1/2 * (log det S_aa + log det S_bb - log det S)`` on the joint correlation
@@ -92,7 +97,18 @@ def gaussian_mi(za: np.ndarray, zb: np.ndarray, shrinkage: str | float | None = 
             ``d_a + d_b > n / 10`` (where the empirical estimate is unstable and
             biased upwards), ``None`` never shrinks, a float in [0, 1] shrinks
             towards the identity by that amount.
+        bias_correct: subtract the estimator's first-order bias under independence,
+            ``d_a * d_b / (2 n)`` nats (each squared sample canonical correlation of
+            independent variables has mean ~ 1/n), without shrinkage and without
+            clipping at 0, so that independent inputs give estimates around 0 whose
+            resampling intervals reach below 0. This is what the distillation plan
+            uses: uncorrected, two unrelated 4-dimensional embeddings of 245 samples
+            read as 0.05 bits of shared information.
     """
+    if bias_correct:
+        a, b = _check_pair(za, zb)
+        raw = gaussian_mi(a, b, shrinkage=None if shrinkage == "auto" else shrinkage)
+        return raw - a.shape[1] * b.shape[1] / (2 * a.shape[0] * LN2)
     a, b = _check_pair(za, zb)
     n = a.shape[0]
     if n < 3:

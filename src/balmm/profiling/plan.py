@@ -15,7 +15,10 @@ teacher:
   bootstrap intervals), and the edge needs ``gap_lo > 0``;
 * the teacher is stronger when its macro-F1 *lower* CI exceeds the student's
   macro-F1 *point* estimate;
-* the teacher must itself carry label information (label-MI lower end > 0).
+* the teacher must itself carry label information (label-MI lower end > 0);
+* so must the student: if its features carry no label information, no function of
+  them can predict the label, so distillation has nothing to transfer into (this is
+  also balmm train's rule for leaving a modality out of the fusion).
 
 A student with several enabled teachers distils from all of them, weighted
 in proportion to their gaps (weights of one student's enabled edges sum to 1).
@@ -118,6 +121,11 @@ def distillation_plan(
             if not t_mi_lo_ok:
                 reasons.append(
                     f"teacher carries no reliable label information (lower CI {t_mi_lo:.3f} bits)"
+                )
+            if not (_finite(s_mi_lo) and s_mi_lo > 0):
+                reasons.append(
+                    f"student carries no reliable label information (lower CI {s_mi_lo:.3f} "
+                    "bits): nothing for distillation to transfer into"
                 )
             enabled = not reasons
             reason = (

@@ -116,7 +116,7 @@ def _estimator_fn(name: str, device, seed: int):
     if name == "ksg":
         return lambda a, b: mi_mod.ksg_mi(a, b, k=3, device=device, seed=seed)
     if name == "gaussian":
-        return mi_mod.gaussian_mi
+        return lambda a, b: mi_mod.gaussian_mi(a, b, bias_correct=True)
     if name == "infonce":
         return lambda a, b: mi_mod.infonce_mi(a, b, device=device, seed=seed)
     raise ConfigError(f"unknown MI estimator {name!r}; choose from {', '.join(ESTIMATORS)}")

@@ -123,9 +123,12 @@ def pair_mi(
         def fn(p, q):
             return mi_mod.ksg_mi(p, q, k=3)
 
-        resample = "half"
-    else:
-        fn = mi_mod.gaussian_mi
-        resample = "bootstrap"
-    est, (lo, hi) = mi_mod.bootstrap_mi(fn, a, b, n_boot=n_boot, seed=seed, resample=resample)
+    else:  # bias-corrected, as in ``balmm profile``: unrelated embeddings read as ~0 bits
+
+        def fn(p, q):
+            return mi_mod.gaussian_mi(p, q, bias_correct=True)
+
+    # half-samples re-centred on the estimate, as in profile: with-replacement resamples
+    # duplicate rows, which shrinks the effective n and inflates both estimators
+    est, (lo, hi) = mi_mod.bootstrap_mi(fn, a, b, n_boot=n_boot, seed=seed, resample="half")
     return float(est), float(lo), float(hi)

@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
+
+from balmm.training.metrics import classification_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROSMAP = REPO.parent / "shared" / "data" / "mogonet_rosmap"
@@ -56,20 +57,11 @@ def run_measured(cmd: list[str], env: dict[str, str], log: Path) -> dict:
 
 
 def scores(y_true: list[str], proba: pd.DataFrame, classes: list[str]) -> dict:
-    """Balanced accuracy, macro-F1 and AUROC from class probabilities (columns = classes)."""
-    p = proba[classes].to_numpy(dtype=float)
-    pred = np.asarray(classes)[p.argmax(axis=1)]
-    y = np.asarray(y_true)
-    if len(classes) == 2:
-        auroc = roc_auc_score((y == classes[1]).astype(int), p[:, 1])
-    else:
-        auroc = roc_auc_score(y, p / p.sum(axis=1, keepdims=True), multi_class="ovr",
-                              labels=classes)  # fmt: skip
-    return {
-        "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
-        "macro_f1": float(f1_score(y, pred, average="macro", labels=classes)),
-        "auroc": float(auroc),
-    }
+    """Balanced accuracy, macro-F1 and AUROC from class probabilities (columns = classes),
+    computed exactly as balmm's own metrics.json (``classification_metrics``)."""
+    y = np.array([classes.index(v) for v in y_true])
+    m = classification_metrics(y, proba[classes].to_numpy(dtype=float), classes)
+    return {k: m[k] for k in ("balanced_accuracy", "macro_f1", "auroc")}
 
 
 def write_flexynesis_layout(data, folder: Path) -> list[str]:

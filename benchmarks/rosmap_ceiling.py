@@ -32,6 +32,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+from balmm.bench.run import cv_fold
 from balmm.data.io import load_inputs
 from balmm.training.fit import train
 from balmm.training.metrics import classification_metrics
@@ -121,13 +122,12 @@ def main() -> None:
     # balmm: train() on each fold (it carves its own validation split from the rest)
     t0 = time.perf_counter()
     sub = data.subset(train_ids)
-    cv = []
-    for s, assignment in zip(args.fold_seeds, folds, strict=True):
-        for k, (_, held) in enumerate(assignment):
-            fold = sub.subset(train_ids)
-            fold.obs["split"] = "train"
-            fold.obs.iloc[held, fold.obs.columns.get_loc("split")] = "test"
-            cv.append(_balmm_fused(train(fold, seed=s + k, threads=1)))
+    # cv_fold draws the same stratified folds as ``folds`` (they depend on y and the seed)
+    cv = [
+        _balmm_fused(train(cv_fold(sub, 5, s, k), seed=s + k, threads=1))
+        for s in args.fold_seeds
+        for k in range(5)
+    ]
     test = [_balmm_fused(train(data, seed=s, threads=1)) for s in range(args.balmm_seeds)]
     show("balmm train (defaults)", cv, test, t0)
 

@@ -19,23 +19,17 @@ import json
 import time
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold
 
+from balmm.bench.run import cv_fold
 from balmm.data.io import load_inputs
 from balmm.training.fit import train
 
 
 def cv_score(data, overrides: dict, folds: int, seed: int) -> dict:
-    train_ids = data.ids("train")
-    sub = data.subset(train_ids)
-    y = sub.y(train_ids)
+    sub = data.subset(data.ids("train"))
     res = []
-    skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for k, (_, held) in enumerate(skf.split(np.zeros(len(y)), y)):
-        fold = sub.subset(train_ids)
-        fold.obs["split"] = "train"
-        fold.obs.iloc[held, fold.obs.columns.get_loc("split")] = "test"
-        r = train(fold, seed=seed + k, **overrides)
+    for k in range(folds):
+        r = train(cv_fold(sub, folds, seed, k), seed=seed + k, **overrides)
         f = r.metrics["test"]["fused"]
         res.append((f["accuracy"], f["macro_f1"], f["auroc"]))
     a = np.array(res)

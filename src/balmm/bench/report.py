@@ -19,7 +19,6 @@ from balmm.bench.aggregate import MANIFEST, TIMING, write_rows_csv
 from balmm.bench.classic import CLASSIC_METHODS, METRICS
 from balmm.bench.reference import REFERENCES
 from balmm.bench.run import HEAD_PREFIX, BenchResult
-from balmm.errors import InputError
 from balmm.outputs import atomic_output_dir, to_json
 
 METRIC_LABELS = {
@@ -39,11 +38,14 @@ def per_seed(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.groupby(["method", "seed"], sort=False)[value_cols].mean().reset_index()
 
 
+def _methods(rows: pd.DataFrame, kind: str) -> list[str]:
+    """Methods of one kind (``balancer`` or ``classic``) in the order given."""
+    return rows.loc[rows["kind"] == kind, "method"].drop_duplicates().tolist()
+
+
 def method_order(rows: pd.DataFrame) -> list[str]:
     """Balancers first (in the order given), then classic floors."""
-    bal = rows.loc[rows["kind"] == "balancer", "method"].drop_duplicates().tolist()
-    cla = rows.loc[rows["kind"] == "classic", "method"].drop_duplicates().tolist()
-    return bal + cla
+    return _methods(rows, "balancer") + _methods(rows, "classic")
 
 
 def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -84,10 +86,9 @@ def _wilcoxon_p(d: np.ndarray) -> float:
 
 
 def reference_method(rows: pd.DataFrame) -> str | None:
-    order = method_order(rows)
-    if "balmm" in order:
+    bal = _methods(rows, "balancer")
+    if "balmm" in bal:
         return "balmm"
-    bal = rows.loc[rows["kind"] == "balancer", "method"].drop_duplicates().tolist()
     return bal[0] if bal else None
 
 
@@ -127,10 +128,7 @@ def heads_table(rows: pd.DataFrame, modalities: list[str]) -> pd.DataFrame:
     beside logistic regression on each modality alone: where did the imbalance go?"""
     ps = per_seed(rows)
     out = []
-    for method in method_order(rows):
-        kind = rows.loc[rows["method"] == method, "kind"].iloc[0]
-        if kind != "balancer":
-            continue
+    for method in _methods(rows, "balancer"):
         sub = ps[ps["method"] == method]
         rec: dict[str, Any] = {"method": method}
         for m in modalities:
@@ -361,9 +359,7 @@ def build_tables(result: BenchResult) -> dict[str, pd.DataFrame]:
         "heads": heads_table(rows, modalities),
     }
     ref = result.manifest["spec"].get("reference")
-    if ref:
-        if ref not in REFERENCES:
-            raise InputError(f"--reference: unknown {ref!r}; known: {', '.join(REFERENCES)}")
+    if ref:  # validated by BenchSpec
         tables["reference"] = reference_table(ref, summary, rows)
     return tables
 

@@ -84,6 +84,13 @@ class BenchSpec:
             raise InputError(f"--cv must be >= 2 folds, got {self.cv}")
         if not self.balancers and not self.classic:
             raise InputError("nothing to run: no balancers and no classic floors")
+        if self.reference is not None:
+            from balmm.bench.reference import REFERENCES
+
+            if self.reference not in REFERENCES:
+                raise InputError(
+                    f"--reference: unknown {self.reference!r}; known: {', '.join(REFERENCES)}"
+                )
 
     @property
     def folds(self) -> list[int]:
@@ -127,23 +134,27 @@ def data_fingerprint(data: MultiOmicsData) -> str:
 
 def fold_split(data: MultiOmicsData, spec: BenchSpec, seed: int, fold: int) -> MultiOmicsData:
     """The data of one (seed, fold): the given split, or CV fold ``fold`` of repeat ``seed``."""
-    if not spec.cv:
-        return data
+    return cv_fold(data, spec.cv, seed, fold) if spec.cv else data
+
+
+def cv_fold(data: MultiOmicsData, n_splits: int, seed: int, fold: int) -> MultiOmicsData:
+    """The labelled samples with fold ``fold`` of a stratified ``n_splits``-fold CV
+    (shuffled with ``seed``) as the test split and the other folds as training."""
     from sklearn.model_selection import StratifiedKFold
 
     ids = data.ids(labelled=True)
     y = data.y(ids)
     _, counts = np.unique(y, return_counts=True)
-    if counts.min() < spec.cv:
+    if counts.min() < n_splits:
         raise InputError(
-            f"--cv {spec.cv}: the smallest class has only {counts.min()} labelled samples"
+            f"--cv {n_splits}: the smallest class has only {counts.min()} labelled samples"
         )
-    skf = StratifiedKFold(n_splits=spec.cv, shuffle=True, random_state=seed)
+    skf = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     _, test_idx = list(skf.split(np.zeros(len(y)), y))[fold]
     d = data.subset(ids)
     d.obs[SPLIT] = TRAIN
     d.obs.iloc[test_idx, d.obs.columns.get_loc(SPLIT)] = TEST
-    d.split_source = f"stratified {spec.cv}-fold CV, repeat seed {seed}, fold {fold + 1}"
+    d.split_source = f"stratified {n_splits}-fold CV, repeat seed {seed}, fold {fold + 1}"
     return d
 
 

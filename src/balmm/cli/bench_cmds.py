@@ -18,6 +18,7 @@ from balmm.cli.common import (
     TestOpt,
     TestSizeOpt,
     load_from_cli,
+    parse_sets,
 )
 from balmm.cli.console import out_console
 from balmm.errors import InputError
@@ -39,13 +40,6 @@ def _ints(text: str | None, what: str) -> list[int] | None:
     if any(v != int(v) for v in vals):
         raise InputError(f"{what}: expected comma-separated integers, got {text!r}")
     return [int(v) for v in vals]
-
-
-def _one_or_many(vals: list | None):
-    """A single value applies to every modality; several give one per modality."""
-    if vals is None:
-        return None
-    return vals[0] if len(vals) == 1 else vals
 
 
 @app.command()
@@ -103,8 +97,10 @@ def simulate(
     from rich.table import Table
 
     from balmm.data.io import write_h5mu
-    from balmm.data.simulate import DEFAULT_MODALITIES, ModalitySpec, simulate
+    from balmm.data.simulate import DEFAULT_MODALITIES, GROUND_TRUTH_KEY, ModalitySpec, simulate
 
+    if out.suffix != ".h5mu":  # before simulating, which can be long
+        raise InputError(f"--out {out}: the output must be a .h5mu file")
     names = [n.strip() for n in modalities.split(",") if n.strip()]
     if not names or len(set(names)) != len(names):
         raise InputError(f"--modalities: need unique names, got {modalities!r}")
@@ -144,10 +140,8 @@ def simulate(
         class_weights=_floats(class_weights, "--class-weights"),
         seed=seed,
     )
-    if out.suffix != ".h5mu":
-        raise InputError(f"--out {out}: the output must be a .h5mu file")
     write_h5mu(data, out)
-    truth = data.uns["simulation"]
+    truth = data.uns[GROUND_TRUTH_KEY]
     table = Table(title=f"simulated {samples} samples, {classes} classes -> {out}")
     for col in ("modality", "features", "signal", "noise", "eff. SNR", "rank", "missing"):
         table.add_column(col, justify="left" if col == "modality" else "right")
@@ -164,23 +158,7 @@ def simulate(
     out_console.print(table)
 
 
-def _parse_set(items: list[str] | None) -> dict:
-    """--set KEY=VALUE -> {key: value}, values read as TOML scalars (else as strings)."""
-    import tomllib
-
-    out: dict = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"--set: expected KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key.strip()] = value.strip()
-    return out
-
-
-def _names(text: str, what: str) -> list[str]:
+def _names(text: str) -> list[str]:
     if text.strip().lower() in ("", "-"):
         return []
     return [v.strip() for v in text.split(",") if v.strip()]
@@ -273,25 +251,22 @@ def bench(
     import time
 
     from balmm.bench.aggregate import write_partial
-    from balmm.bench.reference import REFERENCES
     from balmm.bench.report import write_report
     from balmm.bench.run import BenchSpec, parse_shard, run_bench
     from balmm.cli.progress import make_progress
     from balmm.training.config import load_config
 
-    if reference is not None and reference not in REFERENCES:
-        raise InputError(f"--reference: unknown {reference!r}; known: {', '.join(REFERENCES)}")
-    overrides = _parse_set(set_)
+    overrides = parse_sets(set_)
     cfg = load_config(config, overrides)  # validates the file and keys before any work
     defaults = type(cfg)().to_dict()
     given = {k: v for k, v in cfg.to_dict().items() if v != defaults[k]}
     given.pop("seed", None)
     given.pop("balancer", None)
     spec = BenchSpec(
-        balancers=_names(balancers, "--balancers"),
+        balancers=_names(balancers),
         seeds=list(range(first_seed, first_seed + seeds)),
         cv=cv,
-        classic=[c for c in _names(classic, "--classic") if c.lower() != "none"],
+        classic=[c for c in _names(classic) if c.lower() != "none"],
         config=given,
         device=device,
         reference=reference,

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import tomllib
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from balmm.errors import ConfigError
 
 InputsArg = Annotated[
     list[str] | None,
@@ -78,3 +82,24 @@ def load_from_cli(
         require_labels=require_labels,
         no_ids=no_ids,
     )
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """``--set KEY=VALUE`` (repeatable) -> {key: value}; a value is read as a TOML literal,
+    else kept as the plain string."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value.strip()
+    return out

@@ -20,7 +20,6 @@ from balmm.cli.common import (
     load_from_cli,
 )
 from balmm.cli.console import out_console
-from balmm.data.summary import UNLABELLED
 from balmm.errors import InputError
 
 AllowUnlabelledOpt = Annotated[
@@ -38,6 +37,8 @@ def _pct(x: float) -> str:
 
 def _tables(info: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of every table inspect prints."""
+    from balmm.data.summary import UNLABELLED  # here: anndata/pandas would slow `balmm --help`
+
     mods = info["modalities"]
     pairing = info["pairing"]
     out = []

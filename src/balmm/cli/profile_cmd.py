@@ -10,6 +10,7 @@ import typer
 
 from balmm.cli.app import app
 from balmm.cli.common import (
+    Device,
     InputsArg,
     LabelColOpt,
     LabelsOpt,
@@ -29,21 +30,10 @@ class ProbeKind(StrEnum):
     mlp = "mlp"
 
 
-class DeviceOpt(StrEnum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-def _ci(v: float | None, ci: list | tuple) -> str:
-    def f(x):
-        return "–" if x is None or x != x else f"{x:.3f}"
-
-    return f"{f(v)} [{f(ci[0])}, {f(ci[1])}]"
-
-
 def _print_summary(result, out: Path) -> None:
     from rich.table import Table
+
+    from balmm.profiling.report import fmt_ci
 
     d = result.to_dict()
     t = Table(title="Modality strength (training-set cross-validation, 95% CI)")
@@ -58,8 +48,8 @@ def _print_summary(result, out: Path) -> None:
         t.add_row(
             m,
             str(p["n_samples"]),
-            _ci(p["macro_f1"], p["macro_f1_ci"]),
-            _ci(e["mi_label_bits"], e["mi_label_bits_ci"]),
+            fmt_ci(p["macro_f1"], p["macro_f1_ci"]),
+            fmt_ci(e["mi_label_bits"], e["mi_label_bits_ci"]),
             f"{d['shapley']['values'].get(m, float('nan')):+.3f}",
             teachers or "–",
         )
@@ -67,8 +57,8 @@ def _print_summary(result, out: Path) -> None:
     t.add_row(
         "all (concatenated)",
         str(c["probe"]["n_samples"]),
-        _ci(c["probe"]["macro_f1"], c["probe"]["macro_f1_ci"]),
-        _ci(c["mi_label_bits"], c["mi_label_bits_ci"]),
+        fmt_ci(c["probe"]["macro_f1"], c["probe"]["macro_f1_ci"]),
+        fmt_ci(c["mi_label_bits"], c["mi_label_bits_ci"]),
         "",
         "",
         style="dim",
@@ -112,8 +102,8 @@ def profile(
         int, typer.Option("--n-boot", min=0, help="Bootstrap replicates for the intervals.")
     ] = 200,
     device: Annotated[
-        DeviceOpt, typer.Option("--device", help="Device for the torch parts (KSG, InfoNCE, MLP).")
-    ] = DeviceOpt.auto,
+        Device, typer.Option("--device", help="Device for the torch parts (KSG, InfoNCE, MLP).")
+    ] = Device.auto,
     probe: Annotated[
         ProbeKind,
         typer.Option("--probe", help="logreg: scikit-learn logistic regression; mlp: torch MLP."),
@@ -159,7 +149,7 @@ def profile(
             f"--estimators: unknown {', '.join(bad) or '(empty)'}; choose from "
             f"{', '.join(ESTIMATORS)}"
         )
-    if device == DeviceOpt.cuda:
+    if device == Device.cuda:
         import torch
 
         if not torch.cuda.is_available():

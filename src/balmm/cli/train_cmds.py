@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,6 +10,7 @@ import typer
 
 from balmm.cli.app import app
 from balmm.cli.common import (
+    Device,
     InputsArg,
     LabelColOpt,
     LabelsOpt,
@@ -19,9 +19,9 @@ from balmm.cli.common import (
     TestOpt,
     TestSizeOpt,
     load_from_cli,
+    parse_sets,
 )
 from balmm.cli.console import out_console
-from balmm.errors import ConfigError
 
 
 class BalancerName(StrEnum):
@@ -32,31 +32,10 @@ class BalancerName(StrEnum):
     ogm_ge = "ogm-ge"
 
 
-class DeviceName(StrEnum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
 class EncoderName(StrEnum):
     linear = "linear"
     mlp = "mlp"
     gcn = "gcn"
-
-
-def _parse_sets(items: list[str] | None) -> dict[str, Any]:
-    """``--set key=value`` (value as a TOML literal; bare words are strings)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        key, raw = item.split("=", 1)
-        key = key.strip()
-        try:
-            out[key] = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key] = raw
-    return out
 
 
 def _f(v: Any) -> str:
@@ -118,7 +97,7 @@ def train(
         ),  # fmt: skip
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed (splits and model).")] = None,
-    device: Annotated[DeviceName | None, typer.Option("--device", help="auto|cpu|cuda.")] = None,
+    device: Annotated[Device | None, typer.Option("--device", help="auto|cpu|cuda.")] = None,
     threads: Annotated[
         int | None, typer.Option("--threads", min=1, help="CPU threads for torch.")
     ] = None,
@@ -150,7 +129,7 @@ def train(
     from balmm.training.config import load_config
     from balmm.training.fit import train as fit_train
 
-    overrides = _parse_sets(set_)
+    overrides = parse_sets(set_)
     flags = {
         "balancer": balancer.value if balancer else None,
         "seed": seed,
@@ -181,9 +160,7 @@ def predict(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path(
         "balmm-predict"
     ),
-    device: Annotated[DeviceName, typer.Option("--device", help="auto|cpu|cuda.")] = (
-        DeviceName.auto
-    ),
+    device: Annotated[Device, typer.Option("--device", help="auto|cpu|cuda.")] = (Device.auto),
 ) -> None:
     """Apply a trained model to new samples (labels optional: metrics when present)."""
     from balmm.cli.progress import make_progress

@@ -30,16 +30,16 @@ distance 0, which inflates KSG).
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
-log = logging.getLogger("balmm")
+from balmm.errors import ConfigError
 
 LN2 = math.log(2.0)
+ESTIMATORS = ("ksg", "gaussian", "infonce")  # names of the pair-MI estimators
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -99,16 +99,12 @@ def gaussian_mi(
             towards the identity by that amount.
         bias_correct: subtract the estimator's first-order bias under independence,
             ``d_a * d_b / (2 n)`` nats (each squared sample canonical correlation of
-            independent variables has mean ~ 1/n), without shrinkage and without
-            clipping at 0, so that independent inputs give estimates around 0 whose
-            resampling intervals reach below 0. This is what the distillation plan
-            uses: uncorrected, two unrelated 4-dimensional embeddings of 245 samples
-            read as 0.05 bits of shared information.
+            independent variables has mean ~ 1/n), with no automatic shrinkage and no
+            clipping of the corrected value at 0, so that independent inputs give
+            estimates around 0 whose resampling intervals reach below 0. This is what the
+            distillation plan uses: uncorrected, two unrelated 4-dimensional embeddings
+            of 245 samples read as 0.05 bits of shared information.
     """
-    if bias_correct:
-        a, b = _check_pair(za, zb)
-        raw = gaussian_mi(a, b, shrinkage=None if shrinkage == "auto" else shrinkage)
-        return raw - a.shape[1] * b.shape[1] / (2 * a.shape[0] * LN2)
     a, b = _check_pair(za, zb)
     n = a.shape[0]
     if n < 3:
@@ -116,7 +112,7 @@ def gaussian_mi(
     joint = np.hstack([_standardise(a), _standardise(b)])
     d = joint.shape[1]
     if shrinkage == "auto":
-        shrinkage = "lw" if d > n / 10 else None
+        shrinkage = "lw" if d > n / 10 and not bias_correct else None
     if shrinkage == "lw":
         from sklearn.covariance import LedoitWolf
 
@@ -133,7 +129,10 @@ def gaussian_mi(
     _, ld_b = np.linalg.slogdet(cov[da:, da:])
     _, ld = np.linalg.slogdet(cov)
     nats = 0.5 * (ld_a + ld_b - ld)
-    return float(max(nats, 0.0) / LN2)
+    bits = max(nats, 0.0) / LN2
+    if bias_correct:  # the corrected value is not clipped: independence reads as ~0
+        bits -= da * b.shape[1] / (2 * n * LN2)
+    return float(bits)
 
 
 def gaussian_mi_true(rho: np.ndarray | list[float]) -> float:
@@ -386,3 +385,15 @@ def label_mi_bootstrap(
     alpha = (1 - level) / 2
     lo, hi = np.quantile(reps, [alpha, 1 - alpha])
     return est, (float(lo), float(hi))
+
+
+def estimator_fn(name: str, device: str | torch.device | None = None, seed: int = 0) -> MIFn:
+    """The pair-MI estimator ``name`` as a function of two embeddings (bits); Gaussian is
+    bias-corrected (see :func:`gaussian_mi`). Used by ``balmm profile`` and ``balmm train``."""
+    if name == "ksg":
+        return lambda a, b: ksg_mi(a, b, k=3, device=device, seed=seed)
+    if name == "gaussian":
+        return lambda a, b: gaussian_mi(a, b, bias_correct=True)
+    if name == "infonce":
+        return lambda a, b: infonce_mi(a, b, device=device, seed=seed)
+    raise ConfigError(f"unknown MI estimator {name!r}; choose from {', '.join(ESTIMATORS)}")

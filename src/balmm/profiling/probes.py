@@ -11,7 +11,6 @@ torch MLP is available with ``kind="mlp"``.
 
 from __future__ import annotations
 
-import logging
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -31,8 +30,6 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
 
 from balmm.profiling.mi import label_mi_bootstrap, resolve_device
-
-log = logging.getLogger("balmm")
 
 PCA_ABOVE = 256  # probes reduce wider inputs to PCA_DIMS components (inside each fold)
 PCA_DIMS = 64
@@ -58,7 +55,6 @@ class ProbeResult:
     null_macro_f1_mean: float  # its mean: what a label-blind probe scores
     permutation_p: float  # P(null macro-F1 >= observed), with +1 smoothing
     C: float  # median L2 strength chosen by the inner CV (NaN for the MLP)
-    y: np.ndarray = field(repr=False)
     oof_proba: np.ndarray = field(repr=False)
 
     def to_dict(self) -> dict:
@@ -401,7 +397,6 @@ def run_probe(
         null_macro_f1_mean=s["null_macro_f1_mean"],
         permutation_p=s["permutation_p"],
         C=c_used,
-        y=y,
         oof_proba=proba,
     )
 

@@ -7,15 +7,11 @@ have the modality (the PCA-based ones on a stated random subsample above
 
 from __future__ import annotations
 
-import logging
-
 import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 from scipy.stats import chi2, median_abs_deviation
 from sklearn.decomposition import PCA
-
-log = logging.getLogger("balmm")
 
 NEAR_CONSTANT_REL = 1e-3  # feature std below this fraction of the median feature std
 

@@ -33,7 +33,8 @@ def _f(x, digits: int = 3) -> str:
     return str(x)
 
 
-def _ci(v, ci, digits: int = 3) -> str:
+def fmt_ci(v, ci, digits: int = 3) -> str:
+    """``0.812 [0.760, 0.861]`` (dashes for missing values)."""
     return f"{_f(v, digits)} [{_f(ci[0], digits)}, {_f(ci[1], digits)}]"
 
 
@@ -50,10 +51,10 @@ def strength_table(r: ProfileResult) -> pd.DataFrame:
             {
                 "modality": m,
                 "n (train)": p["n_samples"],
-                "macro-F1 [95% CI]": _ci(p["macro_f1"], p["macro_f1_ci"]),
-                "accuracy [95% CI]": _ci(p["accuracy"], p["accuracy_ci"]),
-                "balanced acc. [95% CI]": _ci(p["balanced_accuracy"], p["balanced_accuracy_ci"]),
-                "I(X;Y) bits [95% CI]": _ci(e["mi_label_bits"], e["mi_label_bits_ci"]),
+                "macro-F1 [95% CI]": fmt_ci(p["macro_f1"], p["macro_f1_ci"]),
+                "accuracy [95% CI]": fmt_ci(p["accuracy"], p["accuracy_ci"]),
+                "balanced acc. [95% CI]": fmt_ci(p["balanced_accuracy"], p["balanced_accuracy_ci"]),
+                "I(X;Y) bits [95% CI]": fmt_ci(e["mi_label_bits"], e["mi_label_bits_ci"]),
             }
         )
     c = r.concatenated
@@ -62,10 +63,10 @@ def strength_table(r: ProfileResult) -> pd.DataFrame:
         {
             "modality": CONCAT,
             "n (train)": p["n_samples"],
-            "macro-F1 [95% CI]": _ci(p["macro_f1"], p["macro_f1_ci"]),
-            "accuracy [95% CI]": _ci(p["accuracy"], p["accuracy_ci"]),
-            "balanced acc. [95% CI]": _ci(p["balanced_accuracy"], p["balanced_accuracy_ci"]),
-            "I(X;Y) bits [95% CI]": _ci(c["mi_label_bits"], c["mi_label_bits_ci"]),
+            "macro-F1 [95% CI]": fmt_ci(p["macro_f1"], p["macro_f1_ci"]),
+            "accuracy [95% CI]": fmt_ci(p["accuracy"], p["accuracy_ci"]),
+            "balanced acc. [95% CI]": fmt_ci(p["balanced_accuracy"], p["balanced_accuracy_ci"]),
+            "I(X;Y) bits [95% CI]": fmt_ci(c["mi_label_bits"], c["mi_label_bits_ci"]),
         }
     )
     return pd.DataFrame(rows).set_index("modality")
@@ -98,7 +99,7 @@ def pairs_table(r: ProfileResult) -> pd.DataFrame:
             "a": p["a"],
             "b": p["b"],
             "estimator": p["estimator"],
-            "I(Z_a;Z_b) bits [95% CI]": _ci(p["mi_bits"], p["mi_bits_ci"]),
+            "I(Z_a;Z_b) bits [95% CI]": fmt_ci(p["mi_bits"], p["mi_bits_ci"]),
             "n": p["n_samples"],
         }
         for p in r.pairs

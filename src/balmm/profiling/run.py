@@ -11,7 +11,6 @@ read here.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import platform
 import time
@@ -31,13 +30,11 @@ from balmm.profiling import mi as mi_mod
 from balmm.profiling.plan import KDEdge, distillation_plan, teachers_of
 from balmm.profiling.probes import ProbeResult, chance_macro_f1, cv_macro_f1, run_probe
 from balmm.profiling.quality import modality_quality
-from balmm.profiling.shapley import shapley
+from balmm.profiling.shapley import MAX_EXACT, shapley
 from balmm.profiling.verdict import build_verdict
 from balmm.progress import NULL_PROGRESS, Progress
 
-log = logging.getLogger("balmm")
-
-ESTIMATORS = ("ksg", "gaussian", "infonce")
+ESTIMATORS = mi_mod.ESTIMATORS
 # The estimator the distillation plan and the heatmap use. Gaussian: on the
 # 5+5-dimensional PCA embeddings KSG is strongly biased downwards (measured: -14%
 # at 4+4 dims and n=2000 on Gaussian data; on TCGA-BRCA, n=150, KSG gave about
@@ -85,8 +82,8 @@ class ProfileResult:
 
     @property
     def strongest(self) -> str:
-        """Modality with the highest probe macro-F1 (point estimate)."""
-        return max(self.modalities, key=lambda m: self.modalities[m]["probe"]["macro_f1"])
+        """Modality with the highest probe macro-F1 (point estimate; the verdict's leader)."""
+        return self.verdict["leader"]
 
     def write(self, out: str | Path) -> Path:
         """Write profile.json, profile.md, profile.html and plots/ atomically into ``out``."""
@@ -110,21 +107,6 @@ def _stratified_subsample(
 def _pca(x: np.ndarray, dims: int, seed: int) -> np.ndarray:
     dims = int(min(dims, x.shape[1], x.shape[0] - 1))
     return PCA(n_components=dims, random_state=seed).fit_transform(x)
-
-
-def _estimator_fn(name: str, device, seed: int):
-    if name == "ksg":
-        return lambda a, b: mi_mod.ksg_mi(a, b, k=3, device=device, seed=seed)
-    if name == "gaussian":
-        return lambda a, b: mi_mod.gaussian_mi(a, b, bias_correct=True)
-    if name == "infonce":
-        return lambda a, b: mi_mod.infonce_mi(a, b, device=device, seed=seed)
-    raise ConfigError(f"unknown MI estimator {name!r}; choose from {', '.join(ESTIMATORS)}")
-
-
-def _probe_dict(p: ProbeResult) -> dict:
-    d = p.to_dict()
-    return d
 
 
 @contextlib.contextmanager
@@ -217,7 +199,7 @@ def _profile(
     timings: dict[str, float] = {}
     estimators = list(estimators)
     for e in estimators:
-        _estimator_fn(e, None, seed)  # validates the names before any work
+        mi_mod.estimator_fn(e, None, seed)  # validates the names before any work
     if probe not in ("logreg", "mlp"):
         raise ConfigError(f"probe must be 'logreg' or 'mlp', got {probe!r}")
     if max_samples < 50:
@@ -319,6 +301,16 @@ def _profile(
     primary = PRIMARY_ESTIMATOR if PRIMARY_ESTIMATOR in estimators else estimators[0]
     progress.start("mi", "Pairwise mutual information", total=len(pair_list) * len(estimators))
     rng = np.random.default_rng(seed)
+    pca_cache: dict[tuple[str, bytes], np.ndarray] = {}
+
+    def pair_pca(m: str, rows: np.ndarray) -> np.ndarray:
+        """PCA embedding of modality ``m`` on ``rows``; fitted once per (m, rows), since a
+        fully measured modality has the same rows in every pair it is part of."""
+        key = (m, rows.tobytes())
+        if key not in pca_cache:
+            pca_cache[key] = _pca(pdata.X[m][rows], PAIR_PCA_DIMS, seed)
+        return pca_cache[key]
+
     for a, b in pair_list:
         both = np.flatnonzero(pdata.mask[a] & pdata.mask[b])
         n_both = len(both)
@@ -328,10 +320,9 @@ def _profile(
             warn.append(f"pair {a}/{b}: only {n_both} training samples have both; no MI estimate")
             progress.update("mi", advance=len(estimators))
             continue
-        za = _pca(pdata.X[a][both], PAIR_PCA_DIMS, seed)
-        zb = _pca(pdata.X[b][both], PAIR_PCA_DIMS, seed)
+        za, zb = pair_pca(a, both), pair_pca(b, both)
         for est in estimators:
-            fn = _estimator_fn(est, dev, seed)
+            fn = mi_mod.estimator_fn(est, dev, seed)
             # InfoNCE trains a network per replicate: a few replicates only.
             nb = n_boot_mi if est != "infonce" else min(n_boot_mi, 10)
             val, ci = mi_mod.bootstrap_mi(fn, za, zb, n_boot=nb, seed=seed)
@@ -361,8 +352,13 @@ def _profile(
 
     # ---------------------------------------------------------------- Shapley
     t0 = time.perf_counter()
-    n_sub = 2 ** len(probe_names) - 1 if len(probe_names) <= 6 else None
+    # exact: the value function is called once per subset, the empty one included
+    n_sub = 2 ** len(probe_names) if len(probe_names) <= MAX_EXACT else None
     progress.start("shapley", "Shapley contributions", total=n_sub)
+
+    # The L2 strength of the full-set probe (median over its folds) is reused for every
+    # subset: same model class for all subsets, and 2^M nested searches would dominate.
+    c_fixed = all_probe.C if probe == "logreg" and math.isfinite(all_probe.C) else None
 
     def value(subset: frozenset) -> float:
         progress.update("shapley")
@@ -371,10 +367,6 @@ def _profile(
         if set(subset) == set(probe_names):
             return all_probe.macro_f1  # same folds and seed: identical to re-running
         cols = [m for m in probe_names if m in subset]
-        # The L2 strength of the full-set probe (median over its folds) is reused
-        # for every subset: same model class for all subsets, and 2^M nested
-        # searches would dominate the run time.
-        c_fixed = all_probe.C if probe == "logreg" and math.isfinite(all_probe.C) else None
         x_s, blocks_s = concat(cols)
         return cv_macro_f1(x_s, y, len(classes), probe, n_folds, seed, str(dev), c_fixed, blocks_s)
 
@@ -390,7 +382,7 @@ def _profile(
         entry["n_features_used"] = len(pre.features[m])
         if m in probes:
             p = probes[m]
-            entry["probe"] = _probe_dict(p)
+            entry["probe"] = p.to_dict()
             entry["mi_label_bits"] = p.mi_label_bits
             entry["mi_label_bits_ci"] = list(p.mi_label_bits_ci)
             entry["teachers"] = [{"teacher": t, "weight": w} for t, w in teachers_of(plan, m)]
@@ -448,7 +440,7 @@ def _profile(
     }
     concatenated = {
         "modalities": probe_names,
-        "probe": _probe_dict(all_probe),
+        "probe": all_probe.to_dict(),
         "mi_label_bits": all_probe.mi_label_bits,
         "mi_label_bits_ci": list(all_probe.mi_label_bits_ci),
         "chance_macro_f1": chance,
@@ -461,7 +453,6 @@ def _profile(
         plan=plan,
         shapley_values=phi,
         redundancy=redundancy,
-        n_folds=int(all_probe.n_folds),
         extra_warnings=warn,
     )
     shap_out["verdict"] = verdict["text"]
@@ -483,12 +474,3 @@ def _profile(
     if out is not None:
         result.write(out)
     return result
-
-
-def fmt_ci(v: float, ci: list[float] | tuple[float, float], digits: int = 3) -> str:
-    """``0.812 [0.760, 0.861]`` (dashes for missing values)."""
-
-    def f(x: float | None) -> str:
-        return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-    return f"{f(v)} [{f(ci[0])}, {f(ci[1])}]"

@@ -62,10 +62,13 @@ def sampled_shapley(game: CachedGame, n_perm: int = 64, seed: int = 0) -> dict:
     return {p: v / count for p, v in phi.items()}
 
 
+MAX_EXACT = 6  # exact Shapley values up to this many players, sampled permutations beyond
+
+
 def shapley(
     players: Sequence[Hashable],
     fn: ValueFn,
-    max_exact: int = 6,
+    max_exact: int = MAX_EXACT,
     n_perm: int = 64,
     seed: int = 0,
 ) -> tuple[dict, dict, str, CachedGame]:

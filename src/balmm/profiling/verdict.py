@@ -36,7 +36,6 @@ def build_verdict(
     plan: list[KDEdge],
     shapley_values: dict[str, float],
     redundancy: dict,
-    n_folds: int,
     extra_warnings: list[str] | None = None,
 ) -> dict:
     """Structured verdict plus its text (see the module docstring for the rules)."""

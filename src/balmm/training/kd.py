@@ -118,16 +118,7 @@ def pair_mi(
         return PCA(n_components=k, random_state=seed).fit_transform(z)
 
     a, b = reduce(za), reduce(zb)
-    if estimator == "ksg":
-
-        def fn(p, q):
-            return mi_mod.ksg_mi(p, q, k=3)
-
-    else:  # bias-corrected, as in ``balmm profile``: unrelated embeddings read as ~0 bits
-
-        def fn(p, q):
-            return mi_mod.gaussian_mi(p, q, bias_correct=True)
-
+    fn = mi_mod.estimator_fn(estimator)  # Gaussian bias-corrected, as in ``balmm profile``
     # half-samples re-centred on the estimate, as in profile: with-replacement resamples
     # duplicate rows, which shrinks the effective n and inflates both estimators
     est, (lo, hi) = mi_mod.bootstrap_mi(fn, a, b, n_boot=n_boot, seed=seed, resample="half")

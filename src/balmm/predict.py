@@ -57,8 +57,8 @@ def predict(
 ) -> pd.DataFrame:
     """Predictions for every sample of ``data`` (one row each; see docs/outputs.md)."""
     from balmm.model.bundle import load_bundle
-    from balmm.training.fit import FUSED, Split, infer, resolve_device
-    from balmm.training.metrics import classification_metrics
+    from balmm.training.evaluate import predictions_table, split_metrics
+    from balmm.training.fit import Split, infer, resolve_device
 
     dev = resolve_device(device)
     bundle = load_bundle(model_dir, dev)
@@ -111,24 +111,7 @@ def predict(
                 for m in model.modalities}  # fmt: skip
         s.graph_rows = torch.arange(n_ref, n_ref + len(ids), device=dev)
     proba = infer(model, s)
-    p = proba[FUSED]
-    df = pd.DataFrame(
-        {
-            "sample": ids.astype(str),
-            "true": [classes[v] if v >= 0 else None for v in proc.y],
-            "predicted": [classes[i] for i in p.argmax(1)],
-        }
-    )
-    for j, c in enumerate(classes):
-        df[f"proba_{c}"] = p[:, j]
-    used = []
-    for i in range(len(ids)):
-        used.append(";".join(m for m in model.modalities
-                             if proc.mask[m][i] and m not in model.fusion_off))  # fmt: skip
-    df["modalities_used"] = used
-    for m in model.heads:
-        df[f"predicted_{m}"] = [classes[k] if proc.mask[m][i] else None
-                                for i, k in enumerate(proba[m].argmax(1))]  # fmt: skip
+    df = predictions_table(proba, s, classes, model)
     missing_any = {m: int((~proc.mask[m]).sum()) for m in model.modalities}
     for m, n in missing_any.items():
         if 0 < n < len(ids):
@@ -143,11 +126,7 @@ def predict(
             "modalities_ignored": unknown,
         }
         if (proc.y >= 0).any():
-            metrics["fused"] = classification_metrics(proc.y, p, classes)
-            metrics["modalities"] = {
-                m: classification_metrics(proc.y[proc.mask[m]], proba[m][proc.mask[m]], classes)
-                for m in model.heads
-            }
+            metrics.update(split_metrics(proba, s, classes, model))
         with atomic_output_dir(out) as tmp:
             df.to_csv(tmp / "predictions.csv", index=False)
             write_json_atomic(tmp / "metrics.json", metrics)

@@ -30,6 +30,16 @@ from balmm.outputs import write_json_atomic
 FORMAT = 1
 
 
+def versions() -> dict[str, str]:
+    """Versions of balmm and of the libraries its numbers depend on (metrics and bundles)."""
+    return {
+        "balmm": balmm.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
 @dataclass
 class Bundle:
     model: MultiModalNet
@@ -74,12 +84,7 @@ def save_bundle(
         "embed_dim": model.embed_dim,
         "n_in_first_encoder": int(first_enc.n_in),
         "config": config,
-        "versions": {
-            "balmm": balmm.__version__,
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-        },
+        "versions": versions(),
         **(extra or {}),
     }
     write_json_atomic(directory / "model.json", meta)

@@ -1,6 +1,6 @@
-"""Per-modality encoders: ``mlp`` (minibatch, default) and ``gcn`` (graph over samples).
+"""Per-modality encoders: ``linear`` (default) and ``mlp`` (minibatch), ``gcn`` (graph).
 
-Both map one modality's feature matrix to an embedding of width ``embed_dim``.
+Each maps one modality's feature matrix to an embedding of width ``embed_dim``.
 The ``gcn`` encoder takes the rows of every node of a sample graph plus the
 graph's row-normalised sparse adjacency (see :mod:`balmm.model.graph`).
 """
@@ -26,7 +26,6 @@ def _act(kind: str) -> nn.Module:
 class _FeedForwardEncoder(nn.Module):
     """An encoder that maps each sample on its own through ``self.net`` (no graph)."""
 
-    is_graph = False
     net: nn.Sequential
 
     def forward(self, x: torch.Tensor, adj: torch.Tensor | None = None) -> torch.Tensor:
@@ -68,8 +67,6 @@ class GCNEncoder(nn.Module):
     features with its neighbours' (Kipf & Welling 2017; MOGONET's per-omics GCN,
     here over one SNF-fused graph shared by all modalities).
     """
-
-    is_graph = True
 
     def __init__(
         self,

@@ -79,7 +79,7 @@ class MultiModalNet(nn.Module):
         self,
         zs: dict[str, torch.Tensor],
         masks: dict[str, torch.Tensor],
-        logits: dict[str, torch.Tensor] | None = None,
+        logits: dict[str, torch.Tensor],
     ) -> torch.Tensor:
         """Fused logits: a linear layer on the masked, concatenated embeddings plus the sum of
         the per-modality heads' logits (``late_heads``). Both parts are linear in the
@@ -89,8 +89,6 @@ class MultiModalNet(nn.Module):
             return self.fusion(zs[CONCAT])
         fused = self.fusion(self.fusion_input(zs, masks))
         if self.late_heads:
-            if logits is None:
-                logits = {m: self.heads[m](zs[m]) for m in self.heads}
             for m in self.modalities:
                 fm = self._fmask(m, masks).unsqueeze(1).to(fused.dtype)
                 fused = fused + logits[m] * fm
@@ -132,8 +130,3 @@ class MultiModalNet(nn.Module):
         zs = self.encode(xs, masks, adj)
         logits = {m: self.heads[m](zs[m]) for m in self.heads}
         return {"z": zs, "logits": logits, "fused": self.fuse(zs, masks, logits)}
-
-    def unimodal(self, m: str, x: torch.Tensor, adj: torch.Tensor | None = None):
-        """(embedding, logits) of modality ``m`` alone (stage 1)."""
-        z = self.encoders[m](x, adj)
-        return z, self.heads[m](z)

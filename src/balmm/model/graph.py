@@ -166,11 +166,15 @@ def to_torch(adj: sp.csr_matrix, device) -> torch.Tensor:
     )
 
 
-def attach_graphs(proc, idx_fit, idx_val, idx_test, sets, cfg, device) -> dict:
+def attach_graphs(
+    proc, idx_fit, idx_val, idx_test, sets, cfg, device
+) -> tuple[dict, dict[str, torch.Tensor]]:
     """Give every split of ``sets`` its graph (inductive or transductive). Returns the
-    graph's description for metrics.json, with the state a bundle needs under ``state``."""
-    X = {m: x for m, x in proc.X.items()}
-    M = {m: mk for m, mk in proc.mask.items()}
+    graph's description for metrics.json and the state a bundle needs (the training
+    nodes' features, masks and bandwidths; the training graph when inductive)."""
+    X, M = proc.X, proc.mask
+    X_fit = {m: X[m][idx_fit] for m in X}
+    M_fit = {m: M[m][idx_fit] for m in M}
     k, t, mu = cfg.knn_k, cfg.snf_iterations, cfg.snf_mu
 
     def tens(rows):
@@ -192,8 +196,7 @@ def attach_graphs(proc, idx_fit, idx_val, idx_test, sets, cfg, device) -> dict:
             off += len(rows)
         info = {"mode": "transductive", "nnz": int(w.nnz)}
     else:
-        w, eps = fused_graph({m: X[m][idx_fit] for m in X}, {m: M[m][idx_fit] for m in M}, k, t,
-                             mu)  # fmt: skip
+        w, eps = fused_graph(X_fit, M_fit, k, t, mu)
         a_fit = gcn_adjacency(w)
         gX, gM = tens(idx_fit)
         s = sets["fit"]
@@ -202,8 +205,7 @@ def attach_graphs(proc, idx_fit, idx_val, idx_test, sets, cfg, device) -> dict:
         for name, rows in (("val", idx_val), ("test", idx_test)):
             x_new = {m: X[m][rows] for m in X}
             m_new = {m: M[m][rows] for m in M}
-            w_new = attach({m: X[m][idx_fit] for m in X}, {m: M[m][idx_fit] for m in M}, eps,
-                           x_new, m_new, k, mu)  # fmt: skip
+            w_new = attach(X_fit, M_fit, eps, x_new, m_new, k, mu)
             adj = inductive_adjacency(a_fit, w_new)
             s = sets[name]
             both = np.concatenate([idx_fit, rows])
@@ -212,16 +214,15 @@ def attach_graphs(proc, idx_fit, idx_val, idx_test, sets, cfg, device) -> dict:
             s.graph_rows = torch.arange(len(idx_fit), len(both), device=device)
         info = {"mode": "inductive", "nnz": int(w.nnz)}
     info.update({"k": k, "snf_iterations": t, "mu": mu})
-    state = {f"X:{m}": torch.as_tensor(X[m][idx_fit]) for m in X}
-    state.update({f"M:{m}": torch.as_tensor(M[m][idx_fit].astype(np.uint8)) for m in M})
+    state = {f"X:{m}": torch.as_tensor(X_fit[m]) for m in X}
+    state.update({f"M:{m}": torch.as_tensor(M_fit[m].astype(np.uint8)) for m in M})
     state.update({f"eps:{m}": torch.as_tensor(np.nan_to_num(eps[m][: len(idx_fit)], nan=0.0))
                   for m in eps})  # fmt: skip
     coo = a_fit.tocoo() if not cfg.transductive else None
     if coo is not None:
         state["adj_index"] = torch.as_tensor(np.vstack([coo.row, coo.col]), dtype=torch.long)
         state["adj_value"] = torch.as_tensor(coo.data, dtype=torch.float32)
-    info["state"] = state
-    return info
+    return info, state
 
 
 def adjacency_for_new(state: dict[str, torch.Tensor], X_new: dict[str, np.ndarray],

@@ -48,7 +48,7 @@ class KDEdge:
         return asdict(self)
 
 
-def _pair(
+def pair_lookup(
     pair_mi: dict[tuple[str, str], tuple[float, float]], a: str, b: str
 ) -> tuple[float, float] | None:
     if (a, b) in pair_mi:
@@ -88,7 +88,7 @@ def distillation_plan(
                 continue
             t_f1, t_f1_lo = strength[t]
             t_mi, t_mi_lo = label_mi.get(t, (float("nan"), float("nan")))
-            pm = _pair(pair_mi, t, s)
+            pm = pair_lookup(pair_mi, t, s)
             if pm is None or not _finite(pm[0]) or not _finite(s_mi):
                 edges.append(
                     KDEdge(

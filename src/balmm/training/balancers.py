@@ -105,11 +105,20 @@ class Balancer:
         self.last_coef: dict[str, float] = {m: 1.0 for m in modalities}
         self.notes: list[str] = []
 
+    def to(self, device) -> Balancer:
+        """Move learned balancing parameters (if any) to ``device``."""
+        return self
+
     def parameters(self) -> list[nn.Parameter]:
         return []
 
     def weights(self) -> dict[str, float]:
         return dict(self.w)
+
+    def _head_weight(self, m: str) -> float | None:
+        """Loss weight of modality ``m``'s head; None: a probe on the detached embedding,
+        which always learns (weight 1) but cannot move the encoder."""
+        return None if self.detach_heads else self.w[m]
 
     def loss(
         self,
@@ -120,13 +129,15 @@ class Balancer:
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         sm = self.cfg.label_smoothing
         parts = {FUSED: masked_ce(out["fused"], y, None, sm)}
-        for m in model.heads:
-            logits = model.heads[m](out["z"][m].detach()) if self.detach_heads else out["logits"][m]
-            parts[m] = masked_ce(logits, y, masks[m], sm)
         total = self.w[FUSED] * parts[FUSED]
         for m in model.heads:
-            # detached probes always learn (weight 1): they cannot move the encoders
-            total = total + (1.0 if self.detach_heads else self.w[m]) * parts[m]
+            w = self._head_weight(m)
+            if w is None:
+                parts[m] = masked_ce(model.heads[m](out["z"][m].detach()), y, masks[m], sm)
+                total = total + parts[m]
+            else:
+                parts[m] = masked_ce(out["logits"][m], y, masks[m], sm)
+                total = total + w * parts[m]
         return total, parts
 
     def after_backward(self, model, out, y, masks, generator) -> None:
@@ -134,10 +145,6 @@ class Balancer:
 
     def end_epoch(self, val_f1: dict[str, float]) -> None:
         pass
-
-
-class ConcatBalancer(Balancer):
-    name = "concat"
 
 
 class UncertaintyBalancer(Balancer):
@@ -185,7 +192,6 @@ class BalmmBalancer(Balancer):
     """The balanced multitask weighting of balmm (see module docstring and docs/method.md)."""
 
     name = "balmm"
-    detach_heads = False
 
     def __init__(self, modalities, cfg, label_mi):
         super().__init__(modalities, cfg, label_mi)
@@ -228,18 +234,9 @@ class BalmmBalancer(Balancer):
             out[m] = self.info[m] * (1.0 + self.cfg.weight_beta * lag)
         return out
 
-    def loss(self, model, out, y, masks):
-        sm = self.cfg.label_smoothing
-        parts = {FUSED: masked_ce(out["fused"], y, None, sm)}
-        total = self.w[FUSED] * parts[FUSED]
-        for m in model.heads:
-            if self.info[m] > 0.0:
-                parts[m] = masked_ce(out["logits"][m], y, masks[m], sm)
-                total = total + self.w[m] * parts[m]
-            else:  # not forced: its head learns as a probe that cannot move the encoder
-                parts[m] = masked_ce(model.heads[m](out["z"][m].detach()), y, masks[m], sm)
-                total = total + parts[m]
-        return total, parts
+    def _head_weight(self, m: str) -> float | None:
+        # an uninformative modality is not forced: its head learns as a detached probe
+        return self.w[m] if self.info[m] > 0.0 else None
 
     def end_epoch(self, val_f1: dict[str, float]) -> None:
         ema = self.cfg.weight_ema
@@ -258,7 +255,7 @@ def make_balancer(
     cls = {
         "balmm": BalmmBalancer,
         "none": Balancer,
-        "concat": ConcatBalancer,
+        "concat": Balancer,  # early fusion: only the fused loss, like "none"
         "uncertainty": UncertaintyBalancer,
         "ogm-ge": OGMGEBalancer,
     }[name]

@@ -171,6 +171,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError("config key 'stage2_lr_scale' must be > 0")
     if cfg.kd_temperature <= 0:
         raise ConfigError("config key 'kd_temperature' must be > 0")
+    if cfg.balancer == "concat" and cfg.encoder == "gcn":
+        raise ConfigError("config key 'balancer': concat (early fusion) needs encoder = mlp")
     return cfg
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 from typing import Any
 
 import numpy as np
@@ -12,6 +11,7 @@ from sklearn.linear_model import LogisticRegression
 
 import balmm
 from balmm.data.pairing import pairing_table
+from balmm.model.bundle import versions
 from balmm.model.fusion import CONCAT
 from balmm.profiling.shapley import CachedGame, exact_shapley
 from balmm.training.balancers import FUSED
@@ -57,10 +57,10 @@ def _probe_f1(z_fit, y_fit, z_eval, y_eval, n_classes: int, seed: int) -> float:
     return macro_f1(y_eval, probe.predict(z_eval), n_classes)
 
 
-def under_optimisation(model, sets, stage1, n_classes: int, seed: int) -> dict[str, dict]:
+def under_optimisation(model, sets, proba, stage1, n_classes: int, seed: int) -> dict[str, dict]:
     """Probe on the encoder trained alone (stage 1, before distillation) minus probe on the
     jointly trained encoder, on validation and test: > 0 means joint training left the
-    modality's encoder under-optimised."""
+    modality's encoder under-optimised. ``proba``: :func:`infer` of ``model`` per split."""
     from balmm.training.fit import _single, infer
 
     out: dict[str, dict] = {}
@@ -76,7 +76,7 @@ def under_optimisation(model, sets, stage1, n_classes: int, seed: int) -> dict[s
             mk = s.M[m].cpu().numpy() & (s.y.cpu().numpy() >= 0)
             emb[name] = (
                 infer(stage1[m]["net"], _single(s, m))[f"z:{m}"][mk],
-                infer(model, s)[f"z:{m}"][mk],
+                proba[name][f"z:{m}"][mk],
                 s.y.cpu().numpy()[mk],
             )
         za_fit, zj_fit, y_fit = emb["fit"]
@@ -91,7 +91,8 @@ def under_optimisation(model, sets, stage1, n_classes: int, seed: int) -> dict[s
     return out
 
 
-def _split_metrics(proba: dict[str, np.ndarray], s, classes: list[str], model) -> dict:
+def split_metrics(proba: dict[str, np.ndarray], s, classes: list[str], model) -> dict:
+    """Metrics of the fused head, and of each modality head over the samples that have it."""
     y = s.y.cpu().numpy()
     res: dict[str, Any] = {"fused": classification_metrics(y, proba[FUSED], classes)}
     mods = {}
@@ -102,9 +103,37 @@ def _split_metrics(proba: dict[str, np.ndarray], s, classes: list[str], model) -
     return res
 
 
+def predictions_table(
+    proba: dict[str, np.ndarray], s, classes: list[str], model, split: str | None = None
+) -> pd.DataFrame:
+    """One row per sample of ``s``: sample, [split,] true and predicted label, the fused
+    class probabilities, the modalities the fused head used, each modality head's
+    prediction (None where the sample lacks the modality)."""
+    p = proba[FUSED]
+    y = s.y.cpu().numpy()
+    pres = {m: s.M[m].cpu().numpy() for m in s.M}
+    used = [
+        ";".join(m for m in s.M if pres[m][i] and m not in model.fusion_off) for i in range(len(s))
+    ]
+    cols: dict[str, Any] = {"sample": s.ids.astype(str)}
+    if split is not None:
+        cols["split"] = split
+    cols["true"] = [classes[v] if v >= 0 else None for v in y]
+    cols["predicted"] = [classes[i] for i in p.argmax(1)]
+    df = pd.DataFrame(cols)
+    for j, c in enumerate(classes):
+        df[f"proba_{c}"] = p[:, j]
+    df["modalities_used"] = used
+    for m in model.heads:
+        df[f"predicted_{m}"] = [
+            classes[i] if pres[m][k] else None for k, i in enumerate(proba[m].argmax(1))
+        ]
+    return df
+
+
 def evaluate(
-    *, model, sets, classes, cfg, stage1, plan, label_mi, graph_info, balancer, final_weights,
-    selected_epoch, data, preprocessor, history, device, seconds,
+    *, model, sets, classes, cfg, stage1, plan, label_mi, label_mi_ci, graph_info, balancer,
+    final_weights, selected_epoch, data, preprocessor, history, device, seconds,
 ):  # fmt: skip
     from balmm.training.fit import TrainResult, infer
 
@@ -134,10 +163,10 @@ def evaluate(
             "seed": cfg.seed,
         },
         "classes": classes,
-        "val": _split_metrics(proba["val"], sets["val"], classes, model),
-        "test": _split_metrics(proba["test"], sets["test"], classes, model),
+        "val": split_metrics(proba["val"], sets["val"], classes, model),
+        "test": split_metrics(proba["test"], sets["test"], classes, model),
         "label_mi_bits": {
-            m: {"estimate": v[0], "ci": list(graph_info.get("label_mi_ci", {}).get(m, (v[1],)))}
+            m: {"estimate": v[0], "ci": list(label_mi_ci.get(m, (v[1],)))}
             for m, v in label_mi.items()
         },
         "stage1": {
@@ -155,48 +184,24 @@ def evaluate(
                 "val": shapley_contributions(model, sets["val"], n_classes),
                 "test": shapley_contributions(model, sets["test"], n_classes),
             },
-            "under_optimisation_gap": under_optimisation(model, sets, stage1, n_classes, cfg.seed),
+            "under_optimisation_gap": under_optimisation(
+                model, sets, proba, stage1, n_classes, cfg.seed
+            ),
             "weights": final_weights,
             "excluded_from_fusion": dict(balancer.excluded),
             "notes": list(balancer.notes),
         },
-        "graph": {k: v for k, v in graph_info.items() if k != "label_mi_ci"},
+        "graph": dict(graph_info),
         "seconds": seconds,
-        "versions": {
-            "balmm": balmm.__version__,
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-        },
+        "versions": versions(),
     }
-    rows = []
-    for name, split_label in (("fit", "train"), ("val", "val"), ("test", "test")):
-        s = sets[name]
-        p = proba[name][FUSED]
-        y = s.y.cpu().numpy()
-        pres = {m: s.M[m].cpu().numpy() for m in s.M}
-        used = [
-            ";".join(m for m in s.M if pres[m][i] and m not in model.fusion_off)
-            for i in range(len(s))
-        ]
-        df = pd.DataFrame(
-            {
-                "sample": s.ids.astype(str),
-                "split": split_label,
-                "true": [classes[v] if v >= 0 else None for v in y],
-                "predicted": [classes[i] for i in p.argmax(1)],
-            }
-        )
-        for j, c in enumerate(classes):
-            df[f"proba_{c}"] = p[:, j]
-        df["modalities_used"] = used
-        for m in model.heads:
-            pm = proba[name][m]
-            df[f"predicted_{m}"] = [
-                classes[i] if pres[m][k] else None for k, i in enumerate(pm.argmax(1))
-            ]
-        rows.append(df)
-    predictions = pd.concat(rows, ignore_index=True)
+    predictions = pd.concat(
+        [
+            predictions_table(proba[name], sets[name], classes, model, split=split_label)
+            for name, split_label in (("fit", "train"), ("val", "val"), ("test", "test"))
+        ],
+        ignore_index=True,
+    )
     graph_mode = metrics["protocol"]["graph"]
     if graph_mode:  # gcn: every output names the graph mode (transductive must be visible)
         predictions["graph"] = graph_mode

@@ -26,12 +26,14 @@ import torch
 
 from balmm.data.dataset import MultiOmicsData
 from balmm.data.splits import stratified_split
-from balmm.errors import ConfigError, InputError
+from balmm.errors import InputError
 from balmm.model.fusion import MultiModalNet
+from balmm.profiling import mi as mi_mod
+from balmm.profiling.plan import pair_lookup
 from balmm.progress import NULL_PROGRESS, Progress
 from balmm.training import kd as kd_mod
 from balmm.training.balancers import FUSED, Balancer, make_balancer, masked_ce
-from balmm.training.config import TrainConfig, _coerce, validate
+from balmm.training.config import TrainConfig, _coerce
 from balmm.training.metrics import bootstrap_f1, macro_f1
 
 logger = logging.getLogger("balmm")
@@ -65,23 +67,21 @@ def _split_from(processed, idx: np.ndarray, device: torch.device) -> Split:
 
 
 def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a CUDA device is an error."""
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for but no CUDA device is available")
-    return torch.device(device)
+    return mi_mod.resolve_device(device)
 
 
 # ----------------------------------------------------------------------------- forward
 def forward(
     model: MultiModalNet, s: Split, rows: torch.Tensor | None = None, masks=None
 ) -> dict[str, Any]:
-    """Model outputs for the samples of ``s`` (``rows``: a subset of them, mlp only)."""
+    """Model outputs for the samples of ``s`` (``rows``: a subset of them, mlp only; a
+    gcn split always runs on its whole graph)."""
     if s.adj is not None:  # gcn: run on the whole graph, keep this split's rows
         gm = s.gM if masks is None else masks
-        out = model(s.gX, gm, s.adj)
-        sel = s.graph_rows if rows is None else s.graph_rows[rows]
-        return _take(out, sel)
+        return _take(model(s.gX, gm, s.adj), s.graph_rows)
     if rows is None:
         return model(s.X, s.M if masks is None else masks)
     xs = {m: x[rows] for m, x in s.X.items()}
@@ -134,6 +134,18 @@ def _val_loss(proba: np.ndarray, y: np.ndarray) -> float:
     if not keep.any():
         return float("nan")
     return float(-np.log(np.clip(proba[keep, y[keep]], 1e-12, 1)).mean())
+
+
+def _score_val(
+    model: MultiModalNet, val: Split, score_head: str, select_on_loss: bool
+) -> tuple[dict[str, float], float, tuple[float, float]]:
+    """Validation macro-F1 of every head, the validation loss of ``score_head``, and the
+    selection key (higher is better; ties broken by the other criterion)."""
+    proba = infer(model, val)
+    f1s = head_f1(proba, val, model.n_classes)
+    vloss = _val_loss(proba[score_head], val.y.cpu().numpy())
+    key = (-vloss, f1s[score_head]) if select_on_loss else (f1s[score_head], -vloss)
+    return f1s, vloss, key
 
 
 # ----------------------------------------------------------------------------- loop
@@ -216,17 +228,13 @@ def _fit_loop(
         model.encoders[m].requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params or [])
     opt = torch.optim.AdamW(params, lr=cfg.lr * lr_scale, weight_decay=cfg.weight_decay)
-    n_classes = model.n_classes
     graph = fit.adj is not None
     best_key: tuple[float, float] | None = None
     best_state = copy.deepcopy(model.state_dict())
     best_score = float("nan")
     if not require_epoch:  # epoch 0 = the starting point (e.g. stage-1 encoders) competes too
-        proba0 = infer(model, val)
-        f0 = head_f1(proba0, val, n_classes)
+        f0, _, best_key = _score_val(model, val, score_head, select_on_loss)
         best_score = f0[score_head]
-        vl0 = -_val_loss(proba0[score_head], val.y.cpu().numpy())
-        best_key = (vl0, best_score) if select_on_loss else (best_score, vl0)
     history: list[dict] = []
     stale = 0
     progress.start(key, desc, total=epochs)
@@ -264,12 +272,9 @@ def _fit_loop(
         rec["loss"] = {k: v / nb for k, v in sums.items()}
         rec["grad_norm"] = {k: v / nb for k, v in gsum.items()}
         if epoch % cfg.eval_every == 0 or epoch == epochs:
-            proba = infer(model, val)
-            f1s = head_f1(proba, val, n_classes)
-            vloss = _val_loss(proba[score_head], val.y.cpu().numpy())
+            f1s, vloss, cand = _score_val(model, val, score_head, select_on_loss)
             rec["val_f1"] = f1s
             rec["val_loss"] = vloss
-            cand = (-vloss, f1s[score_head]) if select_on_loss else (f1s[score_head], -vloss)
             if best_key is None or cand > best_key:
                 best_key, best_state = cand, copy.deepcopy(model.state_dict())
                 best_score = f1s[score_head]
@@ -315,11 +320,9 @@ class TrainResult:
 
 
 def _resolve_config(config: TrainConfig | None, overrides: dict[str, Any]) -> TrainConfig:
-    cfg = copy.deepcopy(config) if config is not None else TrainConfig()
+    cfg = config if config is not None else TrainConfig()
     changes = {k: _coerce(k, v, "train() arguments") for k, v in overrides.items() if v is not None}
-    for k, v in changes.items():
-        setattr(cfg, k, v)
-    return validate(cfg)
+    return cfg.replace(**changes)
 
 
 def _encoder_kwargs(cfg: TrainConfig) -> dict[str, Any]:
@@ -344,7 +347,7 @@ def build_model(n_features: dict[str, int], n_classes: int, cfg: TrainConfig) ->
     )
 
 
-def _check_data(data: MultiOmicsData, cfg: TrainConfig) -> None:
+def _check_data(data: MultiOmicsData) -> None:
     if not data.mods:
         raise InputError("no modality to train on")
     train_ids = data.ids("train")
@@ -375,7 +378,7 @@ def train(
     if device is not None:
         overrides["device"] = device
     cfg = _resolve_config(config, overrides)
-    _check_data(data, cfg)
+    _check_data(data)
     t0 = time.perf_counter()
     dev = resolve_device(cfg.device)
     threads_before = torch.get_num_threads()
@@ -420,30 +423,30 @@ def _train(data, cfg, out, dev, progress, t0) -> TrainResult:
         "val": _split_from(proc, idx_val, dev),
         "test": _split_from(proc, idx_test, dev),
     }
-    graph_info: dict[str, Any] = {}
+    graph_info: dict[str, Any] = {}  # gcn: the graph's description (metrics.json)
+    graph_state: dict[str, torch.Tensor] | None = None  # gcn: what a bundle needs
     if cfg.encoder == "gcn":
         from balmm.model.graph import attach_graphs
 
-        graph_info = attach_graphs(proc, idx_fit, idx_val, idx_test, sets, cfg, dev)
+        graph_info, graph_state = attach_graphs(proc, idx_fit, idx_val, idx_test, sets, cfg, dev)
     mods = list(proc.X)
     n_features = {m: int(proc.X[m].shape[1]) for m in mods}
-    if cfg.balancer == "concat" and cfg.encoder == "gcn":
-        raise ConfigError("config key 'balancer': concat (early fusion) needs encoder = mlp")
 
     # ---------------------------------------------------------------- stage 1
     need_stage1 = cfg.balancer == "balmm" or cfg.measure_imbalance
     stage1: dict[str, dict] = {}
     history: list[dict] = []
     plan: list[dict] = []
-    label_mi: dict[str, tuple[float, float]] = {}
-    fitval = (sets["fit"], sets["val"])
-    y_train = np.concatenate([fitval[0].y.cpu().numpy(), fitval[1].y.cpu().numpy()])
+    label_mi: dict[str, tuple[float, float]] = {}  # modality -> (estimate, lower CI)
+    label_mi_ci: dict[str, tuple[float, float]] = {}  # modality -> (lower, upper CI)
+    tv = slice(0, n_fit + n_val)  # the fit and validation samples (contiguous in proc)
+    y_train = proc.y[tv]
     for m in mods:
-        has = np.concatenate([proc.mask[m][idx_fit], proc.mask[m][idx_val]])
-        xm = np.concatenate([proc.X[m][idx_fit], proc.X[m][idx_val]])[has]
+        has = proc.mask[m][tv]
+        xm = proc.X[m][tv][has]
         est, lo, hi = kd_mod.label_mi_probe(xm, y_train[has], n_classes, cfg.n_boot, cfg.seed)
         label_mi[m] = (est, lo)
-        graph_info.setdefault("label_mi_ci", {})[m] = (lo, hi)
+        label_mi_ci[m] = (lo, hi)
     if need_stage1 and cfg.pretrain_epochs > 0:
         stage1, h1 = _stage1(mods, n_features, n_classes, sets, cfg, progress)
         history += h1
@@ -455,9 +458,7 @@ def _train(data, cfg, out, dev, progress, t0) -> TrainResult:
     # ---------------------------------------------------------------- stage 2
     random_streams(cfg.seed, "stage2", "init")
     model = build_model(n_features, n_classes, cfg).to(dev)
-    balancer = make_balancer(cfg.balancer, mods, cfg, label_mi)
-    if hasattr(balancer, "to"):
-        balancer.to(dev)
+    balancer = make_balancer(cfg.balancer, mods, cfg, label_mi).to(dev)
     model.fusion_off = set(balancer.excluded)
     warm = cfg.balancer == "balmm" and cfg.pretrain_init and bool(stage1)
     lr_scale = cfg.stage2_lr_scale if warm else 1.0
@@ -471,7 +472,7 @@ def _train(data, cfg, out, dev, progress, t0) -> TrainResult:
     # makes the fused model the same whether or not such an assay is given (tested).
     frozen = set(balancer.excluded) if warm else set()
     rng, gen = random_streams(cfg.seed, "stage2")
-    best_state, h2, best_val = _fit_loop(
+    best_state, h2, _ = _fit_loop(
         model, lambda mdl, o, y, mk, rows: balancer.loss(mdl, o, y, mk), sets["fit"],
         sets["val"], cfg, cfg.epochs, cfg.patience, FUSED, rng, gen, progress, "stage2",
         f"stage 2 ({cfg.balancer})",
@@ -489,7 +490,7 @@ def _train(data, cfg, out, dev, progress, t0) -> TrainResult:
 
     result = evaluate(
         model=model, sets=sets, classes=classes, cfg=cfg, stage1=stage1, plan=plan,
-        label_mi=label_mi, graph_info=graph_info, balancer=balancer,
+        label_mi=label_mi, label_mi_ci=label_mi_ci, graph_info=graph_info, balancer=balancer,
         final_weights=final_weights, selected_epoch=selected["epoch"] if selected else 0,
         data=data, preprocessor=pre, history=history, device=dev, seconds=time.perf_counter() - t0,
     )  # fmt: skip
@@ -497,7 +498,7 @@ def _train(data, cfg, out, dev, progress, t0) -> TrainResult:
     result.stage1_states = {
         m: {k: st[k] for k in ("state", "kd_state") if k in st} for m, st in stage1.items()
     }
-    result.graph_state = result.metrics["graph"].pop("state", None)
+    result.graph_state = graph_state
     if out is not None:
         from balmm.training.report import write_outputs
 
@@ -607,7 +608,8 @@ def _distil(mods, n_features, n_classes, sets, stage1, label_mi, cfg, progress):
     plan = []
     for e in edges:
         d = e.to_dict()
-        d["I_teacher_student_bits"] = _pair_lookup(pair, e.teacher, e.student)
+        mi_ts = pair_lookup(pair, e.teacher, e.student)
+        d["I_teacher_student_bits"] = mi_ts[0] if mi_ts else float("nan")
         d["I_student_label_bits"] = label_mi[e.student][0]
         d["teacher_val_f1"] = strength[e.teacher][0]
         d["student_val_f1_before"] = strength[e.student][0]
@@ -621,11 +623,9 @@ def _distil(mods, n_features, n_classes, sets, stage1, label_mi, cfg, progress):
         net = stage1[s]["net"]
         net_kd = copy.deepcopy(net)
         rng, gen = random_streams(cfg.seed, "kd", s)
-        fit_s = _single(fit, s)
-        if fit.adj is None:  # restrict to the student's samples (mlp)
+        fit_s = _restrict(fit, s)
+        if fit.adj is None:  # the teachers' logits over the student's samples too (mlp)
             keep = fit.M[s].nonzero().squeeze(1)
-            fit_s = Split(fit.ids[keep.cpu().numpy()], {s: fit.X[s][keep]}, {s: fit.M[s][keep]},
-                          fit.y[keep])  # fmt: skip
             t_fit = [(lg[keep], mk[keep], w) for lg, mk, w in t_fit]
 
         def loss(model, out, y, masks, rows, _t=t_fit, _s=s):
@@ -642,15 +642,9 @@ def _distil(mods, n_features, n_classes, sets, stage1, label_mi, cfg, progress):
             r["modality"] = s
         hist += h
         net_kd.load_state_dict(state)
-        stage1[s]["kd_net"] = net_kd
         stage1[s]["kd_state"] = _enc_head_state(net_kd, s)
         stage1[s]["kd_val_f1"] = score
         for d in plan:
             if d["student"] == s and d["enabled"]:
                 d["student_val_f1_after"] = score
     return plan, hist
-
-
-def _pair_lookup(pair, a, b):
-    v = pair.get((a, b)) or pair.get((b, a))
-    return v[0] if v else float("nan")

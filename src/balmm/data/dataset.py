@@ -65,10 +65,16 @@ class MultiOmicsData:
             return []
         return sorted(self.obs[LABEL].dropna().astype(str).unique().tolist())
 
-    def y(self, ids: Sequence[str] | pd.Index | None = None) -> np.ndarray:
-        """Integer class codes for ``ids`` (all samples by default); -1 where unlabelled."""
+    def y(
+        self, ids: Sequence[str] | pd.Index | None = None, classes: Sequence[str] | None = None
+    ) -> np.ndarray:
+        """Integer class codes for ``ids`` (all samples by default); -1 where unlabelled.
+
+        ``classes`` (default :attr:`classes`) fixes the code order, e.g. a fitted model's
+        classes; a label not among them is -1 too.
+        """
         labels = self.obs[LABEL] if ids is None else self.obs.loc[list(ids), LABEL]
-        codes = {c: i for i, c in enumerate(self.classes)}
+        codes = {c: i for i, c in enumerate(self.classes if classes is None else classes)}
         return np.array(
             [codes.get(str(v), -1) if pd.notna(v) else -1 for v in labels], dtype=np.int64
         )

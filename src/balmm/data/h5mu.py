@@ -11,7 +11,7 @@ import anndata as ad
 import mudata as md
 import pandas as pd
 
-from balmm.data import readers, validate
+from balmm.data import readers
 from balmm.data.dataset import LABEL, SPLIT, MultiOmicsData
 from balmm.errors import InputError
 from balmm.outputs import atomic_file
@@ -85,19 +85,10 @@ def read_h5mu_raw(path: Path) -> readers.RawInput:
         raise InputError(f"{path}: not a readable .h5mu file ({type(exc).__name__})") from exc
     if not mdata.mod:
         raise InputError(f"{path}: the .h5mu file holds no modality")
-    mods = {}
-    for name, m in mdata.mod.items():
-        where = f"{path} (modality {name!r})"
-        x = readers.to_float32(m.X, where)
-        a = ad.AnnData(
-            X=x,
-            obs=pd.DataFrame(index=pd.Index(m.obs_names.astype(str), name="sample")),
-            var=pd.DataFrame(index=pd.Index(m.var_names.astype(str), name="feature")),
-        )
-        validate.check_unique(a.obs_names, "sample ID", where)
-        validate.check_unique(a.var_names, "feature name", where)
-        validate.check_matrix(a, where)
-        mods[name] = a
+    mods = {
+        name: readers.clean_anndata(m.X, m.obs_names, m.var_names, f"{path} (modality {name!r})")
+        for name, m in mdata.mod.items()
+    }
     obs = mdata.obs.copy()
     obs.index = obs.index.astype(str)
     for col in obs.columns:

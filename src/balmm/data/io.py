@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import anndata as ad
@@ -152,16 +151,10 @@ def _check_positional(raw: readers.RawInput, labels: list[Path]) -> None:
     raw.notes.append("--no-ids: samples paired by row position and named row_0001, ...")
 
 
-@dataclass
-class _TestSpec:
-    ids: pd.Index
-    files: list[str]
-
-
-def _apply_test_option(raw: readers.RawInput, test: list[str]) -> _TestSpec:
-    """Add NAME=PATH test files to their modality; gather IDs named by test-ID files."""
+def _apply_test_option(raw: readers.RawInput, test: list[str]) -> pd.Index:
+    """Add NAME=PATH test files to their modality; return the test IDs (of those files and
+    of the test-ID files)."""
     ids: list[str] = []
-    files: list[str] = []
     id_files: list[Path] = []
     for spec in test:
         named = _parse_named(spec)
@@ -182,10 +175,8 @@ def _apply_test_option(raw: readers.RawInput, test: list[str]) -> _TestSpec:
             if obs is not None and obs.shape[1]:
                 raw.annotations = _merge_annotations([raw.annotations, obs])
             ids += list(adata.obs_names)
-            files.append(spec)
         else:
             id_files.append(Path(spec))
-            files.append(spec)
     known = set().union(*(set(m.obs_names) for m in raw.mods.values()))
     for path in id_files:
         readers.check_exists(path, "--test file")
@@ -202,7 +193,7 @@ def _apply_test_option(raw: readers.RawInput, test: list[str]) -> _TestSpec:
         if len(found) < len(listed):
             raw.notes.append(f"--test {path}: {len(listed) - len(found)} IDs not in the inputs")
         ids += found
-    return _TestSpec(pd.Index(pd.unique(pd.Index(ids))), files)
+    return pd.Index(pd.unique(pd.Index(ids)))
 
 
 def load_inputs(
@@ -238,7 +229,7 @@ def load_inputs(
     raw = _read_inputs(list(inputs), no_ids)
     if no_ids:
         _check_positional(raw, labels)
-    test_spec = _apply_test_option(raw, test) if test else None
+    test_ids = _apply_test_option(raw, test) if test else None
     mods = raw.mods
     validate.check_shared_samples(mods)
 
@@ -296,7 +287,7 @@ def load_inputs(
 
     # Split: --test, then --split-col, then the layout, then a 'split' column, else carve.
     split, split_source = _resolve_split(
-        raw, test_spec, table, split_col, obs, union, test_size, seed, notes
+        raw, test_ids, test, table, split_col, obs, union, test_size, seed, notes
     )
     obs[SPLIT] = split
     if require_labels:
@@ -318,7 +309,8 @@ def load_inputs(
 
 def _resolve_split(
     raw: readers.RawInput,
-    test_spec: _TestSpec | None,
+    test_ids: pd.Index | None,
+    test: list[str],
     table: pd.DataFrame,
     split_col: str | None,
     obs: pd.DataFrame,
@@ -328,10 +320,10 @@ def _resolve_split(
     notes: list[str],
 ) -> tuple[pd.Series, str]:
     stored_source = raw.uns.pop("_split_source", None)
-    if test_spec is not None:
+    if test_ids is not None:
         split = pd.Series(TRAIN, index=union, dtype=object)
-        split[union.isin(test_spec.ids)] = TEST
-        return split, f"given (--test {' '.join(test_spec.files)})"
+        split[union.isin(test_ids)] = TEST
+        return split, f"given (--test {' '.join(test)})"
     col = split_col if split_col is not None else (SPLIT if SPLIT in table.columns else None)
     if col is not None:
         split = split_values(table[col].reindex(union), col)
@@ -358,7 +350,8 @@ def _resolve_split(
         split[held] = TEST
         # A carved split must leave every class 2 training samples (checked later): tiny
         # classes give their test samples back to train, and the report says so.
-        for cls, n in lab.value_counts().items():
+        counts = lab.value_counts()
+        for cls, n in counts.items():
             members = lab.index[lab.to_numpy() == cls]
             in_test = members[split[members].to_numpy() == TEST]
             give_back = min(len(in_test), max(0, 2 - (n - len(in_test))))
@@ -368,7 +361,7 @@ def _resolve_split(
                     f"class {cls!r} has only {n} labelled samples: {give_back} moved from the "
                     "carved test split back to train (a class needs 2 training samples)"
                 )
-        how = "stratified" if lab.value_counts().min() >= 2 else "random"
+        how = "stratified" if counts.min() >= 2 else "random"
         return split, f"carved ({how}, test_size={test_size}, seed={seed})"
     if len(union) >= 2:
         _, held = stratified_split(union, np.zeros(len(union)), test_size, seed)

@@ -106,7 +106,7 @@ def read_mogonet(folder: Path, id_prefix: str = "") -> RawInput:
         name = guess_modality_name(feats, k, taken)
         taken.add(name)
         adata = ad.AnnData(
-            X=np.vstack(parts).astype(np.float32),
+            X=np.vstack(parts),  # float32 already (numeric_values); vstack copies
             obs=pd.DataFrame(index=pd.Index(names, name="sample")),
             var=pd.DataFrame(index=pd.Index(feats, name="feature")),
         )

@@ -89,10 +89,19 @@ def _nan_stats(x: np.ndarray | sp.spmatrix) -> tuple[np.ndarray, np.ndarray, np.
     return observed.sum(0), xmin, xmax
 
 
-def _log1p(x: np.ndarray | sp.spmatrix) -> np.ndarray | sp.spmatrix:
-    """scanpy's log1p on a float64 copy (sparse stays sparse; NaN stays NaN)."""
-    x = x.astype(np.float64) if sp.issparse(x) else np.array(x, dtype=np.float64)
-    return sc.pp.log1p(x, copy=True)
+def _log1p(x: np.ndarray | sp.spmatrix, inplace: bool = False) -> np.ndarray | sp.spmatrix:
+    """scanpy's log1p in float64 (sparse stays sparse; NaN stays NaN).
+
+    ``x`` is left untouched (the log is taken on one float64 copy, C-ordered when dense: the
+    layout decides the summation order of later statistics) unless ``inplace``, which needs
+    a plain float64 ``np.ndarray`` that the caller owns.
+    """
+    if not inplace:
+        if sp.issparse(x):
+            x = x.astype(np.float64, copy=True)
+        else:
+            x = np.array(x, dtype=np.float64, order="C")
+    return sc.pp.log1p(x, copy=False)
 
 
 def is_count_like(x: np.ndarray | sp.spmatrix) -> bool:
@@ -127,10 +136,6 @@ class Preprocessor:
     def features(self) -> dict[str, list[str]]:
         """Modality -> kept feature names (the columns of ``ProcessedData.X[m]``)."""
         return {m: list(s.features) for m, s in self._mods.items()}
-
-    @property
-    def fitted(self) -> bool:
-        return bool(self._mods)
 
     def summary(self) -> dict[str, dict]:
         """Per modality: count detection, features in/dropped/kept (for reports)."""
@@ -241,9 +246,10 @@ class Preprocessor:
                     r = rows[start : start + CHUNK_ROWS]
                     out[r] = self._transform_modality(name, state, adata, ids[r])
             X[name], mask[name] = out, have
-        codes = {c: i for i, c in enumerate(self.classes)}
-        labels = data.obs.loc[ids, LABEL] if LABEL in data.obs else pd.Series(np.nan, index=ids)
-        y = np.array([codes.get(str(v), -1) if pd.notna(v) else -1 for v in labels], np.int64)
+        if LABEL in data.obs:
+            y = data.y(ids, classes=self.classes)
+        else:
+            y = np.full(len(ids), -1, dtype=np.int64)
         return ProcessedData(ids=ids, X=X, mask=mask, y=y, classes=list(self.classes))
 
     def _transform_modality(
@@ -264,18 +270,17 @@ class Preprocessor:
             )
         rows = adata.obs_names.get_indexer(ids)
         x = adata.X[rows][:, np.where(missing, 0, pos)]
+        # ``x`` is a float64 array of its own (fancy indexing copies): log1p works in place.
         x = _dense(x)
         x[:, missing] = np.nan
         if state.is_count:
-            x = _log1p(np.clip(x, 0, None))
+            np.clip(x, 0, None, out=x)
+            x = _log1p(x, inplace=True)
         x = np.where(np.isnan(x), state.median, x)
         x = (x - state.mean) / np.where(state.scale > 0, state.scale, 1.0)
         if self.clip is not None:
             np.clip(x, -self.clip, self.clip, out=x)
         return x.astype(np.float32)
-
-    def fit_transform(self, data: MultiOmicsData, train_ids: pd.Index | list[str]) -> ProcessedData:
-        return self.fit(data, train_ids).transform(data, train_ids)
 
     # ----------------------------------------------------------- save / load
 

@@ -177,18 +177,24 @@ def read_h5ad_file(path: Path, name: str) -> tuple[ad.AnnData, pd.DataFrame]:
         adata = ad.read_h5ad(path)
     except Exception as exc:  # h5py/anndata raise many types for damaged files
         raise InputError(f"{path}: not a readable .h5ad file ({type(exc).__name__})") from exc
-    where = f"{path} (modality {name!r})"
     obs = adata.obs.copy()
     obs.index = obs.index.astype(str)
-    clean = ad.AnnData(
-        X=to_float32(adata.X, where),
-        obs=pd.DataFrame(index=pd.Index(obs.index, name="sample")),
-        var=pd.DataFrame(index=pd.Index(adata.var_names.astype(str), name="feature")),
-    )
-    validate.check_unique(clean.obs_names, "sample ID", where)
-    validate.check_unique(clean.var_names, "feature name", where)
-    validate.check_matrix(clean, where)
+    clean = clean_anndata(adata.X, obs.index, adata.var_names, f"{path} (modality {name!r})")
     return clean, obs
+
+
+def clean_anndata(x: object, obs_names: pd.Index, var_names: pd.Index, where: str) -> ad.AnnData:
+    """A bare, validated AnnData of a stored matrix: float32 X (sparse stays sparse) with
+    string sample IDs / feature names and nothing else (stored obs/var/uns are dropped)."""
+    adata = ad.AnnData(
+        X=to_float32(x, where),
+        obs=pd.DataFrame(index=pd.Index(obs_names.astype(str), name="sample")),
+        var=pd.DataFrame(index=pd.Index(var_names.astype(str), name="feature")),
+    )
+    validate.check_unique(adata.obs_names, "sample ID", where)
+    validate.check_unique(adata.var_names, "feature name", where)
+    validate.check_matrix(adata, where)
+    return adata
 
 
 def to_float32(x: object, where: str) -> np.ndarray | sp.csr_matrix:

@@ -44,7 +44,11 @@ def numeric_values(df: pd.DataFrame, where: str) -> np.ndarray:
                 f"{where}: non-numeric value {raw[row]!r} in row {row!r}, column {col!r}"
             )
         df[col] = conv
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore"):  # a value beyond float32 becomes +-inf (then rejected)
+        if all(pd.api.types.is_float_dtype(t) for t in df.dtypes):
+            # float -> float32 directly: the same single rounding, without a float64 copy
+            return df.to_numpy(dtype=np.float32, copy=True)
+        # via float64: an integer above 2**53 would round differently if cast straight
         return df.to_numpy(dtype=np.float64).astype(np.float32)
 
 

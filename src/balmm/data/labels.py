@@ -38,20 +38,17 @@ def _class_name(v: object) -> str | None:
 def normalise_labels(values: pd.Series) -> tuple[pd.Series, dict[str, str]]:
     """Class strings (integer-valued numbers -> '0', '1', ...) and class -> original text."""
     mapping: dict[str, str] = {}
-    names: dict[object, str | None] = {}
     # Work on distinct values only: label columns have few values but may have many rows.
-    for v in pd.unique(values.astype(object).to_numpy()):
+    codes, uniques = pd.factorize(values.astype(object).to_numpy())  # missing -> code -1
+    names = []
+    for v in uniques:
         cls = _class_name(v)
-        names[v] = cls
+        names.append(np.nan if cls is None else cls)
         if cls is not None:
             # Integer-valued numbers (0.0, 1) are their own class name; text keeps its spelling.
             mapping.setdefault(cls, cls if isinstance(v, int | float | np.number) else str(v))
-    out = pd.Series(
-        [None if _missing(v) else names[v] for v in values.astype(object).to_numpy()],
-        index=values.index,
-        dtype=object,
-    )
-    out = out.where(out.notna(), np.nan)
+    table = np.array([*names, np.nan], dtype=object)  # the last entry serves code -1
+    out = pd.Series(table[codes], index=values.index, dtype=object)
     return out, dict(sorted(mapping.items()))
 
 
@@ -86,14 +83,11 @@ def choose_label_column(
 
 
 def split_values(col: pd.Series, key: str) -> pd.Series:
-    out = pd.Series(np.nan, index=col.index, dtype=object)
-    for sid, v in col.items():
-        if pd.isna(v):
-            continue
-        word = _SPLIT_WORDS.get(str(v).strip().lower())
-        if word is None:
-            raise InputError(
-                f"split column {key!r}: sample {sid!r} has {v!r}; expected train or test"
-            )
-        out[sid] = word
-    return out
+    words = col.dropna().astype(str).str.strip().str.lower().map(_SPLIT_WORDS)
+    bad = words.index[words.isna()]
+    if len(bad):
+        sid = bad[0]
+        raise InputError(
+            f"split column {key!r}: sample {sid!r} has {col[sid]!r}; expected train or test"
+        )
+    return words.reindex(col.index).astype(object)

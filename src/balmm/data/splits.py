@@ -27,3 +27,12 @@ def stratified_split(
         np.arange(len(ids)), test_size=test_size, random_state=seed, stratify=stratify
     )
     return ids[np.sort(keep)], ids[np.sort(held)]
+
+
+def stratified_subsample(n: int, labels: np.ndarray, n_max: int, seed: int) -> np.ndarray:
+    """Sorted positions of a stratified random subsample of at most ``n_max`` of ``n``
+    samples (all of them when ``n <= n_max``): probes need a few thousand, not millions."""
+    if n <= n_max:
+        return np.arange(n)
+    keep, _ = train_test_split(np.arange(n), train_size=n_max, stratify=labels, random_state=seed)
+    return np.sort(keep)

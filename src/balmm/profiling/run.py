@@ -25,6 +25,7 @@ from sklearn.decomposition import PCA
 
 from balmm.data.dataset import MultiOmicsData
 from balmm.data.pairing import pairing_table
+from balmm.data.splits import stratified_subsample
 from balmm.errors import ConfigError, InputError
 from balmm.profiling import mi as mi_mod
 from balmm.profiling.plan import KDEdge, distillation_plan, teachers_of
@@ -90,18 +91,6 @@ class ProfileResult:
         from balmm.profiling.report import write_report
 
         return write_report(self, out)
-
-
-def _stratified_subsample(
-    ids: pd.Index, y: np.ndarray, n_max: int, seed: int
-) -> tuple[pd.Index, np.ndarray]:
-    if len(ids) <= n_max:
-        return ids, y
-    from sklearn.model_selection import train_test_split
-
-    keep, _ = train_test_split(np.arange(len(ids)), train_size=n_max, stratify=y, random_state=seed)
-    keep = np.sort(keep)
-    return ids[keep], y[keep]
 
 
 def _pca(x: np.ndarray, dims: int, seed: int) -> np.ndarray:
@@ -220,7 +209,8 @@ def _profile(
         )
     warn: list[str] = []
     y_all = data.y(train_all)
-    train_ids, y_train = _stratified_subsample(train_all, y_all, max_probe_samples, seed)
+    keep = stratified_subsample(len(train_all), y_all, max_probe_samples, seed)
+    train_ids = train_all[keep]
     if len(train_ids) < len(train_all):
         warn.append(
             f"probes and Shapley values use a stratified random subsample of {len(train_ids)} "

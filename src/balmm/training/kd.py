@@ -23,6 +23,7 @@ from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
+from balmm.data.splits import stratified_subsample
 from balmm.profiling import mi as mi_mod
 
 logger = logging.getLogger("balmm")
@@ -75,12 +76,8 @@ def label_mi_probe(
 ) -> tuple[float, float, float]:
     """I(X; Y) in bits from out-of-fold logistic-regression probabilities:
     (estimate, lower, upper) of a 95% bootstrap interval."""
-    if len(y) > max_samples:  # a probe on a stratified subsample: enough for bits-level MI
-        from sklearn.model_selection import train_test_split
-
-        keep, _ = train_test_split(np.arange(len(y)), train_size=max_samples, random_state=seed,
-                                   stratify=y)  # fmt: skip
-        x, y = x[np.sort(keep)], y[np.sort(keep)]
+    keep = stratified_subsample(len(y), y, max_samples, seed)  # enough for bits-level MI
+    x, y = x[keep], y[keep]
     counts = np.bincount(y, minlength=n_classes)
     folds = int(min(5, counts[counts > 0].min())) if len(y) else 0
     if folds < 2 or (counts > 0).sum() < 2:

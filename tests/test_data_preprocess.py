@@ -115,3 +115,23 @@ def test_missing_modality_rows_are_zero_masked_and_save_load(tmp_path):
     for m in out.X:
         np.testing.assert_array_equal(again.X[m], out.X[m])
     assert Preprocessor.load(tmp_path / "pp").features == pre.features
+
+
+def test_sparse_input_with_missing_values_matches_dense():
+    # A sparse matrix with NaN entries must keep the same features and give the same
+    # values as its dense copy (NaN counted per feature, ignored by min and max).
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(40, 6)) * (rng.random((40, 6)) < 0.5)
+    x[[2, 7], 1] = np.nan
+    x[11, 4] = np.nan
+    dense = _data({"m": x.astype(np.float32)}, n_train=30)
+    sparse = _data({"m": x.astype(np.float32)}, n_train=30)
+    sparse.mods["m"].X = sp.csr_matrix(x.astype(np.float32))
+    a = Preprocessor(max_features=None).fit(dense, dense.ids("train"))
+    b = Preprocessor(max_features=None).fit(sparse, sparse.ids("train"))
+    assert a.features == b.features and len(a.features["m"]) == 6
+    np.testing.assert_allclose(
+        a.transform(dense, dense.samples).X["m"],
+        b.transform(sparse, sparse.samples).X["m"],
+        atol=1e-6,
+    )

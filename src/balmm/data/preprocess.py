@@ -77,11 +77,12 @@ def _dense(x: np.ndarray | sp.spmatrix, dtype: type = np.float64) -> np.ndarray:
 def _nan_stats(x: np.ndarray | sp.spmatrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-feature (observed count, nan-min, nan-max) without densifying sparse input."""
     if sp.issparse(x):
-        x = sp.csc_matrix(x)
+        from sklearn.utils.sparsefuncs import min_max_axis
+
+        x = sp.csr_matrix(x)  # CSR: .indices are column numbers
         n = x.shape[0] - np.bincount(x.indices[np.isnan(x.data)], minlength=x.shape[1])
-        xmin = np.asarray(x.min(axis=0).toarray()).ravel()
-        xmax = np.asarray(x.max(axis=0).toarray()).ravel()
-        return n, xmin, xmax
+        xmin, xmax = min_max_axis(x, axis=0, ignore_nan=True)
+        return n, np.asarray(xmin, dtype=np.float64), np.asarray(xmax, dtype=np.float64)
     observed = ~np.isnan(x)
     with np.errstate(all="ignore"):
         xmin = np.where(observed.any(0), np.nanmin(np.where(observed, x, np.inf), axis=0), np.nan)

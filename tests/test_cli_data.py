@@ -215,6 +215,13 @@ def test_mogonet_row_counts_disagree(capsys, tmp_path):
     _fail(capsys, ["inspect", str(tmp_path)], "row counts disagree", "2_tr.csv: 19", "1_tr.csv: 20")
 
 
+def test_mogonet_test_labels_without_test_matrices(capsys, tmp_path):
+    write_mogonet(tmp_path)
+    for f in tmp_path.glob("[0-9]_te.csv"):
+        f.unlink()
+    _fail(capsys, ["inspect", str(tmp_path)], "labels_te.csv has 10 rows", "no k_te.csv matrix")
+
+
 def test_label_column_missing_and_repeated_name(capsys, tmp_path, named):
     specs, lab = named
     _fail(

@@ -121,6 +121,11 @@ def read_mogonet(folder: Path, id_prefix: str = "") -> RawInput:
         }
         lab_file = f"labels_{split}.csv"
         if lab_file in counts:
+            if not split_counts:
+                raise InputError(
+                    f"{folder}: {lab_file} has {counts[lab_file]} rows but there is no "
+                    f"k_{split}.csv matrix for them"
+                )
             split_counts[lab_file] = counts[lab_file]
         if len(set(split_counts.values())) > 1:
             detail = ", ".join(f"{f}: {n}" for f, n in sorted(split_counts.items()))

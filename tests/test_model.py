@@ -11,7 +11,13 @@ import torch
 import torch.nn.functional as F
 
 from balmm.model.fusion import MultiModalNet
-from balmm.model.graph import attach, fused_graph, gcn_adjacency, inductive_adjacency
+from balmm.model.graph import (
+    adjacency_for_new,
+    attach,
+    fused_graph,
+    gcn_adjacency,
+    inductive_adjacency,
+)
 from balmm.training.balancers import BalmmBalancer, ogm_coefficients
 from balmm.training.config import TrainConfig
 from balmm.training.kd import kd_loss
@@ -145,6 +151,25 @@ def test_snf_graph_sparse_and_inductive_attachment():
     # training rows are unchanged and receive no edge from the new samples
     assert abs(full[:n, :n] - adj).max() == 0 and full[:n, n:].nnz == 0
     assert np.allclose(np.asarray(full.sum(1)).ravel(), 1.0)
+
+
+def test_transductive_graph_is_rebuilt_with_the_models_snf_iterations():
+    # A transductive bundle stores no training adjacency; predict rebuilds it and must use
+    # the model's snf_iterations (it used to be fixed at 10).
+    rng = np.random.default_rng(1)
+    X = {"a": rng.normal(size=(40, 5)), "b": rng.normal(size=(40, 3))}
+    M = {m: np.ones(40, bool) for m in X}
+    w, eps = fused_graph(X, M, 5, 2, 0.5)
+    state = {f"X:{m}": torch.as_tensor(x) for m, x in X.items()}
+    state.update({f"M:{m}": torch.as_tensor(M[m].astype(np.uint8)) for m in M})
+    state.update({f"eps:{m}": torch.as_tensor(eps[m]) for m in eps})
+    Xn = {m: x[:4] + 0.01 for m, x in X.items()}
+    Mn = {m: np.ones(4, bool) for m in X}
+    got, _, _ = adjacency_for_new(state, Xn, Mn, 5, 0.5, iterations=2)
+    want = inductive_adjacency(gcn_adjacency(w), attach(X, M, eps, Xn, Mn, 5, 0.5))
+    assert abs(got - want).max() < 1e-12
+    other, _, _ = adjacency_for_new(state, Xn, Mn, 5, 0.5, iterations=10)
+    assert abs(other - want).max() > 1e-6
 
 
 def test_linear_encoder_is_one_affine_map():

@@ -102,7 +102,7 @@ def predict(
 
         cfg = bundle.config
         adj, X_ref, M_ref = adjacency_for_new(bundle.graph, proc.X, proc.mask, cfg["knn_k"],
-                                              cfg["snf_mu"])  # fmt: skip
+                                              cfg["snf_mu"], cfg["snf_iterations"])  # fmt: skip
         n_ref = len(next(iter(X_ref.values())))
         s.adj = to_torch(adj, dev)
         s.gX = {m: torch.as_tensor(np.concatenate([X_ref[m], proc.X[m]]), device=dev)

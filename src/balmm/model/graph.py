@@ -225,9 +225,16 @@ def attach_graphs(
     return info, state
 
 
-def adjacency_for_new(state: dict[str, torch.Tensor], X_new: dict[str, np.ndarray],
-                      M_new: dict[str, np.ndarray], k: int, mu: float):  # fmt: skip
-    """At predict time: attach new samples to the saved training graph (inductive)."""
+def adjacency_for_new(
+    state: dict[str, torch.Tensor],
+    X_new: dict[str, np.ndarray],
+    M_new: dict[str, np.ndarray],
+    k: int,
+    mu: float,
+    iterations: int,
+):
+    """At predict time: attach new samples to the saved training graph (inductive).
+    ``iterations`` (the model's ``snf_iterations``) rebuilds a transductive model's graph."""
     mods = [key[2:] for key in state if key.startswith("X:")]
     X_ref = {m: state[f"X:{m}"].numpy() for m in mods}
     M_ref = {m: state[f"M:{m}"].numpy().astype(bool) for m in mods}
@@ -237,6 +244,6 @@ def adjacency_for_new(state: dict[str, torch.Tensor], X_new: dict[str, np.ndarra
         idx = state["adj_index"].numpy()
         a_ref = sp.csr_matrix((state["adj_value"].numpy(), (idx[0], idx[1])), (n_ref, n_ref))
     else:  # a transductive model: rebuild the training part of the graph
-        a_ref = gcn_adjacency(fused_graph(X_ref, M_ref, k, 10, mu)[0])
+        a_ref = gcn_adjacency(fused_graph(X_ref, M_ref, k, iterations, mu)[0])
     w_new = attach(X_ref, M_ref, eps, X_new, M_new, k, mu)
     return inductive_adjacency(a_ref, w_new), X_ref, M_ref

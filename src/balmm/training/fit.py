@@ -191,11 +191,19 @@ def _drop_modalities(
 
 
 def _grad_norms(model: MultiModalNet) -> dict[str, float]:
-    out = {}
+    """Gradient norm per encoder (for history.jsonl)."""
+    owners, squares = [], []
     for m, enc in model.encoders.items():
-        sq = sum(float(p.grad.pow(2).sum()) for p in enc.parameters() if p.grad is not None)
-        out[m] = math.sqrt(sq)
-    return out
+        for p in enc.parameters():
+            if p.grad is not None:
+                owners.append(m)
+                squares.append(p.grad.pow(2).sum())
+    # one host transfer per batch instead of one per parameter tensor (a sync each on CUDA)
+    values = torch.stack(squares).tolist() if squares else []
+    sq = dict.fromkeys(model.encoders, 0.0)
+    for m, v in zip(owners, values, strict=True):
+        sq[m] += v
+    return {m: math.sqrt(v) for m, v in sq.items()}
 
 
 def _fit_loop(
@@ -264,9 +272,9 @@ def _fit_loop(
             for m, g in _grad_norms(model).items():
                 gsum[m] = gsum.get(m, 0.0) + g
             opt.step()
-            sums["total"] = sums.get("total", 0.0) + float(total.detach())
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            losses = torch.stack([total.detach(), *(v.detach() for v in parts.values())])
+            for k, v in zip(["total", *parts], losses.tolist(), strict=True):
+                sums[k] = sums.get(k, 0.0) + v
             nb += 1
         rec: dict[str, Any] = {"stage": key, "epoch": epoch}
         rec["loss"] = {k: v / nb for k, v in sums.items()}

@@ -242,10 +242,11 @@ class Preprocessor:
             if adata is not None:
                 have = ids.isin(adata.obs_names)
                 rows = np.flatnonzero(have)
+                pos = self._feature_positions(name, state, adata)
                 # Chunks bound the float64 working copy (single-cell sized inputs).
                 for start in range(0, len(rows), CHUNK_ROWS):
                     r = rows[start : start + CHUNK_ROWS]
-                    out[r] = self._transform_modality(name, state, adata, ids[r])
+                    out[r] = self._transform_modality(state, adata, ids[r], pos)
             X[name], mask[name] = out, have
         if LABEL in data.obs:
             y = data.y(ids, classes=self.classes)
@@ -253,9 +254,9 @@ class Preprocessor:
             y = np.full(len(ids), -1, dtype=np.int64)
         return ProcessedData(ids=ids, X=X, mask=mask, y=y, classes=list(self.classes))
 
-    def _transform_modality(
-        self, name: str, state: _ModState, adata: ad.AnnData, ids: pd.Index
-    ) -> np.ndarray:
+    @staticmethod
+    def _feature_positions(name: str, state: _ModState, adata: ad.AnnData) -> np.ndarray:
+        """Column of each model feature in ``adata`` (-1: absent, warned about once)."""
         pos = adata.var_names.get_indexer(pd.Index(state.features))
         missing = pos < 0
         if missing.all():
@@ -269,6 +270,12 @@ class Preprocessor:
                 len(pos),
                 state.features[int(np.flatnonzero(missing)[0])],
             )
+        return pos
+
+    def _transform_modality(
+        self, state: _ModState, adata: ad.AnnData, ids: pd.Index, pos: np.ndarray
+    ) -> np.ndarray:
+        missing = pos < 0
         rows = adata.obs_names.get_indexer(ids)
         x = adata.X[rows][:, np.where(missing, 0, pos)]
         # ``x`` is a float64 array of its own (fancy indexing copies): log1p works in place.

@@ -42,33 +42,19 @@ def fmt_ci(v, ci, digits: int = 3) -> str:
 
 
 def strength_table(r: ProfileResult) -> pd.DataFrame:
-    rows = []
-    for m, e in r.modalities.items():
-        p = e.get("probe")
-        if p is None:
-            continue
-        rows.append(
-            {
-                "modality": m,
-                "n (train)": p["n_samples"],
-                "macro-F1 [95% CI]": fmt_ci(p["macro_f1"], p["macro_f1_ci"]),
-                "accuracy [95% CI]": fmt_ci(p["accuracy"], p["accuracy_ci"]),
-                "balanced acc. [95% CI]": fmt_ci(p["balanced_accuracy"], p["balanced_accuracy_ci"]),
-                "I(X;Y) bits [95% CI]": fmt_ci(e["mi_label_bits"], e["mi_label_bits_ci"]),
-            }
-        )
-    c = r.concatenated
-    p = c["probe"]
-    rows.append(
-        {
-            "modality": CONCAT,
+    def row(name: str, entry: dict) -> dict:  # a modality's entry, or the concatenation's
+        p = entry["probe"]
+        return {
+            "modality": name,
             "n (train)": p["n_samples"],
             "macro-F1 [95% CI]": fmt_ci(p["macro_f1"], p["macro_f1_ci"]),
             "accuracy [95% CI]": fmt_ci(p["accuracy"], p["accuracy_ci"]),
             "balanced acc. [95% CI]": fmt_ci(p["balanced_accuracy"], p["balanced_accuracy_ci"]),
-            "I(X;Y) bits [95% CI]": fmt_ci(c["mi_label_bits"], c["mi_label_bits_ci"]),
+            "I(X;Y) bits [95% CI]": fmt_ci(entry["mi_label_bits"], entry["mi_label_bits_ci"]),
         }
-    )
+
+    rows = [row(m, e) for m, e in r.modalities.items() if e.get("probe") is not None]
+    rows.append(row(CONCAT, r.concatenated))
     return pd.DataFrame(rows).set_index("modality")
 
 

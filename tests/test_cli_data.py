@@ -44,12 +44,24 @@ def test_inspect_default_example(capsys):
     assert "0 (= Normal control)" in out and "118" in out and "55" in out
 
 
-def test_inspect_json_and_partial_pairing(capsys):
-    assert main(["inspect", str(example_path("brca")), "--json"]) == 0
+def test_inspect_json_and_partial_pairing(tmp_path, capsys):
+    # Like the TCGA-BRCA subset: the third assay exists for the training samples only.
+    mods, y = frames(30, n_feat=(6, 4, 3))
+    train, test = y.index[:20], y.index[20:]
+    specs, tests = [], []
+    for name, df in mods.items():
+        df.loc[train].to_csv(tmp_path / f"{name}_train.csv")
+        specs.append(f"{name}={tmp_path / f'{name}_train.csv'}")
+        if name != "m2":
+            df.loc[test].to_csv(tmp_path / f"{name}_test.csv")
+            tests += ["--test", f"{name}={tmp_path / f'{name}_test.csv'}"]
+    y.to_frame().to_csv(tmp_path / "labels.csv")
+    argv = ["inspect", *specs, *tests, "--labels", str(tmp_path / "labels.csv"), "--json"]
+    assert main(argv) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["modalities"]["protein"]["n_test"] == 0
-    assert info["pairing"]["modalities"]["protein"] == {"present": 150, "missing": 70}
-    assert info["labels"]["test"] == {"Basal": 21, "Her2": 14, "LumA": 35}
+    assert info["modalities"]["m2"]["n_test"] == 0
+    assert info["pairing"]["modalities"]["m2"] == {"present": 20, "missing": 10}
+    assert info["labels"]["test"] == {"case": 5, "ctrl": 5}
 
 
 def test_convert_round_trips_identically(tmp_path, capsys, named):

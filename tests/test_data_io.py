@@ -32,15 +32,6 @@ def test_no_inputs_is_the_bundled_rosmap_example():
     assert d.split_source.startswith("given")
 
 
-def test_brca_example_has_protein_only_in_train():
-    d = read_h5mu(example_path("brca"))
-    pres = d.presence()
-    test = d.obs["split"] == "test"
-    assert not pres.loc[test, "protein"].any() and pres.loc[~test, "protein"].all()
-    assert d.classes == ["Basal", "Her2", "LumA"]
-    assert (d.obs["split"].value_counts().to_dict()) == {"train": 150, "test": 70}
-
-
 def test_small_csv_example_matches_the_h5mu_it_was_cut_from():
     d = load_inputs(
         [f"mrna={EX / 'rosmap_small_mrna.csv'}", f"mirna={EX / 'rosmap_small_mirna.csv'}"],

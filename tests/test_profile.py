@@ -160,10 +160,13 @@ def test_profile_rosmap_shared(shared_data: Path, tmp_path: Path) -> None:
     assert (tmp_path / "rosmap" / "profile.html").is_file()
 
 
-def test_profile_brca_example_mrna_strongest() -> None:
-    # Bundled TCGA-BRCA subset: mRNA is known to be the strongest assay (DESIGN section 6).
-    from balmm.data.io import example_path, read_h5mu
+@pytest.mark.shared
+def test_profile_brca_mrna_strongest(shared_data: Path) -> None:
+    # TCGA-BRCA subset (GPL, so not bundled): mRNA is known to be the strongest assay.
+    from balmm.data.io import load_inputs
 
-    r = balmm.profile(read_h5mu(example_path("brca")), n_boot=30)
+    b = shared_data / "tcga_brca_mixomics" / "h5ad"
+    data = load_inputs([f"{m}={b / m}.h5ad" for m in ("mrna", "mirna", "protein")])
+    r = balmm.profile(data, n_boot=30)
     assert r.strongest == "mrna"
     assert r.modalities["mrna"]["probe"]["macro_f1"] > 0.9

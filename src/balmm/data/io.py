@@ -33,11 +33,11 @@ __all__ = [
     "write_h5mu",
 ]
 
-EXAMPLES = {"rosmap": "rosmap.h5mu", "brca": "brca.h5mu"}
+EXAMPLES = {"rosmap": "rosmap.h5mu"}
 
 
 def example_path(name: str = "rosmap") -> Path:
-    """Path of a bundled example dataset (``rosmap`` or ``brca``), shipped as package data."""
+    """Path of a bundled example dataset (``rosmap``), shipped as package data."""
     if name not in EXAMPLES:
         raise InputError(f"unknown example {name!r}; choose one of {', '.join(EXAMPLES)}")
     path = Path(str(importlib.resources.files("balmm") / "example_data" / EXAMPLES[name]))

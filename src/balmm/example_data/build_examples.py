@@ -4,8 +4,8 @@ Usage (from the repository root)::
 
     .venv/bin/python example_data/build_examples.py [--shared ../shared/data]
 
-Writes ``rosmap.h5mu``, ``brca.h5mu`` and the small ``rosmap_small_*.csv`` NAME=PATH example
-next to this script. Sources and licences: README.md in this folder.
+Writes ``rosmap.h5mu`` and the small ``rosmap_small_*.csv`` NAME=PATH example next to this
+script. Sources and licences: README.md in this folder. Only MIT-compatible data are bundled.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from balmm.data.dataset import LABEL, SPLIT, MultiOmicsData
-from balmm.data.io import load_inputs, normalise_labels, write_h5mu
+from balmm.data.io import normalise_labels, write_h5mu
 from balmm.data.layouts import read_mogonet
 
 HERE = Path(__file__).resolve().parent
@@ -42,22 +42,6 @@ def build_rosmap(folder: Path) -> MultiOmicsData:
     )
 
 
-def build_brca(folder: Path) -> MultiOmicsData:
-    data = load_inputs(
-        [
-            f"mrna={folder / 'mrna_train.csv'}",
-            f"mirna={folder / 'mirna_train.csv'}",
-            f"protein={folder / 'protein_train.csv'}",
-        ],
-        labels=[folder / "subtype_train.csv", folder / "subtype_test.csv"],
-        test=[f"mrna={folder / 'mrna_test.csv'}", f"mirna={folder / 'mirna_test.csv'}"],
-    )
-    data.label_key = "subtype"
-    data.split_source = "given (mixOmics breast.TCGA split; protein absent from test)"
-    data.source = "TCGA BRCA subset of mixOmics breast.TCGA (GPL >= 2)"
-    return data
-
-
 def build_small_csv(data: MultiOmicsData, out: Path) -> None:
     """A nutrimouse-sized slice of ROSMAP (40 samples, 2 x 20 features) in NAME=PATH form."""
     train = data.obs.index[data.obs[SPLIT] == "train"][:28]
@@ -78,7 +62,6 @@ def main() -> None:
     args = parser.parse_args()
     rosmap = build_rosmap(args.shared / "mogonet_rosmap")
     write_h5mu(rosmap, args.out / "rosmap.h5mu")
-    write_h5mu(build_brca(args.shared / "tcga_brca_mixomics"), args.out / "brca.h5mu")
     build_small_csv(rosmap, args.out)
     for p in sorted(args.out.glob("*.h5mu")) + sorted(args.out.glob("*.csv")):
         print(f"{p.name}\t{p.stat().st_size} bytes")

@@ -1,21 +1,52 @@
 """balmm: balanced multimodal learning for paired omics.
 
 Python API (each mirrors a command): :func:`load`, :func:`profile`,
-:func:`train`, :func:`predict`.
+:func:`train`, :func:`predict`; scanpy-style tools on MuData/AnnData in
+:mod:`balmm.tl` and plots in :mod:`balmm.pl` (both imported on first use).
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __version__ = "0.1.0"
 
+_SUBMODULES = ("tl", "pl")
 
-def load(*args: Any, **kwargs: Any):
-    """Read INPUTS into a :class:`balmm.data.MultiOmicsData` (see ``balmm.data.io.load_inputs``)."""
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `balmm --help` and `import balmm` stay fast (no torch/scanpy import).
+    if name in _SUBMODULES:
+        return importlib.import_module(f"balmm.{name}")
+    raise AttributeError(f"module 'balmm' has no attribute {name!r}")
+
+
+def load(
+    inputs: Any = None,
+    *,
+    label_key: str | None = None,
+    split_key: str | None = None,
+    layer: str | dict[str, str] | None = None,
+    var_key: str | dict[str, str] | None = None,
+    **kwargs: Any,
+):
+    """Read INPUTS into a :class:`balmm.data.MultiOmicsData`.
+
+    ``inputs``: a list of CLI INPUTS (``["rna=rna.h5ad", ...]``, ``["data.h5mu"]``, ``[]``
+    for the bundled example), or in memory a MuData, an AnnData (one modality) or a dict
+    of AnnData. ``label_key`` / ``split_key``: the ``.obs`` (or ``labels`` file) columns
+    with the label and the train/test split; ``layer`` / ``var_key``: a layer instead of
+    ``.X`` and a boolean ``.var`` feature mask, one name or ``{modality: name}``. Other
+    options: see ``balmm.data.io.load_inputs``.
+    """
     from balmm.data.io import load_inputs
 
-    return load_inputs(*args, **kwargs)
+    if label_key is not None:
+        kwargs["label_col"] = label_key
+    if split_key is not None:
+        kwargs["split_col"] = split_key
+    return load_inputs([] if inputs is None else inputs, layer=layer, var_key=var_key, **kwargs)
 
 
 def profile(*args: Any, **kwargs: Any):

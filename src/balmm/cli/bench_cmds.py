@@ -12,11 +12,13 @@ from balmm.cli.common import (
     InputsArg,
     LabelColOpt,
     LabelsOpt,
+    LayerOpt,
     NoIdsOpt,
     SeedOpt,
     SplitColOpt,
     TestOpt,
     TestSizeOpt,
+    VarKeyOpt,
     load_from_cli,
     parse_sets,
 )
@@ -196,6 +198,8 @@ def bench(
     test_size: TestSizeOpt = 0.3,
     seed: SeedOpt = 0,
     no_ids: NoIdsOpt = False,
+    layer: LayerOpt = None,
+    var_key: VarKeyOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("bench"),
     balancers: Annotated[
         str,
@@ -272,7 +276,18 @@ def bench(
         reference=reference,
     )
     shard_t = parse_shard(shard)
-    data = load_from_cli(inputs, labels, label_col, test, split_col, test_size, seed, no_ids=no_ids)
+    data = load_from_cli(
+        inputs,
+        labels,
+        label_col,
+        test,
+        split_col,
+        test_size,
+        seed,
+        no_ids=no_ids,
+        layer=layer,
+        var_key=var_key,
+    )
     t0 = time.perf_counter()
     with make_progress() as progress:
         result = run_bench(data, spec, shard=shard_t, jobs=jobs, threads=threads, progress=progress)

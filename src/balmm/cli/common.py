@@ -55,6 +55,22 @@ NoIdsOpt = Annotated[
         "paired by position and named row_0001, ... (every file needs the same row count).",
     ),
 ]
+LayerOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--layer",
+        help="Read this AnnData/MuData layer instead of .X (e.g. counts): LAYER for every "
+        "modality or NAME=LAYER per modality (repeatable).",
+    ),
+]
+VarKeyOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--var-key",
+        help="Boolean .var column selecting the features to use (e.g. highly_variable): COL "
+        "for every modality or NAME=COL per modality (repeatable).",
+    ),
+]
 
 
 def load_from_cli(
@@ -67,8 +83,11 @@ def load_from_cli(
     seed: int,
     require_labels: bool = True,
     no_ids: bool = False,
+    layer: list[str] | None = None,
+    var_key: list[str] | None = None,
 ):
     """Load INPUTS through the data layer (errors propagate as InputError -> exit 2)."""
+    from balmm.data.anndata_input import parse_per_modality
     from balmm.data.io import load_inputs
 
     return load_inputs(
@@ -81,6 +100,8 @@ def load_from_cli(
         seed=seed,
         require_labels=require_labels,
         no_ids=no_ids,
+        layer=parse_per_modality(layer, "--layer"),
+        var_key=parse_per_modality(var_key, "--var-key"),
     )
 
 

@@ -12,11 +12,13 @@ from balmm.cli.common import (
     InputsArg,
     LabelColOpt,
     LabelsOpt,
+    LayerOpt,
     NoIdsOpt,
     SeedOpt,
     SplitColOpt,
     TestOpt,
     TestSizeOpt,
+    VarKeyOpt,
     load_from_cli,
 )
 from balmm.cli.console import out_console
@@ -142,6 +144,8 @@ def inspect(
     test_size: TestSizeOpt = 0.3,
     seed: SeedOpt = 0,
     no_ids: NoIdsOpt = False,
+    layer: LayerOpt = None,
+    var_key: VarKeyOpt = None,
     allow_unlabelled: AllowUnlabelledOpt = False,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the summary as JSON instead of tables.")
@@ -176,6 +180,8 @@ def inspect(
         seed,
         require_labels=not allow_unlabelled,
         no_ids=no_ids,
+        layer=layer,
+        var_key=var_key,
     )
     info = describe(data)
     if json_out:
@@ -197,6 +203,8 @@ def convert(
     test_size: TestSizeOpt = 0.3,
     seed: SeedOpt = 0,
     no_ids: NoIdsOpt = False,
+    layer: LayerOpt = None,
+    var_key: VarKeyOpt = None,
     allow_unlabelled: AllowUnlabelledOpt = False,
 ) -> None:
     """Write any accepted input as one MuData (.h5mu) file with labels and split in .obs.
@@ -223,6 +231,8 @@ def convert(
         seed,
         require_labels=not allow_unlabelled,
         no_ids=no_ids,
+        layer=layer,
+        var_key=var_key,
     )
     write_h5mu(data, out)
     _print_summary(describe(data))

@@ -14,11 +14,13 @@ from balmm.cli.common import (
     InputsArg,
     LabelColOpt,
     LabelsOpt,
+    LayerOpt,
     NoIdsOpt,
     SeedOpt,
     SplitColOpt,
     TestOpt,
     TestSizeOpt,
+    VarKeyOpt,
     load_from_cli,
 )
 from balmm.cli.console import out_console
@@ -86,6 +88,8 @@ def profile(
     test_size: TestSizeOpt = 0.3,
     seed: SeedOpt = 0,
     no_ids: NoIdsOpt = False,
+    layer: LayerOpt = None,
+    var_key: VarKeyOpt = None,
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Report folder (written atomically).")
     ] = Path("balmm-profile"),
@@ -154,7 +158,8 @@ def profile(
 
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda: no CUDA device is available")
-    data = load_from_cli(inputs, labels, label_col, test, split_col, test_size, seed, True, no_ids)
+    data = load_from_cli(inputs, labels, label_col, test, split_col, test_size, seed, True,
+                         no_ids, layer, var_key)  # fmt: skip
     with make_progress() as progress:
         result = run_profile(
             data,

@@ -14,10 +14,12 @@ from balmm.cli.common import (
     InputsArg,
     LabelColOpt,
     LabelsOpt,
+    LayerOpt,
     NoIdsOpt,
     SplitColOpt,
     TestOpt,
     TestSizeOpt,
+    VarKeyOpt,
     load_from_cli,
     parse_sets,
 )
@@ -85,6 +87,8 @@ def train(
     split_col: SplitColOpt = None,
     test_size: TestSizeOpt = 0.3,
     no_ids: NoIdsOpt = False,
+    layer: LayerOpt = None,
+    var_key: VarKeyOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("balmm-train"),
     config: Annotated[
         Path | None,
@@ -142,7 +146,7 @@ def train(
     overrides.update({k: v for k, v in flags.items() if v is not None})
     cfg = load_config(config, overrides)
     data = load_from_cli(inputs, labels, label_col, test, split_col, test_size, cfg.seed,
-                         no_ids=no_ids)  # fmt: skip
+                         no_ids=no_ids, layer=layer, var_key=var_key)  # fmt: skip
     with make_progress() as progress:
         result = fit_train(data, cfg, out=out, progress=progress)
     _summary(result)
@@ -157,6 +161,8 @@ def predict(
     labels: LabelsOpt = None,
     label_col: LabelColOpt = None,
     no_ids: NoIdsOpt = False,
+    layer: LayerOpt = None,
+    var_key: VarKeyOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path(
         "balmm-predict"
     ),
@@ -167,7 +173,7 @@ def predict(
     from balmm.predict import predict as run_predict
 
     data = load_from_cli(inputs, labels, label_col, None, None, 0.3, 0, require_labels=False,
-                         no_ids=no_ids)  # fmt: skip
+                         no_ids=no_ids, layer=layer, var_key=var_key)  # fmt: skip
     with make_progress() as progress:
         df = run_predict(model_dir, data, out=out, device=device.value, progress=progress)
     lab = df["true"].notna()

@@ -12,6 +12,7 @@ import mudata as md
 import pandas as pd
 
 from balmm.data import readers
+from balmm.data.anndata_input import PerModality, from_mudata
 from balmm.data.dataset import LABEL, SPLIT, MultiOmicsData
 from balmm.errors import InputError
 from balmm.outputs import atomic_file
@@ -75,7 +76,9 @@ def write_h5mu(data: MultiOmicsData, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def read_h5mu_raw(path: Path) -> readers.RawInput:
+def read_h5mu_raw(
+    path: Path, layer: PerModality = None, var_key: PerModality = None
+) -> readers.RawInput:
     readers.check_exists(path)
     try:
         with md.set_options(pull_on_update=False), warnings.catch_warnings():
@@ -85,35 +88,27 @@ def read_h5mu_raw(path: Path) -> readers.RawInput:
         raise InputError(f"{path}: not a readable .h5mu file ({type(exc).__name__})") from exc
     if not mdata.mod:
         raise InputError(f"{path}: the .h5mu file holds no modality")
-    mods = {
-        name: readers.clean_anndata(m.X, m.obs_names, m.var_names, f"{path} (modality {name!r})")
-        for name, m in mdata.mod.items()
-    }
-    obs = mdata.obs.copy()
-    obs.index = obs.index.astype(str)
-    for col in obs.columns:
-        if isinstance(obs[col].dtype, pd.CategoricalDtype):
-            obs[col] = obs[col].astype(object)
+    raw = from_mudata(mdata, f"MuData file {path}", layer, var_key)
+    return raw
+
+
+def apply_stored_meta(raw: readers.RawInput, uns: dict) -> None:
+    """balmm's metadata (JSON in ``.uns['balmm']``, written by :func:`write_h5mu`) onto
+    ``raw``; other ``.uns`` keys are carried as they are."""
     meta: dict = {}
-    if META_KEY in mdata.uns:
+    stored = uns.get(META_KEY)
+    if isinstance(stored, str):
         try:
-            meta = json.loads(str(mdata.uns[META_KEY]))
+            meta = json.loads(stored)
         except json.JSONDecodeError:
             meta = {}
-    uns = {k: v for k, v in mdata.uns.items() if k != META_KEY}
-    raw = readers.RawInput(
-        mods=mods,
-        annotations=obs,
-        label_hint=LABEL if LABEL in obs else None,
-        source=meta.get("source") or f"MuData file {path}",
-        notes=list(meta.get("notes", [])),
-        uns=uns,
-        label_mapping=dict(meta.get("label_mapping") or {}),
-    )
+    raw.uns.update({k: v for k, v in uns.items() if k != META_KEY})
+    raw.source = meta.get("source") or raw.source
+    raw.notes = list(meta.get("notes", []))
+    raw.label_mapping = dict(meta.get("label_mapping") or {})
     if meta.get("label_key"):
         raw.uns["_label_key"] = meta["label_key"]
     if meta.get("split_source"):
         raw.uns["_split_source"] = meta["split_source"]
     if meta.get("obs_order"):
         raw.uns["_obs_order"] = list(meta["obs_order"])
-    return raw

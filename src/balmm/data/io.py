@@ -9,13 +9,22 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 
 from balmm.data import readers, validate
+from balmm.data.anndata_input import (
+    PerModality,
+    check_spec_names,
+    for_modality,
+    from_anndata,
+    from_mudata,
+)
 from balmm.data.dataset import LABEL, SPLIT, TEST, TRAIN, MultiOmicsData
 from balmm.data.h5mu import read_h5mu_raw, write_h5mu
 from balmm.data.labels import choose_label_column, normalise_labels, split_values
@@ -32,6 +41,9 @@ __all__ = [
     "read_h5mu",
     "write_h5mu",
 ]
+
+# MuData, AnnData or dict of AnnData (MuData is not imported here: it is slow to import)
+InMemory = Any
 
 EXAMPLES = {"rosmap": "rosmap.h5mu"}
 
@@ -67,15 +79,23 @@ def _parse_named(spec: str) -> tuple[str, Path] | None:
 
 
 def _read_named_file(
-    name: str, path: Path, no_ids: bool = False
+    name: str,
+    path: Path,
+    no_ids: bool = False,
+    layer: PerModality = None,
+    var_key: PerModality = None,
 ) -> tuple[ad.AnnData, pd.DataFrame | None]:
     readers.check_exists(path, f"input {name}={path}:")
     suffix, _ = readers.strip_compression(path)
     if path.is_dir():
         raise InputError(f"input {name}={path}: a folder, expected a .csv/.tsv/.h5ad file")
+    lay, mask = for_modality(layer, name), for_modality(var_key, name)
     if suffix == ".h5ad":
-        return readers.read_h5ad_file(path, name)
+        return readers.read_h5ad_file(path, name, lay, mask)
     if suffix in readers.TABLE_SUFFIXES:
+        if lay is not None or mask is not None:
+            what = "--layer" if lay is not None else "--var-key"
+            raise InputError(f"input {name}={path}: {what} needs an .h5ad or .h5mu input")
         return readers.read_table(path, name, no_ids=no_ids), None
     raise InputError(
         f"input {name}={path}: unknown extension {''.join(path.suffixes) or '(none)'!r} "
@@ -83,18 +103,37 @@ def _read_named_file(
     )
 
 
-def _read_inputs(inputs: list[str], no_ids: bool = False) -> readers.RawInput:
+def _is_in_memory(inputs: object) -> bool:
+    if isinstance(inputs, ad.AnnData | Mapping):
+        return True
+    return hasattr(inputs, "mod") and hasattr(inputs, "obs")  # MuData, without importing it
+
+
+def _read_in_memory(inputs: object, layer: PerModality, var_key: PerModality) -> readers.RawInput:
+    if isinstance(inputs, ad.AnnData | Mapping):
+        return from_anndata(inputs, "in-memory AnnData", layer, var_key)  # type: ignore[arg-type]
+    return from_mudata(inputs, "in-memory MuData", layer, var_key)
+
+
+def _read_inputs(
+    inputs: list[str],
+    no_ids: bool = False,
+    layer: PerModality = None,
+    var_key: PerModality = None,
+) -> readers.RawInput:
     if not inputs:
-        raw = read_h5mu_raw(example_path("rosmap"))
+        raw = read_h5mu_raw(example_path("rosmap"), layer, var_key)
         raw.source = f"bundled example {example_path('rosmap').name} ({raw.source})"
         return raw
     named = [_parse_named(s) for s in inputs]
     if all(n is not None for n in named):
         names = [n[0] for n in named]  # type: ignore[index]
         validate.check_modality_names(names)
+        check_spec_names(layer, names, "--layer")
+        check_spec_names(var_key, names, "--var-key")
         mods, ann = {}, []
         for name, path in named:  # type: ignore[misc]
-            mods[name], obs = _read_named_file(name, path, no_ids)
+            mods[name], obs = _read_named_file(name, path, no_ids, layer, var_key)
             if obs is not None and obs.shape[1]:
                 ann.append(obs)
         return readers.RawInput(
@@ -111,6 +150,9 @@ def _read_inputs(inputs: list[str], no_ids: bool = False) -> readers.RawInput:
     path = Path(inputs[0])
     readers.check_exists(path, "input")
     if path.is_dir():
+        if layer is not None or var_key is not None:
+            what = "--layer" if layer is not None else "--var-key"
+            raise InputError(f"input folder {path}: {what} needs an .h5ad or .h5mu input")
         if is_mogonet_dir(path):
             return read_mogonet(path)
         if is_flexynesis_dir(path):
@@ -121,7 +163,7 @@ def _read_inputs(inputs: list[str], no_ids: bool = False) -> readers.RawInput:
         )
     suffix, _ = readers.strip_compression(path)
     if suffix == ".h5mu":
-        return read_h5mu_raw(path)
+        return read_h5mu_raw(path, layer, var_key)
     if suffix in (".h5ad", *readers.TABLE_SUFFIXES):
         raise InputError(f"input {path}: a single {suffix} file needs a modality name: NAME={path}")
     raise InputError(
@@ -151,7 +193,12 @@ def _check_positional(raw: readers.RawInput, labels: list[Path]) -> None:
     raw.notes.append("--no-ids: samples paired by row position and named row_0001, ...")
 
 
-def _apply_test_option(raw: readers.RawInput, test: list[str]) -> pd.Index:
+def _apply_test_option(
+    raw: readers.RawInput,
+    test: list[str],
+    layer: PerModality = None,
+    var_key: PerModality = None,
+) -> pd.Index:
     """Add NAME=PATH test files to their modality; return the test IDs (of those files and
     of the test-ID files)."""
     ids: list[str] = []
@@ -164,7 +211,7 @@ def _apply_test_option(raw: readers.RawInput, test: list[str]) -> pd.Index:
                 raise InputError(
                     f"--test {spec}: {name!r} is not one of the modalities ({', '.join(raw.mods)})"
                 )
-            adata, obs = _read_named_file(name, path)
+            adata, obs = _read_named_file(name, path, False, layer, var_key)
             clash = adata.obs_names.intersection(raw.mods[name].obs_names)
             if len(clash):
                 raise InputError(
@@ -197,7 +244,7 @@ def _apply_test_option(raw: readers.RawInput, test: list[str]) -> pd.Index:
 
 
 def load_inputs(
-    inputs: list[str],
+    inputs: list[str] | InMemory,
     labels: list[Path] | None = None,
     label_col: str | None = None,
     test: list[str] | None = None,
@@ -206,12 +253,16 @@ def load_inputs(
     seed: int = 0,
     require_labels: bool = True,
     no_ids: bool = False,
+    layer: PerModality = None,
+    var_key: PerModality = None,
 ) -> MultiOmicsData:
     """Read INPUTS (see the CLI help) into a validated :class:`MultiOmicsData`.
 
     Args:
         inputs: ``[]`` (bundled ROSMAP example), ``[file.h5mu]``, ``[folder]`` (MOGONET or
-            Flexynesis layout) or ``["NAME=PATH", ...]`` with .csv/.tsv(.gz)/.h5ad files.
+            Flexynesis layout) or ``["NAME=PATH", ...]`` with .csv/.tsv(.gz)/.h5ad files;
+            or in memory: a MuData, an AnnData (one modality) or a dict of AnnData (their
+            matrices are used as they are when float32, not copied).
         labels: label/annotation CSVs (first column = sample ID), stacked.
         label_col: the column holding the label (of ``labels``, ``.obs`` or ``clin.csv``).
         test: test sample-ID files, or ``NAME=PATH`` files holding the test samples of NAME.
@@ -220,16 +271,23 @@ def load_inputs(
         require_labels: raise when no usable label (2+ classes, 2+ training samples each).
         no_ids: NAME=PATH and ``labels`` files have no sample-ID column; rows are paired by
             position (every file must have the same number of rows).
+        layer: read this layer instead of ``.X`` (AnnData/MuData inputs): one name for
+            every modality or ``{modality: layer}``.
+        var_key: a boolean ``.var`` column selecting the features to use (e.g.
+            ``highly_variable``): one name or ``{modality: column}``.
 
     Raises:
         InputError: naming the file, sample, feature or key at fault.
     """
     labels = [Path(p) for p in (labels or [])]
     test = list(test or [])
-    raw = _read_inputs(list(inputs), no_ids)
+    if _is_in_memory(inputs):
+        raw = _read_in_memory(inputs, layer, var_key)
+    else:
+        raw = _read_inputs(list(inputs), no_ids, layer, var_key)  # type: ignore[arg-type]
     if no_ids:
         _check_positional(raw, labels)
-    test_ids = _apply_test_option(raw, test) if test else None
+    test_ids = _apply_test_option(raw, test, layer, var_key) if test else None
     mods = raw.mods
     validate.check_shared_samples(mods)
 
@@ -279,6 +337,11 @@ def load_inputs(
         raw.uns.pop("_label_key", None)
         obs[LABEL] = pd.Series(np.nan, index=union, dtype=object)
         if require_labels:
+            if _is_in_memory(inputs):
+                cols = ", ".join(map(str, table.columns)) or "none"
+                raise InputError(
+                    f"no labels found in {where}: give label_key=COLUMN of .obs (columns: {cols})"
+                )
             raise InputError(
                 f"no labels found in {where}: give --labels FILE (first column = sample ID)"
                 + (" and --label-col COL" if table.shape[1] else "")

@@ -170,17 +170,21 @@ def read_table(path: Path, name: str, transpose: bool = False, no_ids: bool = Fa
     return frame_to_anndata(df, path, name)
 
 
-def read_h5ad_file(path: Path, name: str) -> tuple[ad.AnnData, pd.DataFrame]:
-    """An .h5ad modality: X as float32 (sparse stays sparse) and its obs (label candidates)."""
+def read_h5ad_file(
+    path: Path, name: str, layer: str | None = None, var_key: str | None = None
+) -> tuple[ad.AnnData, pd.DataFrame]:
+    """An .h5ad modality: X (or ``layer``) as float32 (sparse stays sparse), restricted to
+    the features of the boolean ``.var[var_key]``, and its obs (label candidates)."""
+    from balmm.data.anndata_input import select_matrix
+
     check_exists(path)
     try:
         adata = ad.read_h5ad(path)
     except Exception as exc:  # h5py/anndata raise many types for damaged files
         raise InputError(f"{path}: not a readable .h5ad file ({type(exc).__name__})") from exc
-    obs = adata.obs.copy()
-    obs.index = obs.index.astype(str)
-    clean = clean_anndata(adata.X, obs.index, adata.var_names, f"{path} (modality {name!r})")
-    return clean, obs
+    adata.obs_names = adata.obs_names.astype(str)
+    clean = select_matrix(adata, f"{path} (modality {name!r})", layer, var_key)
+    return clean, clean.obs.copy()
 
 
 def clean_anndata(x: object, obs_names: pd.Index, var_names: pd.Index, where: str) -> ad.AnnData:

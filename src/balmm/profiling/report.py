@@ -288,7 +288,8 @@ def _subsampling_note(r: ProfileResult) -> str:
         f"Probes: {st['n_folds']}-fold stratified cross-validation ({st['probe']}) on "
         f"{r.dataset['n_train_used']} of {r.dataset['n_train_samples']} training samples; "
         f"intervals: {st['n_boot']} bootstrap replicates. The test split is not used.",
-        f"Pairwise MI: PCA({st['pair_embedding_dims']}) embeddings, at most "
+        f"Pairwise MI: PCA embeddings with as many components as n supports "
+        f"({st['pair_embedding_dims']}), at most "
         f"{st['max_samples']} samples per pair (random subsample above that, see n), "
         f"{st['n_boot_pair_mi']} half-sample replicates for the intervals.",
         "I(X;Y) is a lower bound (H(Y) minus the cross-validated probe cross-entropy).",

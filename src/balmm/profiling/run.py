@@ -37,12 +37,11 @@ from balmm.progress import NULL_PROGRESS, Progress
 
 ESTIMATORS = mi_mod.ESTIMATORS
 # The estimator the distillation plan and the heatmap use. Gaussian: on the
-# 5+5-dimensional PCA embeddings KSG is strongly biased downwards (measured: -14%
+# multi-dimensional PCA embeddings (mi.pair_dims) KSG is strongly biased downwards (measured: -14%
 # at 4+4 dims and n=2000 on Gaussian data; on TCGA-BRCA, n=150, KSG gave about
 # half the Gaussian value for every pair), which would switch distillation off
 # for a bias, not for the data. KSG stays in the report beside it.
 PRIMARY_ESTIMATOR = "gaussian"
-PAIR_PCA_DIMS = 5  # PCA embedding width for I(Z_a; Z_b); KSG is reliable at low dimension
 MIN_PAIR_SAMPLES = 20
 
 
@@ -291,14 +290,14 @@ def _profile(
     primary = PRIMARY_ESTIMATOR if PRIMARY_ESTIMATOR in estimators else estimators[0]
     progress.start("mi", "Pairwise mutual information", total=len(pair_list) * len(estimators))
     rng = np.random.default_rng(seed)
-    pca_cache: dict[tuple[str, bytes], np.ndarray] = {}
+    pca_cache: dict[tuple[str, bytes, int], np.ndarray] = {}
 
-    def pair_pca(m: str, rows: np.ndarray) -> np.ndarray:
-        """PCA embedding of modality ``m`` on ``rows``; fitted once per (m, rows), since a
-        fully measured modality has the same rows in every pair it is part of."""
-        key = (m, rows.tobytes())
+    def pair_pca(m: str, rows: np.ndarray, dims: int) -> np.ndarray:
+        """PCA embedding of modality ``m`` on ``rows``; fitted once per (m, rows, dims), since
+        a fully measured modality has the same rows in every pair it is part of."""
+        key = (m, rows.tobytes(), dims)
         if key not in pca_cache:
-            pca_cache[key] = _pca(pdata.X[m][rows], PAIR_PCA_DIMS, seed)
+            pca_cache[key] = _pca(pdata.X[m][rows], dims, seed)
         return pca_cache[key]
 
     for a, b in pair_list:
@@ -310,7 +309,9 @@ def _profile(
             warn.append(f"pair {a}/{b}: only {n_both} training samples have both; no MI estimate")
             progress.update("mi", advance=len(estimators))
             continue
-        za, zb = pair_pca(a, both), pair_pca(b, both)
+        # as many components as the pair's sample size supports (mi.pair_dims)
+        da, db = mi_mod.pair_dims(len(both), pdata.X[a].shape[1], pdata.X[b].shape[1])
+        za, zb = pair_pca(a, both, da), pair_pca(b, both, db)
         for est in estimators:
             fn = mi_mod.estimator_fn(est, dev, seed)
             # InfoNCE trains a network per replicate: a few replicates only.
@@ -421,7 +422,7 @@ def _profile(
         "max_probe_samples": max_probe_samples,
         "estimators": estimators,
         "primary_estimator": primary,
-        "pair_embedding_dims": PAIR_PCA_DIMS,
+        "pair_embedding_dims": f"d_a * d_b <= n/{mi_mod.PAIR_DIM_BUDGET}",
         "device": str(dev),
         "seed": seed,
         "preprocessing": pre.summary(),

@@ -28,7 +28,12 @@ CLASSIC_METHODS: dict[str, str] = {
     "training samples",
     "hgb": "histogram gradient-boosted trees, early stopping on 20% of the training samples "
     "(when >= 50 samples and >= 5 per class)",
+    "stacked-logreg": "logreg (as above) per modality, stacked on their 5-fold out-of-fold "
+    "log-probabilities by balmm's Stacker (multinomial L2 logistic regression, C by inner CV "
+    "on log-loss); a sample missing a modality is predicted from the ones it has",
 }
+STACKED = "stacked-logreg"  # one row, "stacked-logreg:fused"; not a per-modality classifier
+OOF_FOLDS = 5
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "auroc")
 CONCAT = "concat"
 
@@ -65,6 +70,8 @@ def make_classifier(name: str, seed: int, y_train: np.ndarray) -> Any:
         return CalibratedClassifierCV(
             svm, cv=StratifiedKFold(folds, shuffle=True, random_state=seed)
         )
+    if name == STACKED:
+        raise ValueError(f"{STACKED} stacks several classifiers; see stacked_logreg_row")
     if name == "hgb":
         return HistGradientBoostingClassifier(
             max_iter=200,
@@ -108,8 +115,8 @@ def classic_floors(
     scaling (i.e. the training mean).
 
     Returns one dict per (method, input): ``method`` (e.g. ``logreg:mRNA``,
-    ``logreg:concat``), ``classic``, ``modality``, ``n_train``, ``n_test``, ``seconds``
-    and the metrics of :data:`METRICS`.
+    ``logreg:concat``; ``stacked-logreg:fused`` for the stack), ``classic``, ``modality``,
+    ``n_train``, ``n_test``, ``seconds`` and the metrics of :data:`METRICS`.
     """
     from balmm.data.preprocess import Preprocessor
 
@@ -135,8 +142,79 @@ def classic_floors(
     # more than the fit itself on a busy machine; run seeds in parallel with --jobs instead.
     with threadpool_limits(limits=1):
         for method in methods:
-            rows.extend(_fit_inputs(method, inputs, classes, seed))
+            if method == STACKED:
+                rows.append(stacked_logreg_row(tr, te, seed))
+            else:
+                rows.extend(_fit_inputs(method, inputs, classes, seed))
     return rows
+
+
+def _oof_and_test_logits(
+    x: np.ndarray, y: np.ndarray, x_test: np.ndarray, n_classes: int, seed: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Out-of-fold log-probabilities of ``logreg`` on (x, y) and those of its refit on all of
+    them for ``x_test``; None when a class has fewer than 2 samples (no stratified folds)."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    counts = np.bincount(y)[np.unique(y)]
+    if len(counts) < 2 or counts.min() < 2:
+        return None
+    folds = StratifiedKFold(min(OOF_FOLDS, int(counts.min())), shuffle=True, random_state=seed)
+    oof = np.zeros((len(y), n_classes))
+    oof[:, np.unique(y)] = cross_val_predict(
+        make_classifier("logreg", seed, y), x, y, cv=folds, method="predict_proba"
+    )
+    clf = make_classifier("logreg", seed, y).fit(x, y)
+    test = _full_proba(clf, x_test, n_classes) if len(x_test) else np.zeros((0, n_classes))
+    return np.log(np.clip(oof, 1e-12, 1.0)), np.log(np.clip(test, 1e-12, 1.0))
+
+
+def stacked_logreg_row(tr: Any, te: Any, seed: int) -> dict[str, Any]:
+    """The ``stacked-logreg`` floor on preprocessed training/test data (ProcessedData).
+
+    Each modality's logreg sees only the training samples that have it; its out-of-fold
+    log-probabilities (folds stratified, C chosen inside each fold) train the
+    :class:`~balmm.training.stacking.Stacker` over every labelled training sample, and the
+    per-modality refits on all their training samples feed it at test time.
+    """
+    from balmm.training.stacking import Stacker
+
+    classes = list(tr.classes)
+    n_classes = len(classes)
+    ltr, lte = tr.y >= 0, te.y >= 0
+    row: dict[str, Any] = {
+        "method": f"{STACKED}:fused",
+        "classic": STACKED,
+        "modality": "fused",
+        "n_train": int(ltr.sum()),
+        "n_test": int(lte.sum()),
+    }
+    t0 = time.perf_counter()
+    oof: dict[str, np.ndarray] = {}
+    test: dict[str, np.ndarray] = {}
+    for m in tr.X:
+        have_tr, have_te = tr.mask[m] & ltr, te.mask[m] & lte
+        got = _oof_and_test_logits(
+            tr.X[m][have_tr], tr.y[have_tr], te.X[m][have_te], n_classes, seed
+        )
+        if got is None:
+            logger.warning("%s: %s skipped, a class has < 2 training samples with it", STACKED, m)
+            continue
+        oof[m] = np.zeros((len(tr.y), n_classes))
+        oof[m][have_tr] = got[0]
+        test[m] = np.zeros((len(te.y), n_classes))
+        test[m][have_te] = got[1]
+    if not oof or row["n_test"] == 0 or len(np.unique(tr.y[ltr])) < 2:
+        row.update(dict.fromkeys(METRICS, np.nan))
+    else:
+        present_tr = {m: tr.mask[m][ltr] for m in oof}
+        stack = Stacker(seed=seed).fit({m: v[ltr] for m, v in oof.items()}, present_tr, tr.y[ltr])
+        proba = stack.predict_proba(
+            {m: v[lte] for m, v in test.items()}, {m: te.mask[m][lte] for m in test}
+        )
+        row.update(_metrics(te.y[lte], proba, classes))
+    row["seconds"] = time.perf_counter() - t0
+    return row
 
 
 def _fit_inputs(

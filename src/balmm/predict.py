@@ -20,7 +20,7 @@ import torch
 
 from balmm.data.dataset import MultiOmicsData
 from balmm.errors import InputError
-from balmm.outputs import atomic_output_dir, write_json_atomic
+from balmm.outputs import OutputRun, output_dir, write_json_atomic
 from balmm.progress import NULL_PROGRESS, Progress
 
 logger = logging.getLogger("balmm")
@@ -51,7 +51,7 @@ def feature_coverage(bundle, data: MultiOmicsData) -> dict[str, dict]:
 def predict(
     model_dir: str | Path,
     data: MultiOmicsData,
-    out: str | Path | None = None,
+    out: str | Path | OutputRun | None = None,
     device: str = "auto",
     progress: Progress = NULL_PROGRESS,
 ) -> pd.DataFrame:
@@ -127,7 +127,7 @@ def predict(
         }
         if (proc.y >= 0).any():
             metrics.update(split_metrics(proba, s, classes, model))
-        with atomic_output_dir(out) as tmp:
+        with output_dir(out, "predict") as tmp:
             df.to_csv(tmp / "predictions.csv", index=False)
             write_json_atomic(tmp / "metrics.json", metrics)
     return df

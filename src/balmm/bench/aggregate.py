@@ -12,7 +12,7 @@ import pandas as pd
 
 from balmm.bench.run import BenchResult, BenchSpec, Unit, normalise_rows, order_rows
 from balmm.errors import InputError
-from balmm.outputs import atomic_output_dir, to_json
+from balmm.outputs import OutputRun, output_dir, output_path, to_json
 
 PARTIAL = "partial.csv"
 TIMING = "timing.csv"
@@ -28,13 +28,13 @@ def read_rows_csv(path: Path, modalities: list[str]) -> pd.DataFrame:
     return normalise_rows(pd.read_csv(path, float_precision="round_trip"), modalities)
 
 
-def write_partial(result: BenchResult, out: str | Path) -> Path:
+def write_partial(result: BenchResult, out: str | Path | OutputRun) -> Path:
     """A shard's folder: partial.csv (rows), timing.csv and manifest.json (atomic)."""
-    with atomic_output_dir(out) as tmp:
+    with output_dir(out, "bench") as tmp:
         write_rows_csv(result.rows, tmp / PARTIAL)
         result.timing.to_csv(tmp / TIMING, index=False)
         (tmp / MANIFEST).write_text(to_json(result.manifest, indent=2) + "\n")
-    return Path(out)
+    return output_path(out)
 
 
 def _read_manifest(folder: Path) -> dict:

@@ -19,7 +19,7 @@ from balmm.bench.aggregate import MANIFEST, TIMING, write_rows_csv
 from balmm.bench.classic import CLASSIC_METHODS, METRICS
 from balmm.bench.reference import REFERENCES
 from balmm.bench.run import HEAD_PREFIX, BenchResult
-from balmm.outputs import atomic_output_dir, to_json
+from balmm.outputs import OutputRun, output_dir, to_json
 
 METRIC_LABELS = {
     "accuracy": "ACC",
@@ -364,13 +364,15 @@ def build_tables(result: BenchResult) -> dict[str, pd.DataFrame]:
     return tables
 
 
-def write_report(result: BenchResult, out: str | Path) -> dict[str, pd.DataFrame]:
+def write_report(
+    result: BenchResult, out: str | Path | OutputRun, command: str = "bench"
+) -> dict[str, pd.DataFrame]:
     """Write bench.csv, summary.csv, paired.csv, heads.csv, bench.md, bench.html,
     plots/*.png, timing.csv and manifest.json into ``out`` (atomically)."""
     from balmm.report.html import html_page, img_tag, table_html
 
     tables = build_tables(result)
-    with atomic_output_dir(out) as tmp:
+    with output_dir(out, command) as tmp:
         write_rows_csv(result.rows, tmp / "bench.csv")
         write_rows_csv(tables["summary"], tmp / "summary.csv")
         write_rows_csv(tables["paired"], tmp / "paired.csv")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
+import signal
 import sys
 import tempfile
 import traceback
@@ -86,26 +87,80 @@ def _error_line(message: str) -> None:
 
 
 def _write_crash_log() -> str:
+    """The traceback, beside --out (node-local /tmp is gone once a batch job ends); the
+    working directory, then the temp folder, when that cannot be written."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    fd, path = tempfile.mkstemp(prefix=f"balmm-crash-{stamp}-", suffix=".log")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(f"balmm {__version__}\nargv: {sys.argv}\n\n")
-        fh.write(traceback.format_exc())
-    return path
+    places = [os.path.dirname(os.path.abspath(state.out))] if state.out is not None else []
+    places += [os.getcwd(), None]
+    for place in places:
+        try:
+            fd, path = tempfile.mkstemp(prefix=f"balmm-crash-{stamp}-", suffix=".log", dir=place)
+        except OSError:
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"balmm {__version__}\nargv: {sys.argv}\n\n")
+            fh.write(traceback.format_exc())
+        return path
+    return "(could not be written)"
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGINT, raised where the program was, so every cleanup runs."""
+
+    def __init__(self, signame: str) -> None:
+        super().__init__(signame)
+        self.signame = signame
+
+
+EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
+
+
+_received: list[str] = []  # typer turns KeyboardInterrupt into a bare exit code 130
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    # a second signal while cleaning up is ignored: cleanup must finish (SIGKILL still works)
+    for sig in EXIT_CODES:
+        signal.signal(getattr(signal, sig), signal.SIG_IGN)
+    _received.append(signal.Signals(signum).name)
+    raise Interrupted(_received[0])
+
+
+def install_signal_handlers() -> dict[int, object]:
+    """SIGTERM (batch schedulers' time limit, scancel) and SIGINT raise :class:`Interrupted`;
+    returns the previous handlers (none outside the main thread)."""
+    before: dict[int, object] = {}
+    for name in EXIT_CODES:
+        sig = getattr(signal, name)
+        try:
+            before[sig] = signal.signal(sig, _on_signal)
+        except ValueError:  # not the main thread
+            break
+    return before
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``balmm`` command; returns the process exit code."""
+    state.out = None
+    _received.clear()
+    before = install_signal_handlers()
+    try:
+        return _run(argv)
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         result = app(args=argv, standalone_mode=False, prog_name="balmm")
     except InputError as exc:
         _error_line(str(exc))
         return 2
     except Exit as exc:
-        return exc.exit_code
+        result = exc.exit_code
     except (Abort, KeyboardInterrupt):
-        _error_line("interrupted")
-        return 130
+        result = 130
     except TyperException as exc:  # usage errors: typer shows them the click way
         show = getattr(exc, "show", None)
         if show is not None:
@@ -117,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         path = _write_crash_log()
         _error_line(f"internal error: {type(exc).__name__}: {exc} (full log: {path})")
         return 1
+    if _received or (result == 130 and isinstance(result, int)):
+        name = _received[0] if _received else "SIGINT"
+        _error_line(f"interrupted ({name})")
+        return EXIT_CODES[name]
     if isinstance(result, int):
         return result
     return 0

@@ -14,11 +14,16 @@ from balmm.cli.common import (
     LabelsOpt,
     LayerOpt,
     NoIdsOpt,
+    OverwriteOpt,
+    ResumeOpt,
     SeedOpt,
     SplitColOpt,
     TestOpt,
     TestSizeOpt,
     VarKeyOpt,
+    check_device,
+    cli_output,
+    input_paths,
     load_from_cli,
     parse_sets,
 )
@@ -89,6 +94,7 @@ def simulate(
         str | None, typer.Option("--class-weights", help="Class proportions, e.g. 0.7,0.3.")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Simulate paired multi-omics data whose imbalance is known, as one .h5mu file.
 
@@ -133,16 +139,18 @@ def simulate(
                 )
             kw[key] = vals[0] if len(vals) == 1 else vals[i]
         specs[name] = ModalitySpec(**kw)
-    data = simulate(
-        n_samples=samples,
-        n_classes=classes,
-        modalities=specs,
-        test_size=test_size,
-        latent_dim=latent_dim,
-        class_weights=_floats(class_weights, "--class-weights"),
-        seed=seed,
-    )
-    write_h5mu(data, out)
+    with cli_output(out, "simulate", overwrite=overwrite, kind="file") as run:
+        data = simulate(
+            n_samples=samples,
+            n_classes=classes,
+            modalities=specs,
+            test_size=test_size,
+            latent_dim=latent_dim,
+            class_weights=_floats(class_weights, "--class-weights"),
+            seed=seed,
+        )
+        write_h5mu(data, run.work)
+        run.commit()
     truth = data.uns[GROUND_TRUTH_KEY]
     table = Table(title=f"simulated {samples} samples, {classes} classes -> {out}")
     for col in ("modality", "features", "signal", "noise", "eff. SNR", "rank", "missing"):
@@ -245,6 +253,8 @@ def bench(
         str | None,
         typer.Option("--reference", help="Published numbers to show (mogonet-rosmap)."),
     ] = None,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
 ) -> None:
     """Compare balancers over seeds (and folds) with classic floors, honestly.
 
@@ -276,30 +286,26 @@ def bench(
         reference=reference,
     )
     shard_t = parse_shard(shard)
-    data = load_from_cli(
-        inputs,
-        labels,
-        label_col,
-        test,
-        split_col,
-        test_size,
-        seed,
-        no_ids=no_ids,
-        layer=layer,
-        var_key=var_key,
-    )
-    t0 = time.perf_counter()
-    with make_progress() as progress:
-        result = run_bench(data, spec, shard=shard_t, jobs=jobs, threads=threads, progress=progress)
-    secs = time.perf_counter() - t0
+    check_device(device)
+    protect = input_paths(inputs, labels, test, config)
+    with cli_output(out, "bench", overwrite=overwrite, resume=resume, protect=protect) as run:
+        data = load_from_cli(inputs, labels, label_col, test, split_col, test_size, seed,
+                             no_ids=no_ids, layer=layer, var_key=var_key)  # fmt: skip
+        t0 = time.perf_counter()
+        with make_progress() as progress:
+            result = run_bench(data, spec, shard=shard_t, jobs=jobs, threads=threads,
+                               progress=progress)  # fmt: skip
+        secs = time.perf_counter() - t0
+        if shard_t != (1, 1):
+            write_partial(result, run)
+        else:
+            tables = write_report(result, run)
     if shard_t != (1, 1):
-        write_partial(result, out)
         out_console.print(
             f"shard {shard_t[0]}/{shard_t[1]}: {len(result.manifest['units'])} units in "
             f"{secs:.1f} s -> {out} (merge with: balmm aggregate SHARD_DIRS... --out DIR)"
         )
         return
-    tables = write_report(result, out)
     _print_summary(tables, out)
     out_console.print(f"{len(result.rows)} rows in {secs:.1f} s; report: {out / 'bench.html'}")
 
@@ -308,12 +314,14 @@ def bench(
 def aggregate(
     shards: Annotated[list[Path], typer.Argument(help="Shard folders of one `balmm bench`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("bench"),
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Merge `balmm bench --shard I/N` folders into the tables of an unsharded run."""
     from balmm.bench.aggregate import aggregate as merge
     from balmm.bench.report import write_report
 
-    result = merge(shards)
-    tables = write_report(result, out)
+    with cli_output(out, "aggregate", overwrite=overwrite, protect=list(shards)) as run:
+        result = merge(shards)
+        tables = write_report(result, run, command="aggregate")
     _print_summary(tables, out)
     out_console.print(f"merged {len(shards)} shard(s), {len(result.rows)} rows -> {out}")

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import tomllib
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from balmm.errors import ConfigError
+from balmm.testpoints import pause_point
+
+if TYPE_CHECKING:
+    from balmm.outputs import OutputRun
 
 InputsArg = Annotated[
     list[str] | None,
@@ -90,6 +96,7 @@ def load_from_cli(
     from balmm.data.anndata_input import parse_per_modality
     from balmm.data.io import load_inputs
 
+    pause_point("load")
     return load_inputs(
         inputs or [],
         labels=labels or [],
@@ -124,3 +131,71 @@ def parse_sets(items: list[str] | None) -> dict[str, Any]:
         except tomllib.TOMLDecodeError:
             out[key.strip()] = value.strip()
     return out
+
+
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace an existing --out even if it is not a complete output of this command.",
+    ),
+]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Continue an interrupted run into the same --out from its checkpoints "
+        "(nothing to resume: a warning, then a fresh start).",
+    ),
+]
+
+
+def input_paths(*groups: list[str] | list[Path] | Path | str | None) -> list[Path]:
+    """The existing files and folders named by INPUTS, NAME=PATH pairs, --labels, --test,
+    --config or a model folder: an output must never replace or lie inside one of them."""
+    found: list[Path] = []
+    for group in groups:
+        if group is None:
+            continue
+        items = group if isinstance(group, list) else [group]
+        for item in items:
+            text = str(item)
+            cands = [text]
+            if "=" in text:
+                cands.append(text.partition("=")[2])
+            found += [Path(c) for c in cands if c and Path(c).exists()]
+    return found
+
+
+def check_device(device: str | None) -> None:
+    """--device, checked before any data is read (``cuda`` needs a CUDA device here)."""
+    if device is None or device in ("auto", "cpu"):
+        return
+    if device != "cuda":
+        raise ConfigError(f"--device {device}: choose auto, cpu or cuda")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available")
+
+
+@contextlib.contextmanager
+def cli_output(
+    out: Path,
+    command: str,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    protect: list[Path] = (),  # type: ignore[assignment]
+    kind: str = "dir",
+) -> Iterator[OutputRun]:
+    """Open ``--out`` (checked, probed and locked) before any data is read; the crash log
+    of an internal error then goes beside it."""
+    from balmm.cli.state import state
+    from balmm.outputs import open_output
+
+    state.out = out
+    with open_output(out, command, overwrite=overwrite, resume=resume, protect=protect,
+                     kind=kind) as run:  # fmt: skip
+        pause_point("open")
+        yield run

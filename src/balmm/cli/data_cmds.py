@@ -14,11 +14,14 @@ from balmm.cli.common import (
     LabelsOpt,
     LayerOpt,
     NoIdsOpt,
+    OverwriteOpt,
     SeedOpt,
     SplitColOpt,
     TestOpt,
     TestSizeOpt,
     VarKeyOpt,
+    cli_output,
+    input_paths,
     load_from_cli,
 )
 from balmm.cli.console import out_console
@@ -206,6 +209,7 @@ def convert(
     layer: LayerOpt = None,
     var_key: VarKeyOpt = None,
     allow_unlabelled: AllowUnlabelledOpt = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write any accepted input as one MuData (.h5mu) file with labels and split in .obs.
 
@@ -219,21 +223,22 @@ def convert(
 
     if out.suffix.lower() != ".h5mu":
         raise InputError(f"--out {out}: the output file must end in .h5mu")
-    if out.exists() and out.is_dir():
-        raise InputError(f"--out {out}: is a folder")
-    data = load_from_cli(
-        inputs,
-        labels,
-        label_col,
-        test,
-        split_col,
-        test_size,
-        seed,
-        require_labels=not allow_unlabelled,
-        no_ids=no_ids,
-        layer=layer,
-        var_key=var_key,
-    )
-    write_h5mu(data, out)
+    protect = input_paths(inputs, labels, test)
+    with cli_output(out, "convert", overwrite=overwrite, protect=protect, kind="file") as run:
+        data = load_from_cli(
+            inputs,
+            labels,
+            label_col,
+            test,
+            split_col,
+            test_size,
+            seed,
+            require_labels=not allow_unlabelled,
+            no_ids=no_ids,
+            layer=layer,
+            var_key=var_key,
+        )
+        write_h5mu(data, run.work)
+        run.commit()
     _print_summary(describe(data))
     typer.echo(f"wrote {out}")

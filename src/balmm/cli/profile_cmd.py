@@ -16,11 +16,14 @@ from balmm.cli.common import (
     LabelsOpt,
     LayerOpt,
     NoIdsOpt,
+    OverwriteOpt,
     SeedOpt,
     SplitColOpt,
     TestOpt,
     TestSizeOpt,
     VarKeyOpt,
+    cli_output,
+    input_paths,
     load_from_cli,
 )
 from balmm.cli.console import out_console
@@ -128,6 +131,7 @@ def profile(
             "where more threads only add overhead; the libraries' defaults above).",
         ),
     ] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Profile a labelled dataset before training: per-assay quality, cross-validated
     strength (macro-F1 with intervals), label information I(X;Y) and pairwise
@@ -158,19 +162,21 @@ def profile(
 
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda: no CUDA device is available")
-    data = load_from_cli(inputs, labels, label_col, test, split_col, test_size, seed, True,
-                         no_ids, layer, var_key)  # fmt: skip
-    with make_progress() as progress:
-        result = run_profile(
-            data,
-            out=out,
-            max_samples=max_samples,
-            n_boot=n_boot,
-            estimators=est,
-            probe=probe.value,
-            seed=seed,
-            device=device.value,
-            threads=threads,
-            progress=progress,
-        )
+    protect = input_paths(inputs, labels, test)
+    with cli_output(out, "profile", overwrite=overwrite, protect=protect) as run:
+        data = load_from_cli(inputs, labels, label_col, test, split_col, test_size, seed, True,
+                             no_ids, layer, var_key)  # fmt: skip
+        with make_progress() as progress:
+            result = run_profile(
+                data,
+                out=run,
+                max_samples=max_samples,
+                n_boot=n_boot,
+                estimators=est,
+                probe=probe.value,
+                seed=seed,
+                device=device.value,
+                threads=threads,
+                progress=progress,
+            )
     _print_summary(result, out)

@@ -9,6 +9,7 @@ from typing import Any
 from balmm.cli.console import err_console
 from balmm.cli.state import state
 from balmm.log import is_tty
+from balmm.testpoints import pause_point
 
 logger = logging.getLogger("balmm")
 
@@ -51,6 +52,7 @@ class RichProgress:
         self._progress.stop()
 
     def start(self, key: str, description: str, total: int | None = None) -> None:
+        pause_point(key)
         self._tasks[key] = self._progress.add_task(description, total=total, info="")
 
     def update(self, key: str, advance: int = 1, **fields: Any) -> None:
@@ -79,6 +81,7 @@ class LogProgress:
         pass
 
     def start(self, key: str, description: str, total: int | None = None) -> None:
+        pause_point(key)
         now = time.monotonic()
         self._tasks[key] = {"desc": description, "total": total, "done": 0, "t0": now, "last": now}
         logger.info("%s: started", description, extra={"task": key, "total": total})

@@ -16,10 +16,15 @@ from balmm.cli.common import (
     LabelsOpt,
     LayerOpt,
     NoIdsOpt,
+    OverwriteOpt,
+    ResumeOpt,
     SplitColOpt,
     TestOpt,
     TestSizeOpt,
     VarKeyOpt,
+    check_device,
+    cli_output,
+    input_paths,
     load_from_cli,
     parse_sets,
 )
@@ -122,6 +127,8 @@ def train(
         list[str] | None,
         typer.Option("--set", help="Override any config key: --set lr=0.002 (repeatable)."),
     ] = None,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
 ) -> None:
     """Train a balanced multimodal classifier: stage 1 (each assay alone + cross-modal
     distillation where the plan enables it), stage 2 (balanced joint training).
@@ -145,10 +152,13 @@ def train(
     }
     overrides.update({k: v for k, v in flags.items() if v is not None})
     cfg = load_config(config, overrides)
-    data = load_from_cli(inputs, labels, label_col, test, split_col, test_size, cfg.seed,
-                         no_ids=no_ids, layer=layer, var_key=var_key)  # fmt: skip
-    with make_progress() as progress:
-        result = fit_train(data, cfg, out=out, progress=progress)
+    check_device(cfg.device)
+    protect = input_paths(inputs, labels, test, config)
+    with cli_output(out, "train", overwrite=overwrite, resume=resume, protect=protect) as run:
+        data = load_from_cli(inputs, labels, label_col, test, split_col, test_size, cfg.seed,
+                             no_ids=no_ids, layer=layer, var_key=var_key)  # fmt: skip
+        with make_progress() as progress:
+            result = fit_train(data, cfg, out=run, progress=progress)
     _summary(result)
 
 
@@ -167,15 +177,20 @@ def predict(
         "balmm-predict"
     ),
     device: Annotated[Device, typer.Option("--device", help="auto|cpu|cuda.")] = (Device.auto),
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Apply a trained model to new samples (labels optional: metrics when present)."""
     from balmm.cli.progress import make_progress
     from balmm.predict import predict as run_predict
 
-    data = load_from_cli(inputs, labels, label_col, None, None, 0.3, 0, require_labels=False,
-                         no_ids=no_ids, layer=layer, var_key=var_key)  # fmt: skip
-    with make_progress() as progress:
-        df = run_predict(model_dir, data, out=out, device=device.value, progress=progress)
+    check_device(device.value)
+    protect = [model_dir, *input_paths(inputs, labels)]
+    with cli_output(out, "predict", overwrite=overwrite, protect=protect) as run:
+        data = load_from_cli(inputs, labels, label_col, None, None, 0.3, 0,
+                             require_labels=False, no_ids=no_ids, layer=layer,
+                             var_key=var_key)  # fmt: skip
+        with make_progress() as progress:
+            df = run_predict(model_dir, data, out=run, device=device.value, progress=progress)
     lab = df["true"].notna()
     line = f"{len(df)} samples predicted"
     if lab.any():

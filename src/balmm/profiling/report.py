@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.patches import FancyArrowPatch  # noqa: E402
 
-from balmm.outputs import atomic_output_dir, to_json  # noqa: E402
+from balmm.outputs import OutputRun, output_dir, output_path, to_json  # noqa: E402
 from balmm.report.html import html_page, img_tag, save_figure, table_html  # noqa: E402
 from balmm.report.plots import bars_with_ci, heatmap  # noqa: E402
 
@@ -415,14 +415,13 @@ def render_html(r: ProfileResult, figs: dict[str, bytes]) -> str:
     return html_page("balmm profile", sections, subtitle=subtitle)
 
 
-def write_report(r: ProfileResult, out: str | Path) -> Path:
+def write_report(r: ProfileResult, out: str | Path | OutputRun) -> Path:
     """Write the report folder atomically; returns ``out``."""
-    out = Path(out)
-    with atomic_output_dir(out) as tmp:
+    with output_dir(out, "profile") as tmp:
         figs = make_figures(r, tmp / "plots")
         (tmp / "profile.json").write_text(to_json(r.to_dict(), indent=2) + "\n", "utf-8")
         (tmp / "profile.md").write_text(render_markdown(r), "utf-8")
         (tmp / "profile.html").write_text(render_html(r, figs), "utf-8")
         if r.pairing is not None:
             r.pairing.to_csv(tmp / "pairing.csv", index_label="sample")
-    return out
+    return output_path(out)

@@ -28,6 +28,7 @@ from balmm.data.dataset import MultiOmicsData
 from balmm.data.splits import stratified_split
 from balmm.errors import InputError
 from balmm.model.fusion import MultiModalNet
+from balmm.outputs import OutputRun
 from balmm.profiling import mi as mi_mod
 from balmm.profiling.plan import pair_lookup
 from balmm.progress import NULL_PROGRESS, Progress
@@ -373,7 +374,7 @@ def _check_data(data: MultiOmicsData) -> None:
 def train(
     data: MultiOmicsData,
     config: TrainConfig | None = None,
-    out: str | Path | None = None,
+    out: str | Path | OutputRun | None = None,
     device: str | None = None,
     progress: Progress = NULL_PROGRESS,
     **overrides: Any,
@@ -511,9 +512,8 @@ def _train(data, cfg, out, dev, progress, t0) -> TrainResult:
         from balmm.training.report import write_outputs
 
         progress.start("write", "write outputs", total=1)
-        write_outputs(result, Path(out))
+        result.out = write_outputs(result, out if isinstance(out, OutputRun) else Path(out))
         progress.finish("write")
-        result.out = Path(out)
     return result
 
 

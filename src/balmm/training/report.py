@@ -8,15 +8,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from balmm.outputs import atomic_output_dir, to_json, write_json_atomic, write_text_atomic
+from balmm.outputs import (
+    OutputRun,
+    output_dir,
+    output_path,
+    to_json,
+    write_json_atomic,
+    write_text_atomic,
+)
 from balmm.report.html import html_page, img_tag, save_figure, table_html
 
 
-def write_outputs(result, out: Path) -> Path:
-    """Everything into a temporary folder, renamed to ``out`` only when complete."""
+def write_outputs(result, out: Path | OutputRun) -> Path:
+    """Everything into the run's work folder, put in place of ``out`` only when complete."""
     from balmm.model.bundle import save_bundle
 
-    with atomic_output_dir(out) as tmp:
+    with output_dir(out, "train") as tmp:
         write_json_atomic(tmp / "metrics.json", result.metrics)
         result.predictions.to_csv(tmp / "predictions.csv", index=False)
         if result.pairing is not None:
@@ -41,7 +48,7 @@ def write_outputs(result, out: Path) -> Path:
             result.embeddings.write_h5ad(tmp / "embeddings.h5ad")
         pngs = _plots(result, tmp / "plots")
         write_text_atomic(tmp / "report.html", _html(result, pngs))
-    return out
+    return output_path(out)
 
 
 # ----------------------------------------------------------------------------- plots

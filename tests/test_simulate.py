@@ -166,3 +166,72 @@ def test_simulate_cli_bad_option_exits_2(tmp_path, capsys) -> None:
     assert rc == 2
     assert "--signal" in capsys.readouterr().err
     assert not (tmp_path / "x.h5mu").exists()
+
+
+def test_complementary_scenario_bayes_accuracies_are_consistent() -> None:
+    """Stored Bayes accuracies: fused above each modality, each modality limited by the
+    classes it cannot tell apart, and LDA fitted on a large sample reaches them."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    from balmm.data.simulate import SCENARIOS
+
+    n_classes, mods = SCENARIOS["complementary"]
+    data = simulate(n_samples=12000, n_classes=n_classes, modalities=mods, seed=4)
+    bayes = data.uns["simulation"]["bayes_accuracy"]
+    per_mod = bayes["modalities"]
+    assert bayes["fused"] > max(per_mod.values()) + 0.1
+    assert bayes["fused_observed"] == bayes["fused"]  # nothing missing
+    # each tells only two groups of classes apart: at most 2/3 correct
+    assert all(1 / 3 < v < 2 / 3 for v in per_mod.values())
+    assert per_mod["strong"] > per_mod["weak"]
+    y = data.y(data.samples)
+    half = len(y) // 2
+    inputs = {m: data.mods[m].X for m in data.mods}
+    inputs["fused"] = np.hstack(list(inputs.values()))
+    for name, x in inputs.items():
+        acc = LinearDiscriminantAnalysis().fit(x[:half], y[:half]).score(x[half:], y[half:])
+        target = bayes["fused"] if name == "fused" else per_mod[name]
+        # Bayes is the ceiling; 6000 test draws have a standard error of ~0.006
+        assert acc == pytest.approx(target, abs=0.02), name
+
+
+def test_bayes_accuracy_of_two_classes_matches_phi_half_d_and_missing_patterns() -> None:
+    from scipy.stats import norm
+
+    specs = make_specs(["a", "b"], n_features=10, signal=[2.0, 1.0], shared=0.0)
+    data = simulate(n_samples=300, modalities=specs, missing_rate=0.3, seed=5)
+    truth = data.uns["simulation"]
+    bayes = truth["bayes_accuracy"]
+    for m in ("a", "b"):  # two classes, equal priors: Phi(D / 2), D = recorded separation
+        d = truth["modalities"][m]["effective_snr"]
+        assert bayes["modalities"][m] == pytest.approx(norm.cdf(d / 2), abs=0.003)
+        assert truth["modalities"][m]["bayes_accuracy"] == bayes["modalities"][m]
+    # unshared signal: the two independent distances add in quadrature
+    da, db = (truth["modalities"][m]["effective_snr"] for m in ("a", "b"))
+    assert bayes["fused"] == pytest.approx(norm.cdf(np.hypot(da, db) / 2), abs=0.003)
+    # with missing modalities the per-sample average lies between the parts and the whole
+    assert bayes["modalities"]["a"] < bayes["fused_observed"] < bayes["fused"]
+    counts = simulate(n_samples=100, modalities=specs, count_like=True, seed=5)
+    assert counts.uns["simulation"]["bayes_accuracy"] is None  # not Gaussian: not computed
+
+
+def test_class_groups_must_partition_the_classes() -> None:
+    with pytest.raises(InputError, match="class_groups"):
+        simulate(n_classes=3, modalities={"m": ModalitySpec(class_groups=[[0], [1]])})
+
+
+def test_simulate_cli_complementary_scenario(tmp_path) -> None:
+    from balmm.cli.app import main
+    from balmm.data.io import read_h5mu
+    from balmm.data.simulate import SCENARIOS
+
+    out = tmp_path / "c.h5mu"
+    assert main(["simulate", "--scenario", "complementary", "-n", "90", "--out", str(out)]) == 0
+    data = read_h5mu(out)
+    n_classes, mods = SCENARIOS["complementary"]
+    again = simulate(n_samples=90, n_classes=n_classes, modalities=mods, shared=0.5)
+    assert list(data.mods) == ["strong", "weak"] and len(data.classes) == 3
+    assert np.array_equal(again.mods["weak"].X, data.mods["weak"].X)
+    stored = data.uns["simulation"]["bayes_accuracy"]
+    assert float(stored["fused"]) == again.uns["simulation"]["bayes_accuracy"]["fused"]
+    assert main(["simulate", "--scenario", "nope", "--out", str(tmp_path / "n.h5mu")]) == 2

@@ -95,17 +95,32 @@ def simulate(
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     overwrite: OverwriteOpt = False,
+    scenario: Annotated[
+        str | None,
+        typer.Option(
+            "--scenario",
+            help="'complementary': 3 classes; 'strong' tells class0 from the rest, 'weak' "
+            "class2 from the rest (sets the modalities, features, signal and classes).",
+        ),
+    ] = None,
 ) -> None:
     """Simulate paired multi-omics data whose imbalance is known, as one .h5mu file.
 
     The ground truth (per-modality signal, effective signal-to-noise, informativeness rank,
     noise-only modalities, informative features, realised missing rate) is stored in
-    .uns['simulation'].
+    .uns['simulation'], with the Bayes accuracy of each modality and of all of them together
+    (continuous data).
     """
     from rich.table import Table
 
     from balmm.data.io import write_h5mu
-    from balmm.data.simulate import DEFAULT_MODALITIES, GROUND_TRUTH_KEY, ModalitySpec, simulate
+    from balmm.data.simulate import (
+        DEFAULT_MODALITIES,
+        GROUND_TRUTH_KEY,
+        SCENARIOS,
+        ModalitySpec,
+        simulate,
+    )
 
     if out.suffix != ".h5mu":  # before simulating, which can be long
         raise InputError(f"--out {out}: the output must be a .h5mu file")
@@ -139,6 +154,16 @@ def simulate(
                 )
             kw[key] = vals[0] if len(vals) == 1 else vals[i]
         specs[name] = ModalitySpec(**kw)
+    if scenario is not None:
+        if scenario not in SCENARIOS:
+            raise InputError(f"--scenario: unknown {scenario!r}; known: {', '.join(SCENARIOS)}")
+        classes, base = SCENARIOS[scenario]
+        # the scenario fixes the modalities; shared/missing/count options still apply
+        keep = ("shared", "missing_rate", "count_like", "dispersion")
+        specs = {
+            n: ModalitySpec(**{**vars(s), **{k: getattr(specs[names[0]], k) for k in keep}})
+            for n, s in base.items()
+        }
     with cli_output(out, "simulate", overwrite=overwrite, kind="file") as run:
         data = simulate(
             n_samples=samples,
@@ -153,7 +178,8 @@ def simulate(
         run.commit()
     truth = data.uns[GROUND_TRUTH_KEY]
     table = Table(title=f"simulated {samples} samples, {classes} classes -> {out}")
-    for col in ("modality", "features", "signal", "noise", "eff. SNR", "rank", "missing"):
+    for col in ("modality", "features", "signal", "noise", "eff. SNR", "Bayes acc", "rank",
+                "missing"):  # fmt: skip
         table.add_column(col, justify="left" if col == "modality" else "right")
     for name, t in truth["modalities"].items():
         table.add_row(
@@ -162,9 +188,13 @@ def simulate(
             f"{t['signal']:g}",
             f"{t['noise']:g}",
             f"{t['effective_snr']:.2f}",
+            "–" if t["bayes_accuracy"] is None else f"{t['bayes_accuracy']:.3f}",
             str(t["informativeness_rank"]),
             f"{t['missing_rate']:.2f}",
         )
+    if truth["bayes_accuracy"] is not None:
+        table.add_row("all (fused)", "", "", "", "", f"{truth['bayes_accuracy']['fused']:.3f}",
+                      "", "")  # fmt: skip
     out_console.print(table)
 
 

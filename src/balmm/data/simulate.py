@@ -31,6 +31,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from balmm.data.bayes import GaussianBlock, simulation_bayes
 from balmm.data.dataset import LABEL, SPLIT, TEST, TRAIN, MultiOmicsData
 from balmm.data.splits import stratified_split
 from balmm.errors import InputError
@@ -54,6 +55,9 @@ class ModalitySpec:
             (default: ``simulate``'s).
         dispersion: negative-binomial dispersion of counts (0 = Poisson).
         mean_count: typical count of a feature.
+        class_groups: classes this modality cannot tell apart, as a partition of the class
+            codes (e.g. ``[[0], [1, 2]]``: it separates class 0 from the rest, not 1 from 2);
+            classes in one group share one centroid. Default: every class its own.
     """
 
     n_features: int = 100
@@ -65,12 +69,31 @@ class ModalitySpec:
     count_like: bool | None = None
     dispersion: float = 0.2
     mean_count: float = 20.0
+    class_groups: list[list[int]] | None = None
 
 
 DEFAULT_MODALITIES: dict[str, ModalitySpec] = {
     "strong": ModalitySpec(n_features=100, signal=2.5, noise=1.0),
     "weak": ModalitySpec(n_features=100, signal=1.0, noise=1.0),
     "noise": ModalitySpec(n_features=100, signal=0.0, noise=1.0),
+}
+
+# Named scenarios: (n_classes, modalities). "complementary": a strong assay that tells
+# class0 from the rest but not class1 from class2, and a weak one that tells class2 from
+# the rest only; only together do they separate all three classes.
+SCENARIOS: dict[str, tuple[int, dict[str, ModalitySpec]]] = {
+    "default": (2, DEFAULT_MODALITIES),
+    "complementary": (
+        3,
+        {
+            "strong": ModalitySpec(
+                n_features=20, n_informative=10, signal=4.0, class_groups=[[0], [1, 2]]
+            ),
+            "weak": ModalitySpec(
+                n_features=20, n_informative=10, signal=2.5, class_groups=[[0, 1], [2]]
+            ),
+        },
+    ),
 }
 
 
@@ -121,7 +144,14 @@ def _coerce_spec(name: str, spec: ModalitySpec | Mapping[str, Any]) -> ModalityS
     raise InputError(f"modality {name!r}: spec must be a ModalitySpec or a dict, got {spec!r}")
 
 
-def _check_spec(name: str, s: ModalitySpec) -> None:
+def _check_spec(name: str, s: ModalitySpec, n_classes: int) -> None:
+    if s.class_groups is not None:
+        flat = sorted(c for g in s.class_groups for c in g)
+        if flat != list(range(n_classes)) or any(not g for g in s.class_groups):
+            raise InputError(
+                f"modality {name!r}: class_groups must partition the classes 0..{n_classes - 1},"
+                f" got {s.class_groups}"
+            )
     if s.n_features < 1:
         raise InputError(f"modality {name!r}: n_features must be >= 1, got {s.n_features}")
     if not 1 <= s.n_informative <= s.n_features:
@@ -202,7 +232,9 @@ def simulate(
         ``uns["simulation"]``: per modality ``signal``, ``noise``, ``effective_snr`` (mean
         pairwise Mahalanobis distance between class means, see :func:`_class_separation`),
         ``informativeness_rank`` (1 = most informative), ``noise_only``, ``informative_features``,
-        realised ``missing_rate``; plus ``dominant`` and ``noise_only`` modality names.
+        realised ``missing_rate``, ``bayes_accuracy``; plus ``dominant`` and ``noise_only``
+        modality names and ``bayes_accuracy`` (``fused``, ``fused_observed``,
+        ``modalities``; see :func:`balmm.data.bayes.simulation_bayes`).
     """
     if n_classes < 2:
         raise InputError(f"n_classes must be >= 2, got {n_classes}")
@@ -224,7 +256,7 @@ def simulate(
             s.missing_rate = missing_rate
         if s.count_like is None:
             s.count_like = count_like
-        _check_spec(str(name), s)
+        _check_spec(str(name), s, n_classes)
         specs[str(name)] = s
 
     rng = np.random.default_rng(seed)
@@ -260,14 +292,23 @@ def simulate(
 
     mods: dict[str, ad.AnnData] = {}
     truth_mods: dict[str, dict[str, Any]] = {}
+    blocks: dict[str, GaussianBlock] = {}
     for j, name in enumerate(names):
         s = specs[name]
-        unique_centroids = _centroids(rng, n_classes, k)
         r = s.shared
+        if s.class_groups is None:
+            unique_centroids = _centroids(rng, n_classes, k)
+            mod_shared = shared_centroids
+        else:  # classes of one group share a centroid: this modality cannot tell them apart
+            group = np.empty(n_classes, dtype=int)
+            for g, members in enumerate(s.class_groups):
+                group[members] = g
+            unique_centroids = _centroids(rng, len(s.class_groups), k)[group]
+            mod_shared = np.stack([shared_centroids[group == group[c]].mean(0) for c in group])
         # Latent = [shared block | unique block]; class distance^2 = r s^2 + (1-r) s^2 = s^2.
         z = np.hstack(
             [
-                math.sqrt(r) * (s.signal * shared_centroids[y] + shared_latent),
+                math.sqrt(r) * (s.signal * mod_shared[y] + shared_latent),
                 math.sqrt(1 - r)
                 * (s.signal * unique_centroids[y] + rng.standard_normal((n_samples, k))),
             ]
@@ -277,7 +318,12 @@ def simulate(
         x = s.noise * rng.standard_normal((n_samples, s.n_features))
         informative = np.sort(rng.choice(s.n_features, size=s.n_informative, replace=False))
         x[:, informative] += z @ loadings
-        separation = _class_separation(s, r, shared_centroids, unique_centroids, loadings)
+        separation = _class_separation(s, r, mod_shared, unique_centroids, loadings)
+        if not s.count_like:
+            class_means = s.signal * np.hstack(
+                [math.sqrt(r) * mod_shared, math.sqrt(1 - r) * unique_centroids]
+            )
+            blocks[name] = GaussianBlock(class_means @ loadings, loadings, r, s.noise)
         if s.count_like:
             base = rng.normal(math.log(s.mean_count), 1.0, size=s.n_features)
             size = rng.lognormal(0.0, 0.3, size=(n_samples, 1))
@@ -312,6 +358,10 @@ def simulate(
     for rank, name in enumerate(order, start=1):
         truth_mods[name]["informativeness_rank"] = rank
 
+    bayes = simulation_bayes(blocks, names, present, counts / counts.sum(), seed)
+    for name in names:
+        truth_mods[name]["bayes_accuracy"] = bayes["modalities"].get(name) if bayes else None
+
     labels = np.array(class_names, dtype=object)[y]
     _, test_ids = stratified_split(ids, y, test_size=test_size, seed=seed)
     obs = pd.DataFrame({LABEL: labels, SPLIT: TRAIN}, index=ids)
@@ -327,6 +377,7 @@ def simulate(
         "dominant": order[0],
         "ranking": order,
         "noise_only": [n for n in names if truth_mods[n]["noise_only"]],
+        "bayes_accuracy": bayes,
         "modalities": truth_mods,
         "model": "z = [sqrt(r)*(s*A[y] + h) | sqrt(1-r)*(s*B_m[y] + e)]; "
         "x = z @ W on informative features + noise*eps (counts: Poisson/NB of "

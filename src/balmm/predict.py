@@ -12,7 +12,9 @@ present, metrics are computed.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,6 +50,18 @@ def feature_coverage(bundle, data: MultiOmicsData) -> dict[str, dict]:
     return out
 
 
+@dataclass
+class PredictResult:
+    """Predictions (one row per sample, in input order), the embeddings of the same samples
+    (AnnData: class probabilities in X, ``obsm['X_fused']`` and ``obsm['X_<modality>']``)
+    and the metrics (with scores when labels were given)."""
+
+    predictions: pd.DataFrame
+    embeddings: Any
+    metrics: dict
+    classes: list[str]
+
+
 def predict(
     model_dir: str | Path,
     data: MultiOmicsData,
@@ -56,8 +70,22 @@ def predict(
     progress: Progress = NULL_PROGRESS,
 ) -> pd.DataFrame:
     """Predictions for every sample of ``data`` (one row each; see docs/outputs.md)."""
+    return predict_result(model_dir, data, out, device, progress).predictions
+
+
+def predict_result(
+    model_dir: str | Path,
+    data: MultiOmicsData,
+    out: str | Path | None = None,
+    device: str = "auto",
+    progress: Progress = NULL_PROGRESS,
+) -> PredictResult:
+    """:func:`predict` with the embeddings and metrics too; with ``out``, writes
+    predictions.csv, metrics.json and embeddings.h5ad."""
+    import anndata as ad
+
     from balmm.model.bundle import load_bundle
-    from balmm.training.evaluate import predictions_table, split_metrics
+    from balmm.training.evaluate import embeddings_anndata, predictions_table, split_metrics
     from balmm.training.fit import Split, infer, resolve_device
 
     dev = resolve_device(device)
@@ -116,18 +144,22 @@ def predict(
     for m, n in missing_any.items():
         if 0 < n < len(ids):
             logger.info("%d samples lack %s: predicted from their other modalities", n, m)
+    emb = embeddings_anndata({"predict": proba}, {"predict": s}, classes, model, ("predict",))
     progress.finish("predict")
+    metrics: dict = {
+        "model": str(model_dir),
+        "n_samples": len(ids),
+        "feature_coverage": coverage,
+        "samples_missing_modality": missing_any,
+        "modalities_ignored": unknown,
+    }
+    if (proc.y >= 0).any():
+        metrics.update(split_metrics(proba, s, classes, model))
     if out is not None:
-        metrics: dict = {
-            "model": str(model_dir),
-            "n_samples": len(ids),
-            "feature_coverage": coverage,
-            "samples_missing_modality": missing_any,
-            "modalities_ignored": unknown,
-        }
-        if (proc.y >= 0).any():
-            metrics.update(split_metrics(proba, s, classes, model))
         with output_dir(out, "predict") as tmp:
             df.to_csv(tmp / "predictions.csv", index=False)
             write_json_atomic(tmp / "metrics.json", metrics)
-    return df
+            # nullable-string indexes (pandas >= 3) are written only when allowed
+            with ad.settings.override(allow_write_nullable_strings=True):
+                emb.write_h5ad(tmp / "embeddings.h5ad")
+    return PredictResult(predictions=df, embeddings=emb, metrics=metrics, classes=list(classes))

@@ -81,9 +81,17 @@ def read_h5mu_raw(
 ) -> readers.RawInput:
     readers.check_exists(path)
     try:
-        with md.set_options(pull_on_update=False), warnings.catch_warnings():
-            _quiet()
-            mdata = md.read_h5mu(path)
+        try:
+            with md.set_options(pull_on_update=False), warnings.catch_warnings():
+                _quiet()
+                mdata = md.read_h5mu(path)
+        except ValueError:
+            # mudata 0.3 fails to join obs without pulling when a mod's obs index has another
+            # name than the global one (e.g. 'sample' vs none); its default reading works
+            with warnings.catch_warnings():
+                _quiet()
+                warnings.simplefilter("ignore", FutureWarning)
+                mdata = md.read_h5mu(path)
     except Exception as exc:  # h5py/mudata raise many types for damaged files
         raise InputError(f"{path}: not a readable .h5mu file ({type(exc).__name__})") from exc
     if not mdata.mod:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from balmm.data.dataset import LABEL, SPLIT, MultiOmicsData
@@ -55,3 +56,11 @@ def pairing_summary(data: MultiOmicsData) -> dict:
         "per_split": per_split,
         "unlabelled": n_unlabelled,
     }
+
+
+def input_order(order: pd.Index, ids: pd.Index | pd.Series | list[str]) -> np.ndarray:
+    """Row positions that put ``ids`` in the order of ``order`` (the input's sample order);
+    IDs not in ``order`` go last, in their own order. Outputs are reindexed with it so that
+    every file lists samples as the input did."""
+    pos = pd.Index(order).get_indexer(pd.Index(ids))
+    return np.argsort(np.where(pos < 0, len(order), pos), kind="stable")

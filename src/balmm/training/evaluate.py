@@ -207,7 +207,7 @@ def evaluate(
         predictions["graph"] = graph_mode
         for h in history:
             h["graph"] = graph_mode
-    emb = _embeddings(proba, sets, classes, model)
+    emb = embeddings_anndata(proba, sets, classes, model)
     emb.uns["balmm"] = {
         k: v
         for k, v in metrics["protocol"].items()
@@ -226,11 +226,11 @@ def evaluate(
     )
 
 
-def _embeddings(proba, sets, classes, model):
-    """AnnData: one row per sample, fused and per-modality embeddings in .obsm."""
+def embeddings_anndata(proba, sets, classes, model, names=("fit", "val", "test")):
+    """AnnData: one row per sample of ``sets[name]`` for each of ``names`` (split ``train``
+    for ``fit``, else the name), fused and per-modality embeddings in .obsm."""
     import anndata as ad
 
-    names = ("fit", "val", "test")
     ids = np.concatenate([sets[n].ids.astype(str).to_numpy() for n in names])
     split = np.concatenate([[("train" if n == "fit" else n)] * len(sets[n]) for n in names])
     y = np.concatenate([sets[n].y.cpu().numpy() for n in names])
@@ -249,7 +249,7 @@ def _embeddings(proba, sets, classes, model):
         # refuses to write by default
         index=pd.Index(ids, dtype=object, name="sample"),
     )
-    zmods = [k[2:] for k in proba["fit"] if k.startswith("z:")]
+    zmods = [k[2:] for k in proba[names[0]] if k.startswith("z:")]
     obsm = {}
     for m in zmods:
         z = np.concatenate([proba[n][f"z:{m}"] for n in names]).astype(np.float32)

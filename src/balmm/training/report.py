@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from balmm.data.pairing import input_order
 from balmm.outputs import (
     OutputRun,
     output_dir,
@@ -23,9 +24,13 @@ def write_outputs(result, out: Path | OutputRun) -> Path:
     """Everything into the run's work folder, put in place of ``out`` only when complete."""
     from balmm.model.bundle import save_bundle
 
+    predictions, embeddings = result.predictions, result.embeddings
+    if result.pairing is not None:  # every file in input order (pairing.csv lists it)
+        predictions = predictions.iloc[input_order(result.pairing.index, predictions["sample"])]
+        embeddings = embeddings[input_order(result.pairing.index, embeddings.obs_names)].copy()
     with output_dir(out, "train") as tmp:
         write_json_atomic(tmp / "metrics.json", result.metrics)
-        result.predictions.to_csv(tmp / "predictions.csv", index=False)
+        predictions.to_csv(tmp / "predictions.csv", index=False)
         if result.pairing is not None:
             result.pairing.to_csv(tmp / "pairing.csv", index_label="sample")
         write_text_atomic(tmp / "history.jsonl", "".join(to_json(h) + "\n" for h in result.history))
@@ -45,7 +50,7 @@ def write_outputs(result, out: Path | OutputRun) -> Path:
         # pandas >= 3 makes string indexes nullable-string typed; anndata writes them only
         # when allowed (readable by anndata >= 0.11)
         with ad.settings.override(allow_write_nullable_strings=True):
-            result.embeddings.write_h5ad(tmp / "embeddings.h5ad")
+            embeddings.write_h5ad(tmp / "embeddings.h5ad")
         pngs = _plots(result, tmp / "plots")
         write_text_atomic(tmp / "report.html", _html(result, pngs))
     return output_path(out)

@@ -76,7 +76,7 @@ def predict(
 def predict_result(
     model_dir: str | Path,
     data: MultiOmicsData,
-    out: str | Path | None = None,
+    out: str | Path | OutputRun | None = None,
     device: str = "auto",
     progress: Progress = NULL_PROGRESS,
 ) -> PredictResult:

@@ -214,3 +214,225 @@ def test_sigkill_leftovers_are_swept_by_the_next_run(tmp_path: Path, h5mu: Path)
     assert "removing" in done.stderr and ".run.tmp-abcd1234" in done.stderr
     assert sorted(os.listdir(tmp_path)) == ["run"]
     assert json.loads((tmp_path / "run" / MARKER).read_text())["command"] == "train"
+
+
+# ----------------------------------------------------------------------------- inputs
+def _named_tables(folder: Path, n: int = 40, n_feat: int = 6) -> list[str]:
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    ids = [f"s{i:03d}" for i in range(n)]
+    specs = []
+    for name in ("a", "b"):
+        df = pd.DataFrame(rng.normal(size=(n, n_feat)), index=pd.Index(ids, name="id"),
+                          columns=[f"{name}{j}" for j in range(n_feat)])  # fmt: skip
+        df.to_csv(folder / f"{name}.csv")
+        specs.append(f"{name}={folder / f'{name}.csv'}")
+    pd.DataFrame({"y": ["u", "v"] * (n // 2)}, index=pd.Index(ids, name="id")).to_csv(
+        folder / "y.csv"
+    )
+    return specs
+
+
+def test_text_input_cap_names_file_and_variable(tmp_path, monkeypatch, capsys) -> None:
+    """Finding 7: a 593 KB .csv.gz expanded to 2.2 GB RSS before any check."""
+    import gzip
+
+    bomb = tmp_path / "big.csv.gz"
+    row = ",".join(["0"] * 500) + "\n"
+    with gzip.open(bomb, "wt") as fh:
+        fh.write("id," + ",".join(f"f{j}" for j in range(500)) + "\n")
+        for i in range(2200):  # ~2.2 MB of text, a few KB compressed
+            fh.write(f"s{i}," + row)
+    assert bomb.stat().st_size < 100_000
+    monkeypatch.setenv("BALMM_MAX_TEXT_MB", "1")
+    assert main(["inspect", f"a={bomb}", "--allow-unlabelled"]) == 2
+    err = capsys.readouterr().err
+    assert "big.csv.gz" in err and "BALMM_MAX_TEXT_MB" in err and "Traceback" not in err
+    monkeypatch.setenv("BALMM_MAX_TEXT_MB", "0")  # no cap
+    assert main(["inspect", f"a={bomb}", "--allow-unlabelled"]) == 0
+
+
+def test_labels_and_headers_are_checked_before_the_matrices(tmp_path, monkeypatch, capsys):
+    """Finding 7: labels and headers were checked only after whole matrices were read."""
+    import balmm.data.readers as readers
+
+    specs = _named_tables(tmp_path)
+    calls: list[str] = []
+    real = readers.read_table
+    monkeypatch.setattr(
+        readers, "read_table", lambda p, *a, **k: calls.append(p) or real(p, *a, **k)
+    )
+    assert main(["inspect", *specs]) == 2  # no --labels
+    assert "no labels found" in capsys.readouterr().err
+    assert main(["inspect", *specs, "--labels", str(tmp_path / "y.csv"), "--label-col", "z"]) == 2
+    assert "label column 'z' not found" in capsys.readouterr().err
+    (tmp_path / "c.csv").write_text("id,x,x\ns000,1,2\n")
+    assert main(["inspect", *specs, f"c={tmp_path / 'c.csv'}", "--labels",
+                 str(tmp_path / "y.csv")]) == 2  # fmt: skip
+    assert "'x'" in capsys.readouterr().err
+    assert calls == []  # no matrix was read for any of these
+    assert main(["inspect", *specs, "--labels", str(tmp_path / "y.csv")]) == 0
+    assert len(calls) == 2
+
+
+def test_all_nan_row_means_the_modality_is_missing(tmp_path: Path) -> None:
+    """Finding 9: an all-NaN row counted as measured and was predicted from medians."""
+    import pandas as pd
+
+    from balmm.data.io import load_inputs
+
+    specs = _named_tables(tmp_path)
+    a = pd.read_csv(tmp_path / "a.csv", index_col=0)
+    a.loc["s003"] = float("nan")
+    a.to_csv(tmp_path / "a.csv")
+    data = load_inputs(specs, labels=[tmp_path / "y.csv"])
+    assert "s003" not in data.mods["a"].obs_names and "s003" in data.mods["b"].obs_names
+    assert any("s003" in n for n in data.notes)
+
+
+def test_thread_default_follows_affinity_cgroup_and_slurm(tmp_path, monkeypatch) -> None:
+    """Finding 11: bench used os.cpu_count(): 128 threads on a node with 2 allocated CPUs."""
+    import balmm.threads as th
+
+    real_cgroup = th.cgroup_cpus
+    monkeypatch.setattr(th.os, "sched_getaffinity", lambda pid: set(range(128)), raising=False)
+    monkeypatch.setattr(th, "cgroup_cpus", lambda: None)
+    assert th.available_cpus({}) == 128
+    assert th.available_cpus({"SLURM_CPUS_PER_TASK": "2"}) == 2
+    (tmp_path / "cpu.max").write_text("300000 100000\n")
+    assert real_cgroup(tmp_path / "cpu.max") == 3.0
+    (tmp_path / "unl").write_text("max 100000\n")
+    assert real_cgroup(tmp_path / "unl", (tmp_path / "x", tmp_path / "y")) is None
+    monkeypatch.setattr(th, "cgroup_cpus", lambda: 2.5)
+    assert th.available_cpus({}) == 3
+    monkeypatch.setattr(th.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert th.available_cpus({"SLURM_CPUS_PER_TASK": "8"}) == 1
+    assert th.default_threads(4) == 1
+
+
+# ----------------------------------------------------------------------------- bundles
+@pytest.fixture(scope="module")
+def trained(h5mu: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("model") / "run"
+    old = os.umask(0o022)
+    try:
+        assert main(["train", str(h5mu), "--out", str(out), *FAST]) == 0
+    finally:
+        os.umask(old)
+    return out
+
+
+def test_weights_follow_the_umask(trained: Path) -> None:
+    """Finding 10: model/weights.safetensors was written 0600."""
+    import stat
+
+    for p in (trained / "model").rglob("*"):
+        if p.is_file():
+            assert stat.S_IMODE(p.stat().st_mode) == 0o644, p
+
+
+def _edited_copy(trained: Path, tmp_path: Path, edit) -> Path:
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(trained / "model", model)
+    meta = json.loads((model / "model.json").read_text())
+    edit(meta)
+    (model / "model.json").write_text(json.dumps(meta))
+    return model
+
+
+@pytest.mark.parametrize(("what", "edit", "needle"), [
+    ("dropout", lambda m: m["config"].update(dropout=7.5), "'dropout'"),
+    ("type", lambda m: m["config"].update(hidden="big"), "'hidden'"),
+    ("n_features", lambda m: m["n_features"].update(a=m["n_features"]["a"] + 3), "n_features.a"),
+    ("huge", lambda m: m["config"].update(embed_dim=10**9), "weights.safetensors"),
+    ("classes", lambda m: m.update(classes=["only"]), "'classes'"),
+])  # fmt: skip
+def test_damaged_bundle_is_one_line_naming_file_and_key(
+    trained, tmp_path, h5mu, capsys, what, edit, needle
+) -> None:
+    """Finding 8: dropout = 7.5 was an internal error; a changed n_features a RuntimeError;
+    size fields were trusted when allocating."""
+    model = _edited_copy(trained, tmp_path, edit)
+    assert main(["predict", str(model), str(h5mu), "--out", str(tmp_path / "p")]) == 2
+    err = _lines(capsys.readouterr().err)
+    assert len(err) == 1 and needle in err[0] and "model" in err[0], err
+    assert not (tmp_path / "p").exists()
+
+
+# ----------------------------------------------------------------------------- bench
+BENCH = ["--balancers", "", "--classic", "logreg", "--seeds", "3", "--device", "cpu"]
+
+
+def _descendants(pid: int) -> set[int]:
+    """PIDs of every live descendant of ``pid`` (from /proc)."""
+    parents: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if fields[0] != "Z":
+                parents[int(d.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for p in pids:
+        try:
+            state = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.add(p)
+    return alive
+
+
+def test_bench_resumes_after_sigkill_with_identical_tables(tmp_path: Path, h5mu: Path) -> None:
+    """Finding 2: bench kept every unit in memory and wrote once; no --resume."""
+    proc, _ = _start(["bench", str(h5mu), *BENCH, "--out", "b"], tmp_path, "unit2")
+    proc.kill()  # SLURM's SIGKILL after the grace period
+    proc.wait(30)
+    units = tmp_path / ".b.partial" / "checkpoints" / "bench"
+    assert len(list(units.glob("*-*-classic.json"))) == 2
+    assert not (tmp_path / "b").exists() and _looks_complete(tmp_path / ".b.partial") == []
+    resumed = _cli(["bench", str(h5mu), *BENCH, "--out", "b", "--resume"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "2 of 3 units already finished" in resumed.stderr
+    fresh = _cli(["bench", str(h5mu), *BENCH, "--out", "fresh"], tmp_path)
+    assert fresh.returncode == 0, fresh.stderr
+    for name in ("bench.csv", "summary.csv", "paired.csv", "heads.csv", "bench.md"):
+        assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
+    assert sorted(os.listdir(tmp_path)) == ["b", "fresh"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_bench_jobs_leave_no_worker_behind(tmp_path: Path, h5mu: Path, sig) -> None:
+    """Finding 4: with --jobs an interrupt waited for every unit; a killed parent left
+    orphaned workers (about 560 MB each)."""
+    args = ["bench", str(h5mu), *BENCH, "--seeds", "4", "--jobs", "2", "--out", "b"]
+    proc, _ = _start(args, tmp_path, "unit1")
+    workers = _descendants(proc.pid)
+    assert workers  # the pool is up
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    proc.wait(60)
+    assert proc.returncode == (143 if sig == signal.SIGTERM else -signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while _alive(workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(workers), "workers outlived their parent"
+    assert time.monotonic() - t0 < 30  # pending units were cancelled, not waited for
+    assert not (tmp_path / "b").exists()
+    if sig == signal.SIGTERM:
+        assert len(list((tmp_path / ".b.partial" / "checkpoints" / "bench").glob("*.json"))) >= 2

@@ -8,13 +8,12 @@ puts the rows back in unit order, so the merged tables equal an unsharded run's.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
-import multiprocessing
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,9 +21,12 @@ import pandas as pd
 
 from balmm import __version__
 from balmm.bench.classic import CLASSIC_METHODS, METRICS, classic_floors
+from balmm.bench.store import UnitStore, run_parallel
 from balmm.data.dataset import SPLIT, TEST, TRAIN, MultiOmicsData
 from balmm.errors import InputError
 from balmm.progress import NULL_PROGRESS, Progress
+from balmm.testpoints import pause_point
+from balmm.threads import default_threads
 
 logger = logging.getLogger("balmm")
 
@@ -284,12 +286,15 @@ def run_bench(
     jobs: int = 1,
     threads: int = 0,
     progress: Progress = NULL_PROGRESS,
+    checkpoints: str | Path | None = None,
 ) -> BenchResult:
     """Run the units of ``shard`` (all by default), ``jobs`` processes in parallel.
 
-    ``threads``: torch and BLAS/OpenMP threads per process (0 = CPU count // jobs). On a
+    ``threads``: torch and BLAS/OpenMP threads per process (0 = usable CPUs // jobs). On a
     shared or busy machine 1 is often several times faster than more: the models are
     small and idle thread pools spin.
+    ``checkpoints``: a folder where each unit's rows are stored as soon as it finishes;
+    units already stored there (by an interrupted run of the same benchmark) are not rerun.
     """
     import torch
     from threadpoolctl import threadpool_limits
@@ -297,33 +302,47 @@ def run_bench(
     if not data.classes or len(data.classes) < 2:
         raise InputError("bench needs labels with at least 2 classes")
     units = shard_units(spec.units(), shard)
+    manifest = make_manifest(data, spec, shard, units)
     results: dict[Unit, tuple[list[dict[str, Any]], float]] = {}
+    store = None
+    if checkpoints is not None:
+        identity = {k: manifest[k] for k in ("balmm_version", "spec", "data", "shard")}
+        store = UnitStore(Path(checkpoints), identity)
+        for unit in units:
+            found = store.load(unit)
+            if found is not None:
+                results[unit] = found
+        if results:
+            logger.info("resuming: %d of %d units already finished", len(results), len(units))
+    todo = [u for u in units if u not in results]
     progress.start("bench", f"bench shard {shard[0]}/{shard[1]}", total=len(units))
-    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
-    if jobs <= 1 or len(units) <= 1:
+    if results:
+        progress.update("bench", advance=len(results))
+
+    def finished(unit: Unit, rows: list[dict[str, Any]], secs: float) -> None:
+        results[unit] = (rows, secs)
+        if store is not None:
+            store.save(unit, rows, secs)
+        progress.update("bench", method=unit.method, seed=unit.seed)
+        pause_point(f"unit{len(results)}")
+
+    threads = threads or default_threads(jobs)
+    if jobs <= 1 or len(todo) <= 1:
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
             with threadpool_limits(limits=threads):
-                for unit in units:
+                for unit in todo:
                     t0 = time.perf_counter()
-                    results[unit] = (run_unit(data, spec, unit), time.perf_counter() - t0)
-                    progress.update("bench", method=unit.method, seed=unit.seed)
+                    rows = run_unit(data, spec, unit)
+                    finished(unit, rows, time.perf_counter() - t0)
         finally:
             torch.set_num_threads(before)
     else:
-        ctx = multiprocessing.get_context("spawn")  # fork + torch threads can deadlock
-        with ProcessPoolExecutor(
-            max_workers=jobs,
-            mp_context=ctx,
-            initializer=_init_worker,
-            initargs=(data, spec, threads),
-        ) as pool:
-            futures = [pool.submit(_worker_unit, u) for u in units]
-            for fut in as_completed(futures):
-                unit, rows, secs = fut.result()
-                results[unit] = (rows, secs)
-                progress.update("bench", method=unit.method, seed=unit.seed)
+        runs = run_parallel(todo, jobs, _init_worker, (data, spec, threads), _worker_unit)
+        with contextlib.closing(runs):  # an interrupt here terminates the workers at once
+            for unit, rows, secs in runs:
+                finished(unit, rows, secs)
     progress.finish("bench")
     all_rows = [r for u in units for r in results[u][0]]
     timing = pd.DataFrame(
@@ -335,4 +354,4 @@ def run_bench(
     )
     rows = normalise_rows(pd.DataFrame(all_rows), list(data.mods))
     rows = order_rows(rows, spec.units())
-    return BenchResult(rows=rows, timing=timing, manifest=make_manifest(data, spec, shard, units))
+    return BenchResult(rows=rows, timing=timing, manifest=manifest)

@@ -271,7 +271,8 @@ def bench(
         typer.Option(
             "--threads",
             min=0,
-            help="Torch/BLAS threads per process (0 = CPU count / jobs). 1 is often fastest "
+            help="Torch/BLAS threads per process (0 = usable CPUs / jobs: affinity, cgroup quota, "
+            "SLURM_CPUS_PER_TASK). 1 is often fastest "
             "on a shared machine.",
         ),
     ] = 0,
@@ -324,7 +325,8 @@ def bench(
         t0 = time.perf_counter()
         with make_progress() as progress:
             result = run_bench(data, spec, shard=shard_t, jobs=jobs, threads=threads,
-                               progress=progress)  # fmt: skip
+                               progress=progress,
+                               checkpoints=run.checkpoints / "bench")  # fmt: skip
         secs = time.perf_counter() - t0
         if shard_t != (1, 1):
             write_partial(result, run)

@@ -29,6 +29,7 @@ from balmm.data.dataset import LABEL, SPLIT, TEST, TRAIN, MultiOmicsData
 from balmm.data.h5mu import read_h5mu_raw, write_h5mu
 from balmm.data.labels import choose_label_column, normalise_labels, split_values
 from balmm.data.layouts import is_flexynesis_dir, is_mogonet_dir, read_flexynesis, read_mogonet
+from balmm.data.precheck import early_labels, parse_named
 from balmm.data.splits import stratified_split
 from balmm.errors import InputError
 
@@ -67,15 +68,6 @@ def read_h5mu(path: str | os.PathLike[str]) -> MultiOmicsData:
 
 
 # -------------------------------------------------------------------- detect and read
-
-
-def _parse_named(spec: str) -> tuple[str, Path] | None:
-    if "=" not in spec:
-        return None
-    name, _, path = spec.partition("=")
-    if not name or os.sep in name:
-        return None
-    return name.strip(), Path(path)
 
 
 def _read_named_file(
@@ -125,7 +117,7 @@ def _read_inputs(
         raw = read_h5mu_raw(example_path("rosmap"), layer, var_key)
         raw.source = f"bundled example {example_path('rosmap').name} ({raw.source})"
         return raw
-    named = [_parse_named(s) for s in inputs]
+    named = [parse_named(s) for s in inputs]
     if all(n is not None for n in named):
         names = [n[0] for n in named]  # type: ignore[index]
         validate.check_modality_names(names)
@@ -204,7 +196,7 @@ def _apply_test_option(
     ids: list[str] = []
     id_files: list[Path] = []
     for spec in test:
-        named = _parse_named(spec)
+        named = parse_named(spec)
         if named is not None and not Path(spec).exists():
             name, path = named
             if name not in raw.mods:
@@ -281,14 +273,17 @@ def load_inputs(
     """
     labels = [Path(p) for p in (labels or [])]
     test = list(test or [])
+    early = None
     if _is_in_memory(inputs):
         raw = _read_in_memory(inputs, layer, var_key)
     else:
+        early = early_labels(list(inputs), labels, label_col, split_col, no_ids, require_labels)  # type: ignore[arg-type]
         raw = _read_inputs(list(inputs), no_ids, layer, var_key)  # type: ignore[arg-type]
     if no_ids:
         _check_positional(raw, labels)
     test_ids = _apply_test_option(raw, test, layer, var_key) if test else None
     mods = raw.mods
+    raw.notes += validate.drop_unmeasured_rows(mods)
     validate.check_shared_samples(mods)
 
     # Union of samples in modality order (the MuData order, so convert round-trips).
@@ -300,7 +295,10 @@ def load_inputs(
     obs = pd.DataFrame(index=union)
 
     # Annotation table: --labels files first, then what the format carried.
-    label_table = readers.read_annotation_files(labels, no_ids) if labels else pd.DataFrame()
+    if early is not None:
+        label_table = early
+    else:
+        label_table = readers.read_annotation_files(labels, no_ids) if labels else pd.DataFrame()
     table = _merge_annotations([t for t in (label_table, raw.annotations) if t.shape[1]])
     where = ", ".join(str(p) for p in labels) if labels else (raw.source or "the inputs")
     if split_col is not None and split_col not in table.columns:

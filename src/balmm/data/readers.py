@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,68 @@ def check_exists(path: Path, what: str = "input") -> None:
         raise InputError(f"{what} not found: {path}")
 
 
+MAX_TEXT_ENV = "BALMM_MAX_TEXT_MB"
+MAX_TEXT_MB = 512  # text beyond this belongs in .h5ad/.h5mu; a 1000-fold .gz bomb stops here
+
+
+def max_text_bytes() -> int | None:
+    """The cap on one text input's (decompressed) size; None = no cap (``BALMM_MAX_TEXT_MB=0``)."""
+    raw = os.environ.get(MAX_TEXT_ENV, "").strip()
+    try:
+        mb = float(raw) if raw else MAX_TEXT_MB
+    except ValueError:
+        raise InputError(f"{MAX_TEXT_ENV}={raw!r}: expected a number of megabytes") from None
+    return None if mb <= 0 else int(mb * 2**20)
+
+
+def check_text_size(path: Path) -> None:
+    """Refuse a text input larger than the cap before parsing it (a compressed file is
+    decompressed as a stream and counted, stopping at the cap)."""
+    limit = max_text_bytes()
+    if limit is None:
+        return
+    _, comp = strip_compression(path)
+    if not comp:
+        size = path.stat().st_size
+    else:
+        size = 0
+        try:
+            with pd.io.common.get_handle(path, "rb", compression="infer", is_text=False) as h:
+                while size <= limit:
+                    chunk = h.handle.read(1 << 22)
+                    if not chunk:
+                        break
+                    size += len(chunk)
+        except (OSError, EOFError, ValueError) as exc:
+            raise InputError(f"{path}: cannot decompress ({exc})") from None
+    if size > limit:
+        raise InputError(
+            f"{path}: more than {limit / 2**20:g} MB of text"
+            f"{' after decompression' if comp else ''}; store large data as .h5ad/.h5mu, or "
+            f"raise the cap with {MAX_TEXT_ENV}=N (megabytes; 0 = no cap)"
+        )
+
+
+def check_table_header(path: Path, name: str, no_ids: bool = False) -> None:
+    """Size cap and header row of a samples x features table, checked before the matrix is
+    read: at least one feature column, no repeated column names."""
+    check_exists(path)
+    check_text_size(path)
+    try:
+        head = pd.read_csv(path, sep=_sep_for(path), header=None, nrows=1, dtype=str,
+                           compression="infer", keep_default_na=False)  # fmt: skip
+        names = head.iloc[0].tolist()
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path}: the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: cannot parse as a delimited table ({first})") from None
+    features = names if no_ids else names[1:]
+    if not features:
+        raise InputError(f"{path} (modality {name!r}): 0 features (only an ID column?)")
+    validate.check_unique(features, "column name", str(path))
+
+
 def _sep_for(path: Path) -> str:
     suffix, _ = strip_compression(path)
     if suffix in (".csv", ".tsv"):
@@ -81,6 +144,7 @@ def read_csv_frame(
     :func:`balmm.data.validate.numeric_values` can name the row and column.
     """
     check_exists(path)
+    check_text_size(path)
     sep = _sep_for(path)
     kwargs = {
         "sep": sep,

@@ -113,3 +113,33 @@ def check_classes(labels: pd.Series, split: pd.Series, label_key: str) -> None:
                 f"label {label_key!r}: class {c!r} has {int(counts.get(c, 0))} training "
                 "sample(s); every class needs at least 2"
             )
+
+
+def drop_unmeasured_rows(mods: dict[str, ad.AnnData]) -> list[str]:
+    """A sample whose row is NaN in every feature of a modality was not measured there: it
+    is removed from that modality, so pairing counts it as missing the modality (instead
+    of predicting it from imputed medians). Returns one note per modality affected."""
+    notes = []
+    for name, m in list(mods.items()):
+        empty = np.zeros(m.n_obs, dtype=bool)
+        for start in range(0, m.n_obs, 8192):  # chunks bound the boolean working copy
+            x = m.X[start : start + 8192]
+            if sp.issparse(x):
+                x = sp.csr_matrix(x)
+                nan_per_row = np.bincount(
+                    np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))[np.isnan(x.data)],
+                    minlength=x.shape[0],
+                )
+                empty[start : start + x.shape[0]] = nan_per_row == m.n_vars
+            else:
+                empty[start : start + len(x)] = np.isnan(np.asarray(x)).all(axis=1)
+        if empty.all():
+            raise InputError(f"modality {name!r}: every sample has only missing values (NaN)")
+        if empty.any():
+            mods[name] = m[~empty].copy()
+            first = m.obs_names[np.flatnonzero(empty)[0]]
+            notes.append(
+                f"modality {name!r}: {int(empty.sum())} samples have only missing values "
+                f"(e.g. {first!r}): counted as not measured in {name!r}"
+            )
+    return notes

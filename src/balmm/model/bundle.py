@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 import balmm
 from balmm.errors import InputError
 from balmm.model.fusion import MultiModalNet
-from balmm.outputs import write_json_atomic
+from balmm.outputs import apply_umask, write_json_atomic
 
 FORMAT = 1
 
@@ -64,12 +64,14 @@ def save_bundle(
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(directory / "weights.safetensors"))
+    apply_umask(directory / "weights.safetensors")  # safetensors writes 0600
     preprocessor.save(directory / "preprocess")
     if graph:
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in graph.items()},
             str(directory / "graph.safetensors"),
         )
+        apply_umask(directory / "graph.safetensors")
     first_enc = next(iter(model.encoders.values()))
     meta = {
         "format": FORMAT,
@@ -91,30 +93,121 @@ def save_bundle(
     return directory
 
 
+def _meta_error(path: Path, key: str, why: str) -> InputError:
+    return InputError(f"{path}: key {key!r} {why}")
+
+
+def _check_meta(path: Path, meta: Any) -> dict:
+    """model.json is checked like a config file: types, ranges and consistency, so a
+    damaged or edited bundle is one clear line naming the file and key (exit 2)."""
+    if not isinstance(meta, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    if meta.get("format") != FORMAT:
+        raise InputError(f"{path.parent}: unsupported bundle format {meta.get('format')!r}")
+    classes = meta.get("classes")
+    if (
+        not isinstance(classes, list)
+        or len(classes) < 2
+        or len(set(map(str, classes))) != len(classes)
+    ):
+        raise _meta_error(path, "classes", "must be a list of at least 2 distinct class names")
+    mods = meta.get("modalities")
+    if not isinstance(mods, list) or not mods or not all(isinstance(m, str) for m in mods):
+        raise _meta_error(path, "modalities", "must be a non-empty list of names")
+    n_features, features = meta.get("n_features"), meta.get("features")
+    if not isinstance(n_features, dict) or sorted(n_features) != sorted(mods):
+        raise _meta_error(path, "n_features", f"must give a count for each of {mods}")
+    if not isinstance(features, dict) or sorted(features) != sorted(mods):
+        raise _meta_error(path, "features", f"must list the features of each of {mods}")
+    for m in mods:
+        n = n_features[m]
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise _meta_error(path, f"n_features.{m}", f"must be a positive integer, got {n!r}")
+        if not isinstance(features[m], list) or len(features[m]) != n:
+            got = len(features[m]) if isinstance(features[m], list) else type(features[m]).__name__
+            raise _meta_error(path, f"n_features.{m}", f"is {n} but features.{m} has {got}")
+    fusion_off = meta.get("fusion_off", [])
+    if not isinstance(fusion_off, list) or not set(fusion_off) <= set(mods):
+        raise _meta_error(path, "fusion_off", f"must be a list of modalities among {mods}")
+    if not isinstance(meta.get("config"), dict):
+        raise _meta_error(path, "config", "must be a table of training settings")
+    return meta
+
+
+def _config(path: Path, raw: dict) -> Any:
+    from balmm.errors import ConfigError
+    from balmm.training.config import TrainConfig, _coerce, validate
+
+    try:
+        known = {k: _coerce(k, v, str(path)) for k, v in raw.items()
+                 if k in TrainConfig.__dataclass_fields__}  # fmt: skip
+        return validate(TrainConfig(**known))
+    except ConfigError as exc:
+        msg = str(exc)
+        raise InputError(msg if str(path) in msg else f"{path}: {msg}") from None
+
+
+def _tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Names and shapes from the safetensors header, without reading any tensor."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing from the model bundle") from None
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise InputError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def _check_shapes(path: Path, want: dict[str, tuple[int, ...]]) -> None:
+    have = _tensor_shapes(path)
+    for key in sorted(set(want) | set(have)):
+        if key not in have:
+            raise InputError(f"{path}: tensor {key!r} is missing")
+        if key not in want:
+            raise InputError(f"{path}: unexpected tensor {key!r} (does model.json match?)")
+        if have[key] != want[key]:
+            raise InputError(
+                f"{path}: tensor {key!r} has shape {list(have[key])}, model.json implies "
+                f"{list(want[key])}"
+            )
+
+
 def load_bundle(directory: str | Path, device: torch.device | str = "cpu") -> Bundle:
-    """Rebuild the network and preprocessing of a saved bundle."""
+    """Rebuild the network and preprocessing of a saved bundle (validated first: any
+    inconsistency is an InputError naming the file and key)."""
     from balmm.data.preprocess import Preprocessor
-    from balmm.training.config import TrainConfig
     from balmm.training.fit import build_model
 
     directory = Path(directory)
     if (directory / "model").is_dir() and not (directory / "model.json").exists():
         directory = directory / "model"  # accept the train --out folder too
+    meta_path = directory / "model.json"
     try:
-        meta = json.loads((directory / "model.json").read_text())
+        meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
         raise InputError(f"{directory}: not a balmm model bundle (model.json: {exc})") from exc
-    if meta.get("format") != FORMAT:
-        raise InputError(f"{directory}: unsupported bundle format {meta.get('format')!r}")
+    meta = _check_meta(meta_path, meta)
+    cfg = _config(meta_path, meta["config"])
+    weights = directory / "weights.safetensors"
     pre = Preprocessor.load(directory / "preprocess")
-    known = {k: v for k, v in meta["config"].items() if k in TrainConfig.__dataclass_fields__}
-    cfg = TrainConfig(**known)
+    for m in meta["modalities"]:
+        got = len(pre.features.get(m, []))
+        if got != meta["n_features"][m]:
+            raise _meta_error(meta_path, f"n_features.{m}",
+                              f"is {meta['n_features'][m]} but the fitted preprocessing has "
+                              f"{got} features")  # fmt: skip
+    with torch.device("meta"):  # shapes only: nothing sized by model.json is allocated yet
+        shell = build_model(meta["n_features"], len(meta["classes"]), cfg)
+    _check_shapes(weights, {k: tuple(v.shape) for k, v in shell.state_dict().items()})
     model = build_model(meta["n_features"], len(meta["classes"]), cfg)
-    state = load_file(str(directory / "weights.safetensors"))
+    state = load_file(str(weights))
     model.load_state_dict(state)
     model.fusion_off = set(meta.get("fusion_off", []))
     model.to(device).eval()
     graph = {}
     if (directory / "graph.safetensors").exists():
+        _tensor_shapes(directory / "graph.safetensors")
         graph = load_file(str(directory / "graph.safetensors"))
     return Bundle(model, pre, list(meta["classes"]), meta["config"], meta, graph)

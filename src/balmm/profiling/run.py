@@ -34,6 +34,7 @@ from balmm.profiling.quality import modality_quality
 from balmm.profiling.shapley import MAX_EXACT, shapley
 from balmm.profiling.verdict import build_verdict
 from balmm.progress import NULL_PROGRESS, Progress
+from balmm.threads import default_threads
 
 ESTIMATORS = mi_mod.ESTIMATORS
 # The estimator the distillation plan and the heatmap use. Gaussian: on the
@@ -152,8 +153,8 @@ def profile(
             run several times slower with more threads, measured on 2 shared
             cores), otherwise the libraries' defaults.
     """
-    if threads is None and len(data.ids("train")) < SMALL_PROBLEM:
-        threads = 1
+    if threads is None:
+        threads = 1 if len(data.ids("train")) < SMALL_PROBLEM else default_threads()
     with scoped_threads(threads):
         return _profile(
             data,

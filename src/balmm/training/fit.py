@@ -32,6 +32,7 @@ from balmm.outputs import OutputRun
 from balmm.profiling import mi as mi_mod
 from balmm.profiling.plan import pair_lookup
 from balmm.progress import NULL_PROGRESS, Progress
+from balmm.threads import default_threads
 from balmm.training import kd as kd_mod
 from balmm.training.balancers import FUSED, Balancer, make_balancer, masked_ce
 from balmm.training.config import TrainConfig, _coerce
@@ -394,7 +395,7 @@ def train(
     n_cells = sum(a.n_obs * a.n_vars for a in data.mods.values())
     # threads = 0 (auto): one thread for omics-sized data, where the matrices are so small
     # that extra threads only add synchronisation (3x slower on a busy 2-core machine)
-    want = cfg.threads or (1 if n_cells < 100_000_000 and dev.type == "cpu" else 0)
+    want = cfg.threads or (1 if n_cells < 100_000_000 and dev.type == "cpu" else default_threads())
     from threadpoolctl import threadpool_limits
 
     if want:

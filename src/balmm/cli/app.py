@@ -17,6 +17,7 @@ from typer.exceptions import Abort, Exit, TyperException
 
 from balmm import __version__
 from balmm.cli.console import err_console
+from balmm.cli.help import BalmmGroup
 from balmm.cli.state import state
 from balmm.errors import InputError
 from balmm.log import setup_logging
@@ -30,10 +31,16 @@ app = typer.Typer(
         "dominates: cross-modal distillation from strong to weak assays, then balanced "
         "multitask training.\n\n"
         "Typical session: balmm inspect -> balmm profile -> balmm train -> balmm predict. "
-        "With no INPUTS every command uses the bundled ROSMAP example."
+        "With no INPUTS every command uses the bundled ROSMAP example. "
+        "Help on one command: balmm COMMAND --help.\n\n"
+        "Examples:\n\n"
+        "  balmm train --out run1                      (the bundled ROSMAP example)\n"
+        "  balmm --log-format json profile data.h5mu --out prof\n"
+        "  balmm --install-completion                  (tab completion for your shell)"
     ),
+    cls=BalmmGroup,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -56,15 +63,16 @@ def _version(value: bool) -> None:
 @app.callback()
 def _global_options(
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr.")
+        bool, typer.Option("--quiet/--no-quiet", "-q", help="Only warnings and errors on stderr.")
     ] = False,
     verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Debug messages on stderr.")
+        bool, typer.Option("--verbose/--no-verbose", "-v", help="Debug messages on stderr.")
     ] = False,
     log_format: Annotated[
         LogFormat,
         typer.Option(
             "--log-format",
+            metavar="text|json",
             help="text: readable (rich on a terminal); json: one JSON object per line on "
             "stderr, for batch-job logs.",
         ),

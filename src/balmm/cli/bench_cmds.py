@@ -9,6 +9,8 @@ import typer
 
 from balmm.cli.app import app
 from balmm.cli.common import (
+    Device,
+    DeviceOpt,
     InputsArg,
     LabelColOpt,
     LabelsOpt,
@@ -20,6 +22,7 @@ from balmm.cli.common import (
     SplitColOpt,
     TestOpt,
     TestSizeOpt,
+    ThreadsOpt,
     VarKeyOpt,
     check_device,
     cli_output,
@@ -27,7 +30,8 @@ from balmm.cli.common import (
     load_from_cli,
     parse_sets,
 )
-from balmm.cli.console import out_console
+from balmm.cli.console import out_console, print_table
+from balmm.cli.help import BalmmCommand
 from balmm.errors import InputError
 
 
@@ -49,51 +53,71 @@ def _ints(text: str | None, what: str) -> list[int] | None:
     return [int(v) for v in vals]
 
 
-@app.command()
+@app.command(cls=BalmmCommand)
 def simulate(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output .h5mu file.")],
-    samples: Annotated[int, typer.Option("--samples", "-n", help="Number of samples.")] = 300,
-    classes: Annotated[int, typer.Option("--classes", help="Number of classes.")] = 2,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="FILE.h5mu", help="Output .h5mu file.")
+    ],
+    samples: Annotated[
+        int, typer.Option("--samples", "-n", metavar="N", help="Number of samples.")
+    ] = 300,
+    classes: Annotated[int, typer.Option("--classes", metavar="N", help="Number of classes.")] = 2,
     modalities: Annotated[
         str,
-        typer.Option("--modalities", help="Comma-separated modality names."),
+        typer.Option("--modalities", metavar="LIST", help="Comma-separated modality names."),
     ] = "strong,weak,noise",
     features: Annotated[
-        str, typer.Option("--features", help="Features per modality (one value or one each).")
+        str,
+        typer.Option(
+            "--features", metavar="LIST", help="Features per modality (one value or one each)."
+        ),
     ] = "100",
     signal: Annotated[
         str,
         typer.Option(
             "--signal",
+            metavar="LIST",
             help="Class separation per modality in latent sd units; 0 = noise-only. "
             "Default for strong,weak,noise: 2.5,1,0.",
         ),
     ] = "",
-    noise: Annotated[str, typer.Option("--noise", help="Per-feature noise sd.")] = "1",
+    noise: Annotated[
+        str, typer.Option("--noise", metavar="LIST", help="Per-feature noise sd.")
+    ] = "1",
     informative: Annotated[
         str | None,
-        typer.Option("--informative", help="Informative features (default: features/5, >= 5)."),
+        typer.Option(
+            "--informative",
+            metavar="LIST",
+            help="Informative features (default: features/5, >= 5).",
+        ),
     ] = None,
     shared: Annotated[
         str,
-        typer.Option("--shared", help="Shared (vs modality-unique) fraction of the signal."),
+        typer.Option(
+            "--shared", metavar="LIST", help="Shared (vs modality-unique) fraction of the signal."
+        ),
     ] = "0.5",
     missing_rate: Annotated[
         str,
-        typer.Option("--missing-rate", help="Fraction of samples lacking each modality."),
+        typer.Option(
+            "--missing-rate", metavar="LIST", help="Fraction of samples lacking each modality."
+        ),
     ] = "0",
     count_like: Annotated[
         bool, typer.Option("--count-like/--continuous", help="Integer counts (NB) or reals.")
     ] = False,
     dispersion: Annotated[
-        float, typer.Option("--dispersion", help="NB dispersion of counts (0 = Poisson).")
+        float,
+        typer.Option("--dispersion", metavar="X", help="NB dispersion of counts (0 = Poisson)."),
     ] = 0.2,
-    test_size: Annotated[float, typer.Option("--test-size", min=0.05, max=0.9)] = 0.3,
-    latent_dim: Annotated[int, typer.Option("--latent-dim", help="Latent width.")] = 4,
+    test_size: TestSizeOpt = 0.3,
+    latent_dim: Annotated[int, typer.Option("--latent-dim", metavar="N", help="Latent width.")] = 4,
     class_weights: Annotated[
-        str | None, typer.Option("--class-weights", help="Class proportions, e.g. 0.7,0.3.")
+        str | None,
+        typer.Option("--class-weights", metavar="LIST", help="Class proportions, e.g. 0.7,0.3."),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,
     scenario: Annotated[
         str | None,
@@ -110,9 +134,13 @@ def simulate(
     noise-only modalities, informative features, realised missing rate) is stored in
     .uns['simulation'], with the Bayes accuracy of each modality and of all of them together
     (continuous data).
-    """
-    from rich.table import Table
 
+    Examples:
+
+      balmm simulate --out sim.h5mu               (a strong, a weak and a noise-only assay)
+
+      balmm simulate -n 1000 --classes 3 --modalities rna,atac --signal 2,0.5 --out sim.h5mu
+    """
     from balmm.data.io import write_h5mu
     from balmm.data.simulate import (
         DEFAULT_MODALITIES,
@@ -177,12 +205,8 @@ def simulate(
         write_h5mu(data, run.work)
         run.commit()
     truth = data.uns[GROUND_TRUTH_KEY]
-    table = Table(title=f"simulated {samples} samples, {classes} classes -> {out}")
-    for col in ("modality", "features", "signal", "noise", "eff. SNR", "Bayes acc", "rank",
-                "missing"):  # fmt: skip
-        table.add_column(col, justify="left" if col == "modality" else "right")
-    for name, t in truth["modalities"].items():
-        table.add_row(
+    rows = [
+        [
             name + (" (noise only)" if t["noise_only"] else ""),
             str(t["n_features"]),
             f"{t['signal']:g}",
@@ -191,11 +215,15 @@ def simulate(
             "–" if t["bayes_accuracy"] is None else f"{t['bayes_accuracy']:.3f}",
             str(t["informativeness_rank"]),
             f"{t['missing_rate']:.2f}",
-        )
+        ]
+        for name, t in truth["modalities"].items()
+    ]
     if truth["bayes_accuracy"] is not None:
-        table.add_row("all (fused)", "", "", "", "", f"{truth['bayes_accuracy']['fused']:.3f}",
-                      "", "")  # fmt: skip
-    out_console.print(table)
+        rows.append(
+            ["all (fused)", "", "", "", "", f"{truth['bayes_accuracy']['fused']:.3f}", "", ""]
+        )
+    header = ["modality", "features", "signal", "noise", "eff. SNR", "Bayes acc", "rank", "missing"]
+    print_table(f"simulated {samples} samples, {classes} classes -> {out}", header, rows)
 
 
 def _names(text: str) -> list[str]:
@@ -211,22 +239,18 @@ def _mean_sd(mean: float, sd: float) -> str:
 
 
 def _print_summary(tables: dict, out: Path) -> None:
-    from rich.table import Table
-
     summary = tables["summary"]
-    table = Table(title=f"balmm bench (test, mean ± sd over seeds) -> {out}")
-    table.add_column("method", no_wrap=True)
     metrics = ["accuracy", "macro_f1", "auroc"]
-    for c in ("seeds", "ACC", "macro-F1", "AUROC"):
-        table.add_column(c, justify="right", no_wrap=True)
+    rows = []
     for method, sub in summary.groupby("method", sort=False):
         sub = sub.set_index("metric")
         cells = [_mean_sd(sub.loc[m, "mean"], sub.loc[m, "sd"]) for m in metrics]
-        table.add_row(str(method), str(int(sub["n"].max())), *cells)
-    out_console.print(table)
+        rows.append([str(method), str(int(sub["n"].max())), *cells])
+    title = f"balmm bench (test, mean ± sd over seeds) -> {out}"
+    print_table(title, ["method", "seeds", "ACC", "macro-F1", "AUROC"], rows)
 
 
-@app.command()
+@app.command(cls=BalmmCommand)
 def bench(
     inputs: InputsArg = None,
     labels: LabelsOpt = None,
@@ -238,51 +262,60 @@ def bench(
     no_ids: NoIdsOpt = False,
     layer: LayerOpt = None,
     var_key: VarKeyOpt = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("bench"),
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.")] = Path(
+        "bench"
+    ),
     balancers: Annotated[
         str,
         typer.Option(
             "--balancers",
+            metavar="LIST",
             help="Comma-separated balancers (balmm, none, concat, uncertainty, ogm-ge); "
             "'' or - for classic floors only.",
         ),
     ] = "balmm,none,concat,uncertainty,ogm-ge",
-    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Number of seeds.")] = 10,
-    first_seed: Annotated[int, typer.Option("--first-seed", help="First seed value.")] = 0,
+    seeds: Annotated[
+        int, typer.Option("--seeds", min=1, metavar="N", help="Number of seeds.")
+    ] = 10,
+    first_seed: Annotated[
+        int, typer.Option("--first-seed", metavar="N", help="First seed value.")
+    ] = 0,
     cv: Annotated[
         int | None,
-        typer.Option("--cv", help="Repeated stratified K-fold over all labelled samples."),
+        typer.Option(
+            "--cv", metavar="K", help="Repeated stratified K-fold over all labelled samples."
+        ),
     ] = None,
     classic: Annotated[
         str,
-        typer.Option("--classic", help="Classic floors: logreg,svm,hgb or none."),
+        typer.Option("--classic", metavar="LIST", help="Classic floors: logreg,svm,hgb or none."),
     ] = "logreg,svm,hgb",
     config: Annotated[
-        Path | None, typer.Option("--config", help="TOML training config (as balmm train).")
+        Path | None,
+        typer.Option("--config", metavar="FILE", help="TOML training config (as balmm train)."),
     ] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Training config override KEY=VALUE (repeatable)."),
+        typer.Option("--set", metavar="KEY=VALUE", help="Training config override (repeatable)."),
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Parallel processes.")] = 1,
-    threads: Annotated[
-        int,
-        typer.Option(
-            "--threads",
-            min=0,
-            help="Torch/BLAS threads per process (0 = usable CPUs / jobs: affinity, cgroup quota, "
-            "SLURM_CPUS_PER_TASK). 1 is often fastest "
-            "on a shared machine.",
-        ),
-    ] = 0,
+    device: DeviceOpt = Device.auto,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", min=1, metavar="N", help="Parallel processes.")
+    ] = 1,
+    threads: ThreadsOpt = None,
     shard: Annotated[
         str | None,
-        typer.Option("--shard", help="Run only slice I of N (I/N, 1-based); merge with aggregate."),
+        typer.Option(
+            "--shard",
+            metavar="I/N",
+            help="Run only slice I of N (I/N, 1-based); merge with aggregate.",
+        ),
     ] = None,
     reference: Annotated[
         str | None,
-        typer.Option("--reference", help="Published numbers to show (mogonet-rosmap)."),
+        typer.Option(
+            "--reference", metavar="NAME", help="Published numbers to show (mogonet-rosmap)."
+        ),
     ] = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
@@ -292,6 +325,14 @@ def bench(
     Writes bench.csv (one row per method x seed x fold), summary/paired/heads tables,
     bench.md and a self-contained bench.html. With --shard I/N it writes the I-th slice
     (partial.csv + manifest.json) for `balmm aggregate`.
+
+    Examples:
+
+      balmm bench --seeds 5 --out bench-rosmap       (the bundled ROSMAP example)
+
+      balmm bench data.h5mu --balancers balmm,none --jobs 2 --threads 1 --out bench1
+
+      balmm bench data.h5mu --shard 3/10 --out shards/3   (one task of a job array)
     """
     import time
 
@@ -313,18 +354,18 @@ def bench(
         cv=cv,
         classic=[c for c in _names(classic) if c.lower() != "none"],
         config=given,
-        device=device,
+        device=device.value,
         reference=reference,
     )
     shard_t = parse_shard(shard)
-    check_device(device)
+    check_device(device.value)
     protect = input_paths(inputs, labels, test, config)
     with cli_output(out, "bench", overwrite=overwrite, resume=resume, protect=protect) as run:
         data = load_from_cli(inputs, labels, label_col, test, split_col, test_size, seed,
                              no_ids=no_ids, layer=layer, var_key=var_key)  # fmt: skip
         t0 = time.perf_counter()
         with make_progress() as progress:
-            result = run_bench(data, spec, shard=shard_t, jobs=jobs, threads=threads,
+            result = run_bench(data, spec, shard=shard_t, jobs=jobs, threads=threads or 0,
                                progress=progress,
                                checkpoints=run.checkpoints / "bench")  # fmt: skip
         secs = time.perf_counter() - t0
@@ -342,13 +383,25 @@ def bench(
     out_console.print(f"{len(result.rows)} rows in {secs:.1f} s; report: {out / 'bench.html'}")
 
 
-@app.command()
+@app.command(cls=BalmmCommand)
 def aggregate(
-    shards: Annotated[list[Path], typer.Argument(help="Shard folders of one `balmm bench`.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("bench"),
+    shards: Annotated[
+        list[Path],
+        typer.Argument(metavar="SHARD_DIR", help="Shard folders of one `balmm bench`."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.")] = Path(
+        "bench"
+    ),
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Merge `balmm bench --shard I/N` folders into the tables of an unsharded run."""
+    """Merge `balmm bench --shard I/N` folders into the tables of an unsharded run.
+
+    Each SHARD_DIR is the --out of one `balmm bench --shard I/N` task.
+
+    Example:
+
+      balmm aggregate shards/* --out bench-all
+    """
     from balmm.bench.aggregate import aggregate as merge
     from balmm.bench.report import write_report
 

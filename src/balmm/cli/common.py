@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 InputsArg = Annotated[
     list[str] | None,
     typer.Argument(
+        metavar="INPUTS",
         help="One .h5mu file; or NAME=PATH pairs (.h5ad, .csv, .tsv, optionally .gz); or a "
         "MOGONET or Flexynesis folder. Nothing: the bundled ROSMAP example.",
         show_default=False,
@@ -29,34 +30,68 @@ LabelsOpt = Annotated[
     list[Path] | None,
     typer.Option(
         "--labels",
+        metavar="FILE",
         help="CSV/TSV of labels, first column = sample ID (repeatable: files are stacked).",
     ),
 ]
 LabelColOpt = Annotated[
     str | None,
-    typer.Option("--label-col", help="Column of --labels (or of .obs) that holds the label."),
+    typer.Option(
+        "--label-col", metavar="COL", help="Column of --labels (or of .obs) that holds the label."
+    ),
 ]
 TestOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--test",
+        metavar="FILE|NAME=PATH",
         help="The given test split: a file of test sample IDs (first column), or NAME=PATH "
         "files holding the test samples of modality NAME (repeatable).",
     ),
 ]
 SplitColOpt = Annotated[
     str | None,
-    typer.Option("--split-col", help="Column (of --labels or .obs) with train/test per sample."),
+    typer.Option(
+        "--split-col",
+        metavar="COL",
+        help="Column (of --labels or .obs) with train/test per sample.",
+    ),
 ]
 TestSizeOpt = Annotated[
     float,
-    typer.Option("--test-size", min=0.05, max=0.9, help="Test fraction when no split is given."),
+    typer.Option(
+        "--test-size",
+        min=0.05,
+        max=0.9,
+        metavar="FRACTION",
+        help="Test fraction when no split is given.",
+    ),
 ]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (splits, models).")]
+SeedOpt = Annotated[
+    int,
+    typer.Option(
+        "--seed",
+        metavar="N",
+        help="Random seed (splits, models, resampling); the same seed gives byte-identical "
+        "outputs on CPU.",
+    ),
+]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        min=1,
+        metavar="N",
+        show_default=False,
+        help="CPU threads for torch and BLAS, per process. Unset: automatic (1 for small "
+        "data, else the CPUs this job may use: affinity, cgroup quota, SLURM_CPUS_PER_TASK; "
+        "shared among --jobs).",
+    ),
+]
 NoIdsOpt = Annotated[
     bool,
     typer.Option(
-        "--no-ids",
+        "--no-ids/--ids",
         help="NAME=PATH and --labels files have no sample-ID column (only a header): rows are "
         "paired by position and named row_0001, ... (every file needs the same row count).",
     ),
@@ -65,6 +100,7 @@ LayerOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--layer",
+        metavar="[NAME=]LAYER",
         help="Read this AnnData/MuData layer instead of .X (e.g. counts): LAYER for every "
         "modality or NAME=LAYER per modality (repeatable).",
     ),
@@ -73,6 +109,7 @@ VarKeyOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--var-key",
+        metavar="[NAME=]COL",
         help="Boolean .var column selecting the features to use (e.g. highly_variable): COL "
         "for every modality or NAME=COL per modality (repeatable).",
     ),
@@ -118,6 +155,12 @@ class Device(StrEnum):
     cuda = "cuda"
 
 
+DeviceOpt = Annotated[
+    Device,
+    typer.Option("--device", metavar="auto|cpu|cuda", help="auto: CUDA when present, else CPU."),
+]
+
+
 def parse_sets(items: list[str] | None) -> dict[str, Any]:
     """``--set KEY=VALUE`` (repeatable) -> {key: value}; a value is read as a TOML literal,
     else kept as the plain string."""
@@ -136,14 +179,14 @@ def parse_sets(items: list[str] | None) -> dict[str, Any]:
 OverwriteOpt = Annotated[
     bool,
     typer.Option(
-        "--overwrite",
+        "--overwrite/--no-overwrite",
         help="Replace an existing --out even if it is not a complete output of this command.",
     ),
 ]
 ResumeOpt = Annotated[
     bool,
     typer.Option(
-        "--resume",
+        "--resume/--no-resume",
         help="Continue an interrupted run into the same --out from its checkpoints "
         "(nothing to resume: a warning, then a fresh start).",
     ),

@@ -24,13 +24,14 @@ from balmm.cli.common import (
     input_paths,
     load_from_cli,
 )
-from balmm.cli.console import out_console
+from balmm.cli.console import out_console, plain_table, print_table
+from balmm.cli.help import BalmmCommand
 from balmm.errors import InputError
 
 AllowUnlabelledOpt = Annotated[
     bool,
     typer.Option(
-        "--allow-unlabelled",
+        "--allow-unlabelled/--require-labels",
         help="Accept inputs without usable labels (profile/train would refuse them).",
     ),
 ]
@@ -105,39 +106,24 @@ def _print_summary(info: dict) -> None:
         ("split", info["split_source"]),
     ]
     if out_console.is_terminal:
-        from rich.table import Table
-
         for k, v in head:
             out_console.print(f"[bold]{k}:[/] {v}", highlight=False, soft_wrap=True)
         for title, header, rows in _tables(info):
-            table = Table(title=title, title_justify="left")
-            for i, h in enumerate(header):
-                table.add_column(h, justify="left" if i == 0 else "right")
-            for r in rows:
-                table.add_row(*r)
-            out_console.print(table)
+            print_table(title, header, rows)
         for n in info["notes"]:
             out_console.print(f"[yellow]note:[/] {n}", highlight=False, soft_wrap=True)
         return
     # Plain, aligned text for logs and pipes.
     lines = [f"{k}: {v}" for k, v in head]
     for title, header, rows in _tables(info):
-        widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
-        lines += ["", title]
-        for r in [header, *rows]:
-            lines.append(
-                "  ".join(
-                    c.ljust(w) if i == 0 else c.rjust(w)
-                    for i, (c, w) in enumerate(zip(r, widths, strict=True))
-                ).rstrip()
-            )
+        lines += ["", plain_table(title, header, rows)]
     if info["notes"]:
         lines.append("")
         lines += [f"note: {n}" for n in info["notes"]]
     typer.echo("\n".join(lines))
 
 
-@app.command()
+@app.command(cls=BalmmCommand)
 def inspect(
     inputs: InputsArg = None,
     labels: LabelsOpt = None,
@@ -151,7 +137,7 @@ def inspect(
     var_key: VarKeyOpt = None,
     allow_unlabelled: AllowUnlabelledOpt = False,
     json_out: Annotated[
-        bool, typer.Option("--json", help="Print the summary as JSON instead of tables.")
+        bool, typer.Option("--json/--tables", help="Print the summary as JSON instead of tables.")
     ] = False,
 ) -> None:
     """Dry run: show the modalities, pairing and labels per split that would be loaded.
@@ -193,11 +179,14 @@ def inspect(
         _print_summary(info)
 
 
-@app.command()
+@app.command(cls=BalmmCommand)
 def convert(
     inputs: InputsArg = None,
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="The .h5mu file to write.", show_default=False)
+        Path,
+        typer.Option(
+            "--out", "-o", metavar="FILE.h5mu", help="The .h5mu file to write.", show_default=False
+        ),
     ] = ...,  # type: ignore[assignment]
     labels: LabelsOpt = None,
     label_col: LabelColOpt = None,
@@ -216,7 +205,11 @@ def convert(
     One mod per modality; `label` and `split` in the global .obs; metadata in .uns['balmm'].
     `balmm inspect OUT.h5mu` shows the same summary as the original input.
 
-    Example: balmm convert mrna=mrna.csv prot=prot.h5ad --labels y.csv --out data.h5mu
+    Examples:
+
+      balmm convert mrna=mrna.csv prot=prot.h5ad --labels y.csv --out data.h5mu
+
+      balmm convert ROSMAP/ --out rosmap.h5mu        (a MOGONET folder)
     """
     from balmm.data.io import write_h5mu
     from balmm.data.summary import describe

@@ -11,6 +11,7 @@ import typer
 from balmm.cli.app import app
 from balmm.cli.common import (
     Device,
+    DeviceOpt,
     InputsArg,
     LabelColOpt,
     LabelsOpt,
@@ -21,12 +22,14 @@ from balmm.cli.common import (
     SplitColOpt,
     TestOpt,
     TestSizeOpt,
+    ThreadsOpt,
     VarKeyOpt,
     cli_output,
     input_paths,
     load_from_cli,
 )
-from balmm.cli.console import out_console
+from balmm.cli.console import out_console, print_table
+from balmm.cli.help import BalmmCommand
 from balmm.errors import ConfigError
 
 
@@ -36,39 +39,40 @@ class ProbeKind(StrEnum):
 
 
 def _print_summary(result, out: Path) -> None:
-    from rich.table import Table
-
     from balmm.profiling.report import fmt_ci
 
     d = result.to_dict()
-    t = Table(title="Modality strength (training-set cross-validation, 95% CI)")
-    for col in ("modality", "n", "macro-F1", "I(X;Y) bits", "Shapley", "teachers"):
-        t.add_column(col, justify="left" if col in ("modality", "teachers") else "right")
+    title = "Modality strength (training-set cross-validation, 95% CI)"
+    header = ["modality", "n", "macro-F1", "I(X;Y) bits", "Shapley", "teachers"]
+    rows = []
     for m, e in d["modalities"].items():
         if "probe" not in e:
-            t.add_row(m, str(e["n_train_samples"]), "–", "–", "–", "(not probed)")
+            rows.append([m, str(e["n_train_samples"]), "–", "–", "–", "(not probed)"])
             continue
         p = e["probe"]
         teachers = ", ".join(f"{x['teacher']} ({x['weight']:.2f})" for x in e["teachers"])
-        t.add_row(
-            m,
-            str(p["n_samples"]),
-            fmt_ci(p["macro_f1"], p["macro_f1_ci"]),
-            fmt_ci(e["mi_label_bits"], e["mi_label_bits_ci"]),
-            f"{d['shapley']['values'].get(m, float('nan')):+.3f}",
-            teachers or "–",
+        rows.append(
+            [
+                m,
+                str(p["n_samples"]),
+                fmt_ci(p["macro_f1"], p["macro_f1_ci"]),
+                fmt_ci(e["mi_label_bits"], e["mi_label_bits_ci"]),
+                f"{d['shapley']['values'].get(m, float('nan')):+.3f}",
+                teachers or "–",
+            ]
         )
     c = d["concatenated"]
-    t.add_row(
-        "all (concatenated)",
-        str(c["probe"]["n_samples"]),
-        fmt_ci(c["probe"]["macro_f1"], c["probe"]["macro_f1_ci"]),
-        fmt_ci(c["mi_label_bits"], c["mi_label_bits_ci"]),
-        "",
-        "",
-        style="dim",
+    rows.append(
+        [
+            "all (concatenated)",
+            str(c["probe"]["n_samples"]),
+            fmt_ci(c["probe"]["macro_f1"], c["probe"]["macro_f1_ci"]),
+            fmt_ci(c["mi_label_bits"], c["mi_label_bits_ci"]),
+            "",
+            "",
+        ]
     )
-    out_console.print(t)
+    print_table(title, header, rows)
     out_console.print("[bold]Verdict[/]")
     for s in d["verdict"]["sentences"]:
         out_console.print(f"  • {s}", highlight=False)
@@ -81,7 +85,7 @@ def _print_summary(result, out: Path) -> None:
     )
 
 
-@app.command()
+@app.command(cls=BalmmCommand)
 def profile(
     inputs: InputsArg = None,
     labels: LabelsOpt = None,
@@ -94,43 +98,43 @@ def profile(
     layer: LayerOpt = None,
     var_key: VarKeyOpt = None,
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Report folder (written atomically).")
+        Path,
+        typer.Option("--out", "-o", metavar="DIR", help="Report folder (written atomically)."),
     ] = Path("balmm-profile"),
     max_samples: Annotated[
         int,
         typer.Option(
             "--max-samples",
             min=50,
+            metavar="N",
             help="Pairwise MI and outlier detection use a stated random subsample above this "
             "many samples; probes and Shapley values above 10x this many.",
         ),
     ] = 2000,
     n_boot: Annotated[
-        int, typer.Option("--n-boot", min=0, help="Bootstrap replicates for the intervals.")
+        int,
+        typer.Option(
+            "--n-boot", min=0, metavar="N", help="Bootstrap replicates for the intervals."
+        ),
     ] = 200,
-    device: Annotated[
-        Device, typer.Option("--device", help="Device for the torch parts (KSG, InfoNCE, MLP).")
-    ] = Device.auto,
+    device: DeviceOpt = Device.auto,
     probe: Annotated[
         ProbeKind,
-        typer.Option("--probe", help="logreg: scikit-learn logistic regression; mlp: torch MLP."),
+        typer.Option(
+            "--probe",
+            metavar="logreg|mlp",
+            help="logreg: scikit-learn logistic regression; mlp: torch MLP.",
+        ),
     ] = ProbeKind.logreg,
     estimators: Annotated[
         str,
         typer.Option(
             "--estimators",
+            metavar="LIST",
             help="Comma-separated pairwise MI estimators: ksg, gaussian, infonce.",
         ),
     ] = "ksg,gaussian",
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            "--threads",
-            min=1,
-            help="CPU threads for torch and BLAS (default: 1 below 5000 training samples, "
-            "where more threads only add overhead; the libraries' defaults above).",
-        ),
-    ] = None,
+    threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Profile a labelled dataset before training: per-assay quality, cross-validated

@@ -11,6 +11,7 @@ import typer
 from balmm.cli.app import app
 from balmm.cli.common import (
     Device,
+    DeviceOpt,
     InputsArg,
     LabelColOpt,
     LabelsOpt,
@@ -18,9 +19,11 @@ from balmm.cli.common import (
     NoIdsOpt,
     OverwriteOpt,
     ResumeOpt,
+    SeedOpt,
     SplitColOpt,
     TestOpt,
     TestSizeOpt,
+    ThreadsOpt,
     VarKeyOpt,
     check_device,
     cli_output,
@@ -28,7 +31,12 @@ from balmm.cli.common import (
     load_from_cli,
     parse_sets,
 )
-from balmm.cli.console import out_console
+from balmm.cli.console import out_console, print_table
+from balmm.cli.help import BalmmCommand
+from balmm.training.config import TrainConfig
+
+# The defaults --help shows are TrainConfig's; a flag overrides --config only when given.
+DEFAULTS = TrainConfig()
 
 
 class BalancerName(StrEnum):
@@ -45,28 +53,33 @@ class EncoderName(StrEnum):
     gcn = "gcn"
 
 
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was given (command line or environment), not defaulted."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
 def _f(v: Any) -> str:
     return "–" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
 
 def _summary(result) -> None:
-    from rich.table import Table
-
     m = result.metrics
     p = m["protocol"]
-    t = Table(title=f"balmm train · balancer {p['balancer']} · encoder {p['encoder']}"
-              + (f" ({p['graph'].upper()})" if p.get("graph") else ""))  # fmt: skip
-    for col in ("split", "head", "n", "accuracy", "bal. acc", "macro-F1", "AUROC", "weight"):
-        t.add_column(col, justify="left" if col in ("split", "head") else "right")
+    title = f"balmm train · balancer {p['balancer']} · encoder {p['encoder']}" + (
+        f" ({p['graph'].upper()})" if p.get("graph") else ""
+    )
+    header = ["split", "head", "n", "accuracy", "bal. acc", "macro-F1", "AUROC", "weight"]
     w = m["imbalance"]["weights"]
+    rows = []
     for split in ("val", "test"):
         heads = {"fused": m[split]["fused"], **m[split]["modalities"]}
         for h, v in heads.items():
             if v.get("n", 0) == 0:
                 continue
-            t.add_row(split, h, str(v["n"]), _f(v["accuracy"]), _f(v["balanced_accuracy"]),
-                      _f(v["macro_f1"]), _f(v["auroc"]), _f(w.get(h)))  # fmt: skip
-    out_console.print(t)
+            rows.append([split, h, str(v["n"]), _f(v["accuracy"]), _f(v["balanced_accuracy"]),
+                         _f(v["macro_f1"]), _f(v["auroc"]), _f(w.get(h))])  # fmt: skip
+    print_table(title, header, rows, n_left=2)
     plan = result.plan
     if plan:
         on = [f"{e['teacher']}→{e['student']}" for e in plan if e["enabled"]]
@@ -83,8 +96,9 @@ def _summary(result) -> None:
         out_console.print(f"outputs: {result.out}")
 
 
-@app.command()
+@app.command(cls=BalmmCommand)
 def train(
+    ctx: typer.Context,
     inputs: InputsArg = None,
     labels: LabelsOpt = None,
     label_col: LabelColOpt = None,
@@ -94,47 +108,71 @@ def train(
     no_ids: NoIdsOpt = False,
     layer: LayerOpt = None,
     var_key: VarKeyOpt = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("balmm-train"),
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.")] = Path(
+        "balmm-train"
+    ),
     config: Annotated[
         Path | None,
-        typer.Option("--config", help="TOML file of hyper-parameters (see docs/method.md)."),
+        typer.Option(
+            "--config",
+            metavar="FILE",
+            help="TOML file of hyper-parameters (docs/method.md); the options below, when "
+            "given, override it.",
+        ),
     ] = None,
     balancer: Annotated[
-        BalancerName | None,
+        BalancerName,
         typer.Option(
-            "--balancer", help="balmm (default) or a baseline: none, concat, uncertainty, ogm-ge."
-        ),  # fmt: skip
-    ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed (splits and model).")] = None,
-    device: Annotated[Device | None, typer.Option("--device", help="auto|cpu|cuda.")] = None,
-    threads: Annotated[
-        int | None, typer.Option("--threads", min=1, help="CPU threads for torch.")
-    ] = None,
+            "--balancer",
+            metavar="NAME",
+            help="balmm, or a baseline: none, concat, uncertainty, ogm-ge.",
+        ),
+    ] = BalancerName(DEFAULTS.balancer),
+    seed: SeedOpt = DEFAULTS.seed,
+    device: DeviceOpt = Device(DEFAULTS.device),
+    threads: ThreadsOpt = None,
     encoder: Annotated[
-        EncoderName | None, typer.Option("--encoder", help="linear|mlp|gcn.")
-    ] = None,
+        EncoderName, typer.Option("--encoder", metavar="linear|mlp|gcn", help="Encoder per assay.")
+    ] = EncoderName(DEFAULTS.encoder),
     transductive: Annotated[
-        bool | None,
+        bool,
         typer.Option(
             "--transductive/--inductive",
-            help="gcn: build the graph over all samples' features (MOGONET-style; "
-            "named in every output) instead of attaching test samples to training "
-            "samples only.",
-        ),  # fmt: skip
-    ] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Stage-2 epochs (max).")] = None,
+            help="gcn: build the graph over all samples' features (MOGONET-style; named in "
+            "every output) instead of attaching test samples to training samples only.",
+        ),
+    ] = DEFAULTS.transductive,
+    epochs: Annotated[
+        int,
+        typer.Option(
+            "--epochs", min=1, metavar="N", help="Stage-2 epochs (at most: early stopping)."
+        ),
+    ] = DEFAULTS.epochs,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Override any config key: --set lr=0.002 (repeatable)."),
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Override any config key, e.g. --set lr=0.002 (repeatable).",
+        ),
     ] = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
 ) -> None:
-    """Train a balanced multimodal classifier: stage 1 (each assay alone + cross-modal
-    distillation where the plan enables it), stage 2 (balanced joint training).
+    """Train a balanced multimodal classifier: stage 1 (each assay alone, plus cross-modal
+    distillation where the plan enables it), then stage 2 (balanced joint training).
 
     Model selection uses a stratified validation split of the training data; the test
-    split is evaluated once at the end.
+    split is evaluated once, at the end. Writes metrics.json, predictions.csv,
+    history.jsonl, model/, report.html and plots/ (docs/outputs.md).
+
+    Examples:
+
+      balmm train --out run1                          (the bundled ROSMAP example)
+
+      balmm train data.h5mu --balancer none --seed 1 --out run-none
+
+      balmm train mrna=mrna.csv meth=meth.csv --labels y.csv --config hp.toml --out run2
     """
     from balmm.cli.progress import make_progress
     from balmm.training.config import load_config
@@ -142,15 +180,15 @@ def train(
 
     overrides = parse_sets(set_)
     flags = {
-        "balancer": balancer.value if balancer else None,
+        "balancer": balancer.value,
         "seed": seed,
-        "device": device.value if device else None,
+        "device": device.value,
         "threads": threads,
-        "encoder": encoder.value if encoder else None,
+        "encoder": encoder.value,
         "transductive": transductive,
         "epochs": epochs,
     }
-    overrides.update({k: v for k, v in flags.items() if v is not None})
+    overrides.update({k: v for k, v in flags.items() if _given(ctx, k) and v is not None})
     cfg = load_config(config, overrides)
     check_device(cfg.device)
     protect = input_paths(inputs, labels, test, config)
@@ -162,24 +200,37 @@ def train(
     _summary(result)
 
 
-@app.command()
+@app.command(cls=BalmmCommand)
 def predict(
     model_dir: Annotated[
-        Path, typer.Argument(help="A model folder (train --out DIR, or its model/ subfolder).")
-    ],  # fmt: skip
+        Path,
+        typer.Argument(
+            metavar="MODEL_DIR", help="A model folder (train --out DIR, or its model/ subfolder)."
+        ),
+    ],
     inputs: InputsArg = None,
     labels: LabelsOpt = None,
     label_col: LabelColOpt = None,
     no_ids: NoIdsOpt = False,
     layer: LayerOpt = None,
     var_key: VarKeyOpt = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path(
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.")] = Path(
         "balmm-predict"
     ),
-    device: Annotated[Device, typer.Option("--device", help="auto|cpu|cuda.")] = (Device.auto),
+    device: DeviceOpt = Device.auto,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Apply a trained model to new samples (labels optional: metrics when present)."""
+    """Apply a trained model to new samples (labels optional: metrics when present).
+
+    Samples missing an assay are predicted from the assays they have (column
+    modalities_used of predictions.csv).
+
+    Examples:
+
+      balmm predict run1 new.h5mu --out run1-new
+
+      balmm predict run1 mrna=new_mrna.csv meth=new_meth.csv --out run1-new
+    """
     from balmm.cli.progress import make_progress
     from balmm.predict import predict as run_predict
 

@@ -123,6 +123,7 @@ def simulate(
         str | None,
         typer.Option(
             "--scenario",
+            metavar="NAME",
             help="'complementary': 3 classes; 'strong' tells class0 from the rest, 'weak' "
             "class2 from the rest (sets the modalities, features, signal and classes).",
         ),

@@ -93,10 +93,12 @@ def test_counts_get_log1p_and_hvg_and_sparse_input_works():
         b.transform(sparse, sparse.ids("test")).X["c"],
         atol=1e-5,
     )
-    # log1p really applied: the transform of a row equals standardised log1p counts.
+    # depth-normalised log1p really applied: the transform of a row equals standardised
+    # log1p of its counts scaled to the median training library size.
     st = a._mods["c"]
     j = dense.mods["c"].var_names.get_loc(st.features[0])
-    row = np.log1p(counts[35, j])
+    assert st.target_sum == pytest.approx(float(np.median(counts[:30].sum(1))))
+    row = np.log1p(counts[35, j] * st.target_sum / counts[35].sum())
     got = a.transform(dense, dense.ids("test")).X["c"][5, 0]
     assert got == pytest.approx((row - st.mean[0]) / st.scale[0], abs=1e-4)
 
@@ -135,3 +137,56 @@ def test_sparse_input_with_missing_values_matches_dense():
         b.transform(sparse, sparse.samples).X["m"],
         atol=1e-6,
     )
+
+
+def _depth_counts(n: int = 80, p: int = 30, seed: int = 0):
+    """Poisson counts whose expected composition is shared by every sample but whose
+    sequencing depth varies 20-fold: depth is the only thing that differs."""
+    rng = np.random.default_rng(seed)
+    comp = rng.dirichlet(np.ones(p) * 2.0)
+    depth = np.exp(rng.uniform(np.log(500), np.log(10000), size=n))
+    return rng.poisson(depth[:, None] * comp[None, :]).astype(np.float32), depth
+
+
+def test_counts_are_depth_normalised_before_log1p_on_training_statistics():
+    x, depth = _depth_counts()
+    d = _data({"rna": x}, n_train=60)
+    pre = Preprocessor(max_features=None, clip=None).fit(d, d.ids("train"))
+    st = pre._mods["rna"]
+    assert st.is_count
+    # target: the median training library size (scanpy normalize_total's rule)
+    assert st.target_sum == pytest.approx(float(np.median(x[:60].sum(1))))
+    # a test sample sequenced 10x deeper with the same composition maps to (nearly) the
+    # same values: what differs is only the Poisson noise, not the depth
+    deep = np.round(x[60:61] * 10).astype(np.float32)
+    d2 = _data({"rna": np.vstack([x, deep])}, n_train=60)
+    out = pre.transform(d2, d2.ids(None, labelled=False)[[60, 80]]).X["rna"]
+    np.testing.assert_allclose(out[0], out[1], atol=0.35)
+    # without normalisation the deep copy would sit log(10) ~ 2.3 (unscaled) further away
+    raw = Preprocessor(max_features=None, clip=None, log1p=False).fit(d2, d.ids("train"))
+    far = raw.transform(d2, d2.ids(None, labelled=False)[[60, 80]]).X["rna"]
+    assert np.abs(far[0] - far[1]).mean() > 5 * np.abs(out[0] - out[1]).mean()
+    # log(depth) is no longer what the first component of the processed data follows
+    proc = pre.transform(d, d.ids(None, labelled=False)).X["rna"]
+    pc1 = np.linalg.svd(proc - proc.mean(0), full_matrices=False)[0][:, 0]
+    assert abs(np.corrcoef(pc1, np.log(depth))[0, 1]) < 0.5
+
+
+def test_counts_layer_selects_overdispersed_genes_with_seurat_v3(tmp_path):
+    rng = np.random.default_rng(1)
+    n, p, k = 120, 60, 10
+    mean = rng.uniform(5, 20, size=p)
+    x = rng.poisson(mean, size=(n, p)).astype(np.float32)
+    # genes 0..k-1: negative binomial, far more variable than Poisson at the same mean
+    x[:, :k] = rng.negative_binomial(2, 2 / (2 + mean[:k]), size=(n, k))
+    d = _data({"rna": x}, n_train=100)
+    d.mods["rna"].uns["balmm_layer"] = "counts"  # as balmm.load(layer="counts") marks it
+    pre = Preprocessor(max_features=k).fit(d, d.ids("train"))
+    info = pre.summary()["rna"]
+    assert info["selection"] == "highly_variable_genes (seurat_v3, raw counts)"
+    picked = {int(f.split("_")[1]) for f in pre.features["rna"]}
+    assert len(picked & set(range(k))) >= 8
+    pre.save(tmp_path / "pre")
+    again = Preprocessor.load(tmp_path / "pre")
+    ids = d.ids(None, labelled=False)
+    np.testing.assert_array_equal(again.transform(d, ids).X["rna"], pre.transform(d, ids).X["rna"])

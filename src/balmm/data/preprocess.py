@@ -3,12 +3,16 @@
 Steps per modality, all statistics from the training rows:
 
 1. drop features that are all-missing or constant;
-2. ``log1p`` (scanpy) for count-like modalities: every observed value is a
-   non-negative integer and the maximum is at least ``COUNT_MIN_MAX`` (so binary
-   mutation calls or GISTIC levels are not mistaken for counts);
+2. count-like modalities (every observed value is a non-negative integer and the
+   maximum is at least ``COUNT_MIN_MAX``, so binary mutation calls or GISTIC levels are
+   not mistaken for counts): library-size normalisation to the median training library
+   size (scanpy ``normalize_total``'s rule, with the target fixed at fit time), then
+   ``log1p`` (scanpy);
 3. impute missing values with the training median (scikit-learn ``SimpleImputer``);
-4. keep at most ``max_features`` features: scanpy highly-variable genes for counts,
-   the highest training variance otherwise;
+4. keep at most ``max_features`` features: scanpy highly-variable genes for counts
+   (``seurat_v3`` on the raw counts when they were read from a layer, e.g.
+   ``layer="counts"``; else ``seurat`` on the normalised log values), the highest
+   training variance otherwise;
 5. standardise (scikit-learn ``StandardScaler``) and clip to ``[-clip, clip]``.
 
 The fitted state is plain JSON + npz so a model bundle can carry it.
@@ -64,6 +68,8 @@ class _ModState:
     mean: np.ndarray
     scale: np.ndarray
     info: dict = field(default_factory=dict)
+    # counts: library sizes are scaled to this (None: no normalisation, e.g. older bundles)
+    target_sum: float | None = None
 
 
 def _rows(adata: ad.AnnData, ids: pd.Index) -> ad.AnnData:
@@ -103,6 +109,31 @@ def _log1p(x: np.ndarray | sp.spmatrix, inplace: bool = False) -> np.ndarray | s
         else:
             x = np.array(x, dtype=np.float64, order="C")
     return sc.pp.log1p(x, copy=False)
+
+
+def library_size(x: np.ndarray | sp.spmatrix) -> np.ndarray:
+    """Per-row total over every feature, missing values ignored (float64)."""
+    if sp.issparse(x):
+        x = sp.csr_matrix(x, copy=True)
+        x.data = np.nan_to_num(x.data, nan=0.0)
+        return np.asarray(x.sum(axis=1), dtype=np.float64).ravel()
+    # in row chunks: no float64 copy of a whole training matrix
+    return np.concatenate(
+        [np.nansum(x[i : i + CHUNK_ROWS], axis=1, dtype=np.float64)
+         for i in range(0, x.shape[0], CHUNK_ROWS)] or [np.zeros(0)]
+    )  # fmt: skip
+
+
+def _normalise_total(
+    x: np.ndarray | sp.spmatrix, size: np.ndarray, target_sum: float
+) -> np.ndarray | sp.spmatrix:
+    """Rows of ``x`` scaled to ``target_sum`` given their library ``size`` (computed over
+    every feature of the row, as scanpy's ``normalize_total`` does, although only the
+    kept features are scaled here); empty rows stay 0. float64 copy."""
+    factor = np.divide(target_sum, size, out=np.zeros_like(size), where=size > 0)
+    if sp.issparse(x):
+        return sp.csr_matrix(sp.diags(factor) @ sp.csr_matrix(x, dtype=np.float64))
+    return np.asarray(x, dtype=np.float64) * factor[:, None]
 
 
 def is_count_like(x: np.ndarray | sp.spmatrix) -> bool:
@@ -166,14 +197,22 @@ class Preprocessor:
                 f"modality {name!r}: every feature is constant or missing in the training samples"
             )
         cols = np.flatnonzero(keep)
+        full = x
         x = x[:, cols]
         is_count = is_count_like(x) if self.log1p == "auto" else bool(self.log1p)
+        raw_counts = x
+        target_sum = None
         if is_count:
-            x = _log1p(x)
+            size = library_size(full)  # over every feature, as for new rows in transform
+            # median training library size: scanpy normalize_total's default target
+            target_sum = float(np.median(size[size > 0])) if (size > 0).any() else 1.0
+            x = _log1p(_normalise_total(x, size, target_sum), inplace=not sp.issparse(x))
         var_names = sub.var_names[cols]
+        # seurat_v3 models raw counts; only asked for when counts come from a layer
+        v3 = is_count and sub.uns.get("balmm_layer") is not None
         # Feature selection on sparse input stays sparse; only the kept columns are densified.
         if self.max_features is not None and len(cols) > self.max_features:
-            sel = self._select(x, var_names, is_count)
+            sel = self._select(raw_counts if v3 else x, var_names, is_count, v3)
             x = x[:, sel]
             cols = cols[sel]
             var_names = var_names[sel]
@@ -195,12 +234,15 @@ class Preprocessor:
             "n_features_in": int(n_in),
             "n_dropped_constant_or_missing": int(n_in - keep.sum()),
             "n_features_out": len(var_names),
-            "selection": "highly_variable_genes" if is_count else "variance",
-        }
-        return _ModState(list(map(str, var_names)), is_count, median, mean, scale, info)
+            "selection": ("highly_variable_genes (seurat_v3, raw counts)" if v3 else
+                          "highly_variable_genes" if is_count else "variance"),
+            "normalised_total": target_sum,
+        }  # fmt: skip
+        return _ModState(list(map(str, var_names)), is_count, median, mean, scale, info,
+                         target_sum)  # fmt: skip
 
     def _select(
-        self, x: np.ndarray | sp.spmatrix, var_names: pd.Index, is_count: bool
+        self, x: np.ndarray | sp.spmatrix, var_names: pd.Index, is_count: bool, v3: bool = False
     ) -> np.ndarray:
         k = int(self.max_features or 0)
         if is_count:
@@ -211,9 +253,18 @@ class Preprocessor:
                 xs = np.where(np.isnan(xs), np.nan_to_num(np.nanmedian(xs, axis=0)), xs)
             tmp = ad.AnnData(X=xs)
             tmp.var_names = var_names.astype(str)
-            hvg = sc.pp.highly_variable_genes(tmp, n_top_genes=k, flavor="seurat", inplace=False)
-            disp = hvg["dispersions_norm"].to_numpy(dtype=np.float64)
-            order = np.argsort(-np.nan_to_num(disp, nan=-np.inf), kind="stable")[:k]
+            if v3:
+                hvg = sc.pp.highly_variable_genes(
+                    tmp, n_top_genes=k, flavor="seurat_v3", inplace=False
+                )
+                rank = hvg["highly_variable_rank"].to_numpy(dtype=np.float64)
+                order = np.argsort(np.nan_to_num(rank, nan=np.inf), kind="stable")[:k]
+            else:
+                hvg = sc.pp.highly_variable_genes(
+                    tmp, n_top_genes=k, flavor="seurat", inplace=False
+                )
+                disp = hvg["dispersions_norm"].to_numpy(dtype=np.float64)
+                order = np.argsort(-np.nan_to_num(disp, nan=-np.inf), kind="stable")[:k]
         else:
             if sp.issparse(x):
                 from sklearn.utils.sparsefuncs import mean_variance_axis
@@ -277,12 +328,15 @@ class Preprocessor:
     ) -> np.ndarray:
         missing = pos < 0
         rows = adata.obs_names.get_indexer(ids)
-        x = adata.X[rows][:, np.where(missing, 0, pos)]
+        full = adata.X[rows]
+        x = full[:, np.where(missing, 0, pos)]
         # ``x`` is a float64 array of its own (fancy indexing copies): log1p works in place.
         x = _dense(x)
         x[:, missing] = np.nan
         if state.is_count:
             np.clip(x, 0, None, out=x)
+            if state.target_sum is not None:
+                x = _normalise_total(x, library_size(full), state.target_sum)
             x = _log1p(x, inplace=True)
         x = np.where(np.isnan(x), state.median, x)
         x = (x - state.mean) / np.where(state.scale > 0, state.scale, 1.0)
@@ -306,7 +360,12 @@ class Preprocessor:
             "clip": self.clip,
             "classes": self.classes,
             "modalities": {
-                m: {"features": s.features, "is_count": s.is_count, "info": s.info}
+                m: {
+                    "features": s.features,
+                    "is_count": s.is_count,
+                    "info": s.info,
+                    "target_sum": s.target_sum,
+                }
                 for m, s in self._mods.items()
             },
         }
@@ -337,5 +396,6 @@ class Preprocessor:
                 mean=arrays[f"m{i}_mean"],
                 scale=arrays[f"m{i}_scale"],
                 info=dict(s.get("info", {})),
+                target_sum=s.get("target_sum"),
             )
         return pre

@@ -63,11 +63,6 @@ def _start(args: list[str], cwd: Path, pause: str) -> tuple[subprocess.Popen, Pa
     return proc, ready
 
 
-def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "balmm", *args], cwd=cwd, env=_env(),
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
-
-
 def _lines(text: str) -> list[str]:
     return [ln for ln in text.splitlines() if ln.strip()]
 
@@ -161,13 +156,12 @@ def test_crash_log_goes_beside_out(tmp_path: Path, h5mu: Path, monkeypatch, caps
 
 
 # ----------------------------------------------------------------------------- processes
-def test_second_run_into_the_same_out_is_refused(tmp_path: Path, h5mu: Path) -> None:
+def test_second_run_into_the_same_out_is_refused(tmp_path: Path, h5mu: Path, capsys) -> None:
     """Finding 5: two runs into one --out both exited 0 and the last writer won."""
     first, _ = _start(["train", str(h5mu), "--out", "run", *FAST], tmp_path, "load")
     try:
-        second = _cli(["train", str(h5mu), "--out", "run", *FAST], tmp_path)
-        assert second.returncode == 2
-        line = _lines(second.stderr)
+        assert main(["train", str(h5mu), "--out", str(tmp_path / "run"), *FAST]) == 2
+        line = _lines(capsys.readouterr().err)
         assert len(line) == 1 and f"PID {first.pid} on {socket.gethostname()}" in line[0]
     finally:
         first.send_signal(signal.SIGTERM)
@@ -176,16 +170,18 @@ def test_second_run_into_the_same_out_is_refused(tmp_path: Path, h5mu: Path) -> 
     assert sorted(os.listdir(tmp_path)) == []
 
 
-@pytest.mark.parametrize(("sig", "code", "fmt"), [(signal.SIGTERM, 143, "text"),
-                                                  (signal.SIGINT, 130, "json")])  # fmt: skip
-def test_signal_stops_cleanly_with_one_line(tmp_path, h5mu, sig, code, fmt) -> None:
+@pytest.mark.parametrize(("sig", "code", "fmt", "point"), [
+    (signal.SIGTERM, 143, "text", "stage1:a"),
+    (signal.SIGINT, 130, "json", "stage2"),
+])  # fmt: skip
+def test_signal_stops_cleanly_with_one_line(tmp_path, h5mu, sig, code, fmt, point) -> None:
     """Finding 3: SIGTERM gave no log line and left a temp folder; SIGINT had no line."""
     out = tmp_path / "run"
     out.mkdir()
     (out / MARKER).write_text(json.dumps({"command": "train"}))  # an older complete run
     (out / "metrics.json").write_text("old")
     args = ["--log-format", fmt, "train", str(h5mu), "--out", "run", *FAST]
-    proc, _ = _start(args, tmp_path, "stage2")
+    proc, _ = _start(args, tmp_path, point)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code
@@ -200,18 +196,18 @@ def test_signal_stops_cleanly_with_one_line(tmp_path, h5mu, sig, code, fmt) -> N
     assert not partial.exists() or _looks_complete(partial) == []
 
 
-def test_sigkill_leftovers_are_swept_by_the_next_run(tmp_path: Path, h5mu: Path) -> None:
-    """Finding 3: SIGKILL stranded .OUT.tmp-* folders that nothing ever swept."""
-    proc, _ = _start(["train", str(h5mu), "--out", "run", *FAST], tmp_path, "write")
+def test_sigkill_leftovers_are_swept_by_the_next_run(tmp_path: Path, h5mu: Path, capsys) -> None:
+    """Finding 3: SIGKILL stranded .OUT.tmp-* folders that nothing ever swept. Killed at
+    the worst moment (complete, marked, not yet renamed): no visible output appears."""
+    proc, _ = _start(["train", str(h5mu), "--out", "run", *FAST], tmp_path, "commit")
     proc.kill()
     proc.wait(30)
+    assert sorted(os.listdir(tmp_path)) == [".run.partial", "run.lock"]
     (tmp_path / ".run.tmp-abcd1234").mkdir()  # what older balmm versions left
     (tmp_path / ".run.tmp-abcd1234" / "metrics.json").write_text("{}")
-    assert not (tmp_path / "run").exists()
-    assert not (tmp_path / ".run.partial" / MARKER).exists()
-    done = _cli(["train", str(h5mu), "--out", "run", *FAST], tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert "removing" in done.stderr and ".run.tmp-abcd1234" in done.stderr
+    assert main(["train", str(h5mu), "--out", str(tmp_path / "run"), *FAST]) == 0
+    err = capsys.readouterr().err
+    assert "removing" in err and ".run.tmp-abcd1234" in err and ".run.partial" in err
     assert sorted(os.listdir(tmp_path)) == ["run"]
     assert json.loads((tmp_path / "run" / MARKER).read_text())["command"] == "train"
 
@@ -398,7 +394,7 @@ def _alive(pids: set[int]) -> set[int]:
     return alive
 
 
-def test_bench_resumes_after_sigkill_with_identical_tables(tmp_path: Path, h5mu: Path) -> None:
+def test_bench_resumes_after_sigkill_with_identical_tables(tmp_path, h5mu, capsys) -> None:
     """Finding 2: bench kept every unit in memory and wrote once; no --resume."""
     proc, _ = _start(["bench", str(h5mu), *BENCH, "--out", "b"], tmp_path, "unit2")
     proc.kill()  # SLURM's SIGKILL after the grace period
@@ -406,11 +402,9 @@ def test_bench_resumes_after_sigkill_with_identical_tables(tmp_path: Path, h5mu:
     units = tmp_path / ".b.partial" / "checkpoints" / "bench"
     assert len(list(units.glob("*-*-classic.json"))) == 2
     assert not (tmp_path / "b").exists() and _looks_complete(tmp_path / ".b.partial") == []
-    resumed = _cli(["bench", str(h5mu), *BENCH, "--out", "b", "--resume"], tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "2 of 3 units already finished" in resumed.stderr
-    fresh = _cli(["bench", str(h5mu), *BENCH, "--out", "fresh"], tmp_path)
-    assert fresh.returncode == 0, fresh.stderr
+    assert main(["bench", str(h5mu), *BENCH, "--out", str(tmp_path / "b"), "--resume"]) == 0
+    assert "2 of 3 units already finished" in capsys.readouterr().err
+    assert main(["bench", str(h5mu), *BENCH, "--out", str(tmp_path / "fresh")]) == 0
     for name in ("bench.csv", "summary.csv", "paired.csv", "heads.csv", "bench.md"):
         assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
     assert sorted(os.listdir(tmp_path)) == ["b", "fresh"]

@@ -97,7 +97,11 @@ def test_out_that_is_not_ours_is_refused_and_kept(tmp_path: Path, h5mu: Path, ca
 
     model = tmp_path / "proj"  # any folder given as the model is protected, even with --overwrite
     assert main(["predict", str(model), str(h5mu), "--out", str(model), "--overwrite"]) == 2
+    assert "which this run reads" in capsys.readouterr().err
     assert main(["predict", str(model), str(h5mu), "--out", str(model / "sub")]) == 2
+    assert "which this run reads" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "no"), str(h5mu), "--out", str(tmp_path / "p")]) == 2
+    assert "not a balmm model bundle" in capsys.readouterr().err
     assert (proj / "NOTES.md").read_text() == "notes"
 
 

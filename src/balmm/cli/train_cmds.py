@@ -232,11 +232,13 @@ def predict(
       balmm predict run1 mrna=new_mrna.csv meth=new_meth.csv --out run1-new
     """
     from balmm.cli.progress import make_progress
+    from balmm.model.bundle import read_meta
     from balmm.predict import predict as run_predict
 
     check_device(device.value)
     protect = [model_dir, *input_paths(inputs, labels)]
     with cli_output(out, "predict", overwrite=overwrite, protect=protect) as run:
+        read_meta(model_dir)  # a missing or damaged model fails before any data is read
         data = load_from_cli(inputs, labels, label_col, None, None, 0.3, 0,
                              require_labels=False, no_ids=no_ids, layer=layer,
                              var_key=var_key)  # fmt: skip

@@ -174,12 +174,9 @@ def _check_shapes(path: Path, want: dict[str, tuple[int, ...]]) -> None:
             )
 
 
-def load_bundle(directory: str | Path, device: torch.device | str = "cpu") -> Bundle:
-    """Rebuild the network and preprocessing of a saved bundle (validated first: any
-    inconsistency is an InputError naming the file and key)."""
-    from balmm.data.preprocess import Preprocessor
-    from balmm.training.fit import build_model
-
+def read_meta(directory: str | Path) -> tuple[Path, dict, Any]:
+    """The bundle folder (``train --out DIR`` or its ``model/``), its validated model.json
+    and training config; cheap, so ``predict`` checks the model before reading any data."""
     directory = Path(directory)
     if (directory / "model").is_dir() and not (directory / "model.json").exists():
         directory = directory / "model"  # accept the train --out folder too
@@ -189,7 +186,17 @@ def load_bundle(directory: str | Path, device: torch.device | str = "cpu") -> Bu
     except (OSError, ValueError) as exc:
         raise InputError(f"{directory}: not a balmm model bundle (model.json: {exc})") from exc
     meta = _check_meta(meta_path, meta)
-    cfg = _config(meta_path, meta["config"])
+    return directory, meta, _config(meta_path, meta["config"])
+
+
+def load_bundle(directory: str | Path, device: torch.device | str = "cpu") -> Bundle:
+    """Rebuild the network and preprocessing of a saved bundle (validated first: any
+    inconsistency is an InputError naming the file and key)."""
+    from balmm.data.preprocess import Preprocessor
+    from balmm.training.fit import build_model
+
+    directory, meta, cfg = read_meta(directory)
+    meta_path = directory / "model.json"
     weights = directory / "weights.safetensors"
     pre = Preprocessor.load(directory / "preprocess")
     for m in meta["modalities"]:

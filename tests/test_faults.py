@@ -424,7 +424,7 @@ def test_bench_jobs_leave_no_worker_behind(tmp_path: Path, h5mu: Path, sig) -> N
     assert workers  # the pool is up
     t0 = time.monotonic()
     proc.send_signal(sig)
-    proc.wait(60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == (143 if sig == signal.SIGTERM else -signal.SIGKILL)
     deadline = time.monotonic() + 20
     while _alive(workers) and time.monotonic() < deadline:
@@ -434,3 +434,5 @@ def test_bench_jobs_leave_no_worker_behind(tmp_path: Path, h5mu: Path, sig) -> N
     assert not (tmp_path / "b").exists()
     if sig == signal.SIGTERM:
         assert len(list((tmp_path / ".b.partial" / "checkpoints" / "bench").glob("*.json"))) >= 2
+        assert "interrupted (SIGTERM)" in err
+        assert "to continue: balmm bench" in err and "--resume" in err

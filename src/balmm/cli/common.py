@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import shlex
+import sys
 import tomllib
 from collections.abc import Iterator
 from enum import StrEnum
@@ -238,7 +241,16 @@ def cli_output(
     from balmm.outputs import open_output
 
     state.out = out
-    with open_output(out, command, overwrite=overwrite, resume=resume, protect=protect,
-                     kind=kind) as run:  # fmt: skip
-        pause_point("open")
-        yield run
+    run = None
+    try:
+        with open_output(out, command, overwrite=overwrite, resume=resume, protect=protect,
+                         kind=kind) as run:  # fmt: skip
+            pause_point("open")
+            yield run
+    except BaseException:
+        if run is not None and run.checkpoints.is_dir() and any(run.checkpoints.iterdir()):
+            argv = ["balmm", *sys.argv[1:]]
+            logging.getLogger("balmm").warning(
+                "to continue: %s", shlex.join(argv + ([] if "--resume" in argv else ["--resume"]))
+            )
+        raise

@@ -8,6 +8,7 @@ group and for every command (``@app.command(cls=BalmmCommand)``).
 
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import Any
 
@@ -35,7 +36,13 @@ def _readable(params: list[Any]) -> list[Any]:
         if getattr(p, "is_flag", False) and p.metavar is None:
             p.metavar = ""  # a flag takes no value: show no type
         elif p.param_type_name == "argument" and p.metavar:
-            p.display_type_rich = lambda ctx: None  # its metavar (INPUTS) says it: no <list[str]>
+            # Its metavar (INPUTS) says it all: no <list[str]> type column. Typer >= 0.29 asks
+            # display_type_rich, older releases the type's get_metavar (on a copy: types are
+            # shared).
+            p.display_type_rich = lambda ctx: None
+            if hasattr(p, "type"):
+                p.type = copy.copy(p.type)
+                p.type.get_metavar = lambda *args, **kwargs: ""
     return params
 
 

@@ -111,3 +111,10 @@ def test_cli_layer_and_var_key(tmp_path):
     assert "no layer 'raw'" in bad.stderr and "Traceback" not in bad.stderr
     data = balmm.load([str(path)], layer={"m0": "counts"}, var_key="highly_variable")
     assert data.mods["m0"].n_vars == 3 and data.mods["m0"].X.max() > 1
+
+
+def test_top_level_functions_take_a_mudata():
+    mdata = _mudata(n=40)
+    res = balmm.profile(mdata, label_key="cond", n_boot=5, estimators=("gaussian",))
+    assert set(res.to_dict()["modalities"]) == {"m0", "m1"}
+    assert res.to_dict()["modalities"]["m0"]["n_samples"] == 40

@@ -49,22 +49,37 @@ def load(
     return load_inputs([] if inputs is None else inputs, layer=layer, var_key=var_key, **kwargs)
 
 
-def profile(*args: Any, **kwargs: Any):
-    """Profile a dataset (see ``balmm.profiling.run.profile``)."""
+def _as_data(data: Any, kwargs: dict[str, Any], require_labels: bool = True):
+    """``data`` as a MultiOmicsData: a MuData, AnnData or dict of AnnData is read with
+    :func:`load` (taking its ``label_key``/``split_key``/``layer``/``var_key`` and, for the
+    split, ``test_size`` out of ``kwargs``); anything else is returned as it is."""
+    from balmm.data.io import _is_in_memory
+
+    if not _is_in_memory(data):
+        return data
+    keys = ("label_key", "split_key", "layer", "var_key", "test_size")
+    opts = {k: kwargs.pop(k) for k in keys if k in kwargs}
+    return load(data, seed=kwargs.get("seed", 0), require_labels=require_labels, **opts)
+
+
+def profile(data: Any, *args: Any, **kwargs: Any):
+    """Profile a dataset (see ``balmm.profiling.run.profile``); ``data`` may be a MuData,
+    AnnData or dict of AnnData (then ``label_key=`` etc. as in :func:`load`)."""
     from balmm.profiling.run import profile as _profile
 
-    return _profile(*args, **kwargs)
+    return _profile(_as_data(data, kwargs), *args, **kwargs)
 
 
-def train(*args: Any, **kwargs: Any):
-    """Train a model (see ``balmm.training.fit.train``)."""
+def train(data: Any, *args: Any, **kwargs: Any):
+    """Train a model (see ``balmm.training.fit.train``); ``data`` as in :func:`profile`."""
     from balmm.training.fit import train as _train
 
-    return _train(*args, **kwargs)
+    return _train(_as_data(data, kwargs), *args, **kwargs)
 
 
-def predict(*args: Any, **kwargs: Any):
-    """Apply a saved model bundle (see ``balmm.predict.predict``)."""
+def predict(model_dir: Any, data: Any, *args: Any, **kwargs: Any):
+    """Apply a saved model bundle (see ``balmm.predict.predict``); ``data`` as in
+    :func:`profile` (labels optional)."""
     from balmm.predict import predict as _predict
 
-    return _predict(*args, **kwargs)
+    return _predict(model_dir, _as_data(data, kwargs, require_labels=False), *args, **kwargs)

@@ -8,7 +8,7 @@ results into the object, and return the result object:
 ``obsm["X_balmm"]``           fused embedding, one row per ``.obs`` row (NaN: not embedded)
 ``mod[m].obsm["X_balmm"]``    modality ``m``'s embedding, one row per row of the mod
 ``obs["balmm_prediction"]``   fused prediction (categorical); ``balmm_proba_<class>``,
-                              ``balmm_split`` (train/val/test, or predict)
+                              ``balmm_split`` (train/val/test, unlabelled, or predict)
 ``uns["balmm"]``              ``profile`` and ``train`` summaries (JSON-like, writes to .h5mu)
 ============================  ===========================================================
 
@@ -182,12 +182,35 @@ def train(
     mdata = _load(data, label_key, split_key, layer, var_key, test_size, seed)
     result = fit_train(mdata, config=config, out=out, device=device, seed=seed, **overrides)
     classes = list(result.metrics["classes"])
-    _write_back(data, result.embeddings, result.predictions, classes)
+    emb, predictions = _with_unlabelled(result, mdata)
+    _write_back(data, emb, predictions, classes)
     summary = _train_summary(result)
     for target, mod in _targets(data):
         if mod is None or isinstance(data, Mapping):
             _set_uns(target, "train", summary)
     return result
+
+
+def _with_unlabelled(result, mdata) -> tuple[ad.AnnData, pd.DataFrame]:
+    """The run's embeddings and predictions plus those of the samples training left out
+    (unlabelled training samples; split ``unlabelled``), so that every row of the object
+    is embedded (``sc.pp.neighbors`` needs no NaN). They are predicted by the trained
+    model as new samples would be: no statistic is refitted."""
+    from balmm.predict import predict_result
+
+    emb, predictions = result.embeddings, result.predictions
+    rest = mdata.obs.index[~mdata.obs.index.isin(emb.obs_names)]
+    if not len(rest):
+        return emb, predictions
+    with tempfile.TemporaryDirectory(prefix="balmm-model-") as tmp:
+        folder = result.out if result.out is not None else _save_model(result, Path(tmp))
+        extra = predict_result(folder, mdata.subset(rest))
+    more = extra.embeddings
+    more.obs["split"] = pd.Categorical(["unlabelled"] * more.n_obs)
+    emb = ad.concat([emb, more], merge="first", uns_merge="first")
+    preds = extra.predictions.assign(split="unlabelled")
+    return emb, pd.concat([predictions, preds.reindex(columns=predictions.columns)],
+                          ignore_index=True)  # fmt: skip
 
 
 def _save_model(result, folder: Path) -> Path:

@@ -134,6 +134,8 @@ def test_cli_on_the_same_data_gives_the_same_results(mdatas, trained, tmp_path):
     assert run.returncode == 0, run.stderr
     cli_pred = pd.read_csv(tmp_path / "cli" / "predictions.csv")
     assert list(cli_pred["sample"]) == [s for s in mdata.obs_names if s in set(cli_pred["sample"])]
+    cli_emb = ad.read_h5ad(tmp_path / "cli" / "embeddings.h5ad")
+    assert list(cli_emb.obs_names) == list(cli_pred["sample"])  # both in input order
     ours = trained.predictions.set_index("sample").loc[cli_pred["sample"]]
     assert (ours["predicted"].to_numpy() == cli_pred["predicted"].to_numpy()).all()
     for c in (c for c in cli_pred if c.startswith("proba_")):

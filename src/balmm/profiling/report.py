@@ -7,22 +7,15 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.patches import FancyArrowPatch  # noqa: E402
-
-from balmm.outputs import OutputRun, output_dir, output_path, to_json  # noqa: E402
-from balmm.report.html import html_page, img_tag, save_figure, table_html  # noqa: E402
-from balmm.report.plots import bars_with_ci, heatmap  # noqa: E402
+from balmm import pl
+from balmm.outputs import OutputRun, output_dir, output_path, to_json
+from balmm.pl.profile import CONCAT
+from balmm.report.html import figures, html_page, img_tag, plan_reasons, render, table_html
 
 if TYPE_CHECKING:
     from balmm.profiling.run import ProfileResult
-
-CONCAT = "all (concatenated)"
 
 
 def _f(x, digits: int = 3) -> str:
@@ -36,6 +29,13 @@ def _f(x, digits: int = 3) -> str:
 def fmt_ci(v, ci, digits: int = 3) -> str:
     """``0.812 [0.760, 0.861]`` (dashes for missing values)."""
     return f"{_f(v, digits)} [{_f(ci[0], digits)}, {_f(ci[1], digits)}]"
+
+
+def _class_counts(r: ProfileResult) -> str:
+    """``Normal control (120), Alzheimer's disease (125)``: class names, training counts."""
+    mapping = r.dataset.get("label_mapping") or {}
+    counts = r.dataset["train_class_counts"]
+    return ", ".join(f"{mapping.get(c, c)} ({n})" for c, n in counts.items())
 
 
 # --------------------------------------------------------------------------- tables
@@ -82,8 +82,8 @@ def quality_table(r: ProfileResult) -> pd.DataFrame:
 def pairs_table(r: ProfileResult) -> pd.DataFrame:
     rows = [
         {
-            "a": p["a"],
-            "b": p["b"],
+            "modality A": p["a"],
+            "modality B": p["b"],
             "estimator": p["estimator"],
             "I(Z_a;Z_b) bits [95% CI]": fmt_ci(p["mi_bits"], p["mi_bits_ci"]),
             "n": p["n_samples"],
@@ -98,11 +98,10 @@ def plan_table(r: ProfileResult) -> pd.DataFrame:
         {
             "teacher": e.teacher,
             "student": e.student,
-            "gap bits": _f(e.gap_bits),
-            "gap lower": _f(e.gap_lo_bits),
+            "CCH gap (bits)": _f(e.gap_bits),
+            "gap, lower bound": _f(e.gap_lo_bits),
             "enabled": "yes" if e.enabled else "no",
             "weight": _f(e.weight, 2),
-            "reason": e.reason,
         }
         for e in r.kd_plan
     ]
@@ -137,146 +136,19 @@ def _md_table(df: pd.DataFrame, index: bool = True) -> str:
 
 # --------------------------------------------------------------------------- figures
 
-
-def mi_matrix(r: ProfileResult) -> pd.DataFrame:
-    """Pairwise MI of the primary estimator plus a ``label`` row/column (I(X_m;Y))."""
-    names = list(r.modalities) + ["label"]
-    mat = pd.DataFrame(np.nan, index=names, columns=names)
-    primary = r.settings["primary_estimator"]
-    for p in r.pairs:
-        if p["estimator"] == primary:
-            mat.loc[p["a"], p["b"]] = mat.loc[p["b"], p["a"]] = p["mi_bits"]
-    for m, e in r.modalities.items():
-        if "mi_label_bits" in e:
-            mat.loc[m, "label"] = mat.loc["label", m] = e["mi_label_bits"]
-    return mat
-
-
-def per_class_matrix(r: ProfileResult) -> pd.DataFrame:
-    rows = {m: e["probe"]["per_class_f1"] for m, e in r.modalities.items() if "probe" in e}
-    rows[CONCAT] = r.concatenated["probe"]["per_class_f1"]
-    return pd.DataFrame(rows).T.reindex(columns=r.dataset["classes"])
-
-
-def plan_figure(r: ProfileResult) -> plt.Figure:
-    """Modalities on a circle; arrows teacher -> student for enabled KD edges."""
-    names = [m for m in r.modalities if "probe" in r.modalities[m]]
-    n = len(names)
-    fig, ax = plt.subplots(figsize=(6, 5))
-    ang = np.linspace(np.pi / 2, np.pi / 2 + 2 * np.pi, n, endpoint=False)
-    pos = {m: (np.cos(a), np.sin(a)) for m, a in zip(names, ang, strict=True)}
-    enabled = [e for e in r.kd_plan if e.enabled]
-    for e in r.kd_plan:
-        if e.enabled:
-            continue
-        (x0, y0), (x1, y1) = pos[e.teacher], pos[e.student]
-        ax.plot([x0, x1], [y0, y1], color="#ccc", lw=0.6, ls=":", zorder=1)
-    for e in enabled:
-        arrow = FancyArrowPatch(
-            pos[e.teacher],
-            pos[e.student],
-            arrowstyle="-|>",
-            mutation_scale=18,
-            lw=1 + 3 * e.weight,
-            color="#2e7d32",
-            shrinkA=28,
-            shrinkB=28,
-            connectionstyle="arc3,rad=0.15",
-            zorder=2,
-        )
-        ax.add_patch(arrow)
-        mx = (pos[e.teacher][0] + pos[e.student][0]) / 2
-        my = (pos[e.teacher][1] + pos[e.student][1]) / 2
-        ax.text(
-            mx,
-            my,
-            f"gap {e.gap_bits:.2f}b\nw {e.weight:.2f}",
-            fontsize=8,
-            ha="center",
-            color="#2e7d32",
-            zorder=3,
-            bbox={"boxstyle": "round", "fc": "white", "ec": "none", "alpha": 0.8},
-        )
-    for m in names:
-        e = r.modalities[m]
-        ax.scatter(*pos[m], s=2600, color="#4a6fd1", alpha=0.9, zorder=4)
-        ax.text(
-            pos[m][0],
-            pos[m][1],
-            f"{m}\nF1 {e['probe']['macro_f1']:.2f}",
-            ha="center",
-            va="center",
-            color="white",
-            fontsize=7,
-            zorder=5,
-        )
-    ax.set_xlim(-1.6, 1.6)
-    ax.set_ylim(-1.6, 1.6)
-    ax.set_aspect("equal")
-    ax.axis("off")
-    title = "Distillation plan (green arrows: enabled teacher -> student)"
-    if not enabled:
-        title = "Distillation plan: no edge enabled (see the table for reasons)"
-    ax.set_title(title, fontsize=10)
-    return fig
+FIGURES = {  # file stem -> the balmm.pl function that draws it
+    "macro_f1": pl.unimodal_strength,
+    "per_class_f1": pl.per_class_f1,
+    "mi_heatmap": pl.mi_heatmap,
+    "kd_plan": pl.kd_plan,
+    "shapley": pl.shapley,
+}
 
 
 def make_figures(r: ProfileResult, plots: Path) -> dict[str, bytes]:
     """Render every figure into ``plots/`` and return name -> PNG bytes."""
-    figs: dict[str, bytes] = {}
-    names = [m for m in r.modalities if "probe" in r.modalities[m]]
-    labels = names + [CONCAT]
-    probes = [r.modalities[m]["probe"] for m in names] + [r.concatenated["probe"]]
-    colors = ["#4a6fd1"] * len(names) + ["#888"]
-    figs["macro_f1"] = save_figure(
-        bars_with_ci(
-            labels,
-            [p["macro_f1"] for p in probes],
-            [tuple(p["macro_f1_ci"]) for p in probes],
-            xlabel="cross-validated probe macro-F1 (95% bootstrap CI)",
-            title="Unimodal strength",
-            refline=r.concatenated["probe"]["null_macro_f1_95"],
-            refline_label="95th pct. of shuffled-label macro-F1",
-            colors=colors,
-        ),
-        plots / "macro_f1.png",
-    )
-    figs["mi_heatmap"] = save_figure(
-        heatmap(
-            mi_matrix(r),
-            title=f"Mutual information, bits ({r.settings['primary_estimator']}; label: H(Y)-CE)",
-            cbar_label="bits",
-            vmin=0,
-        ),
-        plots / "mi_heatmap.png",
-    )
-    s = r.shapley
-    order = sorted(s["values"], key=lambda m: -s["values"][m])
-    fig = bars_with_ci(
-        order,
-        [s["values"][m] for m in order],
-        None,
-        xlabel="contribution to probe macro-F1",
-        title=f"Shapley values ({s['method']}); dots = leave-one-out delta",
-    )
-    ax = fig.axes[0]
-    ypos = np.arange(len(order))[::-1]
-    ax.scatter([s["leave_one_out"][m] for m in order], ypos, color="#c0392b", zorder=3, s=20)
-    ax.axvline(0, color="#222", lw=0.8)
-    figs["shapley"] = save_figure(fig, plots / "shapley.png")
-    figs["per_class_f1"] = save_figure(
-        heatmap(
-            per_class_matrix(r),
-            title="Per-class F1 (which assay recognises which class)",
-            cbar_label="F1",
-            vmin=0,
-            vmax=1,
-            cmap="magma",
-        ),
-        plots / "per_class_f1.png",
-    )
-    figs["kd_plan"] = save_figure(plan_figure(r), plots / "kd_plan.png")
-    return figs
+    d = r.to_dict()
+    return {name: render(fn, plots / f"{name}.png", d) for name, fn in FIGURES.items()}
 
 
 # --------------------------------------------------------------------------- documents
@@ -307,8 +179,7 @@ def render_markdown(r: ProfileResult) -> str:
         "# balmm profile",
         "",
         f"Source: {r.dataset['source']}  ",
-        f"Classes: {', '.join(f'{c} ({n})' for c, n in r.dataset['train_class_counts'].items())}"
-        " (training samples)  ",
+        f"Classes: {_class_counts(r)} (training samples)  ",
         f"Split: {r.dataset['split_source']}",
         "",
         "## Verdict",
@@ -336,6 +207,8 @@ def render_markdown(r: ProfileResult) -> str:
         "## Distillation plan",
         "",
         _md_table(plan_table(r), index=False) if r.kd_plan else "(single modality)",
+        "",
+        *[f"- {e.teacher} -> {e.student}: {e.reason}" for e in r.kd_plan],
         "",
         "![distillation plan](plots/kd_plan.png)",
         "",
@@ -391,8 +264,10 @@ def render_html(r: ProfileResult, figs: dict[str, bytes]) -> str:
         (
             "Unimodal strength and label information",
             table_html(strength_table(r))
-            + img_tag(figs["macro_f1"], "macro-F1 per modality")
-            + img_tag(figs["per_class_f1"], "per-class F1"),
+            + figures(
+                img_tag(figs["macro_f1"], "macro-F1 per modality"),
+                img_tag(figs["per_class_f1"], "per-class F1"),
+            ),
         ),
         (
             "Mutual information between modalities",
@@ -401,7 +276,11 @@ def render_html(r: ProfileResult, figs: dict[str, bytes]) -> str:
         ),
         (
             "Distillation plan",
-            (table_html(plan_table(r)) if r.kd_plan else "<p>(single modality)</p>")
+            (
+                table_html(plan_table(r)) + plan_reasons(e.to_dict() for e in r.kd_plan)
+                if r.kd_plan
+                else "<p>(single modality)</p>"
+            )
             + img_tag(figs["kd_plan"], "distillation plan"),
         ),
         (
@@ -411,7 +290,10 @@ def render_html(r: ProfileResult, figs: dict[str, bytes]) -> str:
         ("Data quality", table_html(quality_table(r))),
         ("How these numbers were made", notes),
     ]
-    subtitle = f"{r.dataset['source']} · split: {r.dataset['split_source']}"
+    subtitle = (
+        f"{r.dataset['source']} · split: {r.dataset['split_source']} · "
+        f"classes (training samples): {_class_counts(r)}"
+    )
     return html_page("balmm profile", sections, subtitle=subtitle)
 
 

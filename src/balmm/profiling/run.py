@@ -407,6 +407,7 @@ def _profile(
         "label_key": data.label_key,
         "split_source": data.split_source,
         "classes": classes,
+        "label_mapping": dict(data.label_mapping),
         "n_samples": int(len(data.obs)),
         "n_train_samples": int(len(train_all)),
         "n_train_used": int(len(train_ids)),

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import html
+import json
+import math
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from balmm import pl
 from balmm.data.pairing import input_order
 from balmm.outputs import (
     OutputRun,
@@ -17,7 +20,25 @@ from balmm.outputs import (
     write_json_atomic,
     write_text_atomic,
 )
-from balmm.report.html import html_page, img_tag, save_figure, table_html
+from balmm.pl._common import class_names
+from balmm.report.html import figures, html_page, img_tag, plan_reasons, render, table_html
+
+# readable column headers for metric keys; unknown keys are shown with spaces for "_"
+HEADERS = {
+    "n": "n",
+    "accuracy": "accuracy",
+    "balanced_accuracy": "balanced accuracy",
+    "macro_f1": "macro-F1",
+    "weighted_f1": "weighted F1",
+    "auroc": "AUROC",
+    "ece": "calibration error (ECE)",
+    "log_loss": "log-loss",
+}
+
+
+def header(key: str) -> str:
+    """A readable column header for a metrics key (``macro_f1`` -> ``macro-F1``)."""
+    return HEADERS.get(key, key.replace("_", " "))
 
 
 def write_outputs(result, out: Path | OutputRun) -> Path:
@@ -52,157 +73,199 @@ def write_outputs(result, out: Path | OutputRun) -> Path:
         with ad.settings.override(allow_write_nullable_strings=True):
             embeddings.write_h5ad(tmp / "embeddings.h5ad")
         pngs = _plots(result, tmp / "plots")
-        write_text_atomic(tmp / "report.html", _html(result, pngs))
+        timing = getattr(result, "timing", None) or _timing(tmp)
+        write_text_atomic(tmp / "report.html", render_html(result, pngs, timing))
     return output_path(out)
+
+
+def _timing(folder: Path) -> dict:
+    """timing.json when the run wrote one (wall-clock times are kept out of metrics.json)."""
+    p = folder / "timing.json"
+    return json.loads(p.read_text("utf-8")) if p.is_file() else {}
 
 
 # ----------------------------------------------------------------------------- plots
 def _plots(result, folder: Path) -> dict[str, bytes]:
-    import matplotlib.pyplot as plt
-
+    """Every report figure, drawn by the balmm.pl functions, as name -> PNG bytes."""
+    m = result.metrics
     pngs: dict[str, bytes] = {}
-    h2 = [h for h in result.history if h["stage"] == "stage2" and "val_f1" in h]
-    if h2:
-        fig, ax = plt.subplots(figsize=(6.5, 3.6))
-        heads = list(h2[0]["val_f1"])
-        for k in heads:
-            ax.plot([h["epoch"] for h in h2], [h["val_f1"].get(k) for h in h2], label=k,
-                    lw=2.2 if k == "fused" else 1.3)  # fmt: skip
-        sel = result.metrics["protocol"]["selected_epoch"]
-        if sel:
-            ax.axvline(sel, color="grey", ls="--", lw=1, label="selected")
-        ax.set_xlabel("epoch (stage 2)")
-        ax.set_ylabel("validation macro-F1")
-        ax.legend(fontsize=8)
-        pngs["val_f1"] = save_figure(fig, folder / "val_f1.png")
-    hw = [h for h in result.history if h["stage"] == "stage2" and "weights" in h]
-    if hw:
-        fig, ax = plt.subplots(figsize=(6.5, 3.2))
-        for k in hw[0]["weights"]:
-            ax.plot([h["epoch"] for h in hw], [h["weights"][k] for h in hw], label=k)
-        ax.set_xlabel("epoch (stage 2)")
-        ax.set_ylabel("loss weight")
-        ax.legend(fontsize=8)
-        pngs["weights"] = save_figure(fig, folder / "weights.png")
-    classes = result.metrics["classes"]
+    has = {h.get("stage") for h in result.history if "weights" in h}
+    if any("val_f1" in h for h in result.history):
+        pngs["val_f1"] = render(pl.validation_f1, folder / "val_f1.png", result)
+    if has:
+        pngs["weights"] = render(pl.loss_weights, folder / "weights.png", result)
     for split in ("val", "test"):
-        cm = result.metrics[split]["fused"].get("confusion_matrix")
-        if not cm:
-            continue
-        fig, ax = plt.subplots(figsize=(3.2 + 0.4 * len(classes), 2.8 + 0.4 * len(classes)))
-        arr = np.array(cm)
-        ax.imshow(arr, cmap="Blues")
-        for i in range(arr.shape[0]):
-            for j in range(arr.shape[1]):
-                ax.text(j, i, str(arr[i, j]), ha="center", va="center",
-                        color="white" if arr[i, j] > arr.max() / 2 else "black")  # fmt: skip
-        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-        ax.set_yticks(range(len(classes)), classes)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(f"{split} (fused)")
-        pngs[f"confusion_{split}"] = save_figure(fig, folder / f"confusion_{split}.png")
-    gap = result.metrics["imbalance"]["under_optimisation_gap"]
-    if gap:
-        mods = list(gap)
-        fig, ax = plt.subplots(figsize=(6, 3.2))
-        x = np.arange(len(mods))
-        ax.bar(x - 0.2, [gap[m]["alone_test"] for m in mods], 0.4, label="encoder trained alone")
-        ax.bar(x + 0.2, [gap[m]["joint_test"] for m in mods], 0.4, label="jointly trained")
-        ax.set_xticks(x, mods)
-        ax.set_ylabel("probe macro-F1 (test)")
-        ax.set_ylim(0, 1)
-        ax.legend(fontsize=8)
-        pngs["imbalance"] = save_figure(fig, folder / "imbalance.png")
+        if m.get(split, {}).get("fused", {}).get("confusion_matrix"):
+            pngs[f"confusion_{split}"] = render(
+                pl.confusion_matrix, folder / f"confusion_{split}.png", result, split=split
+            )
+    test = result.predictions
+    if "split" in test:
+        test = test[test["split"] == "test"]
+    if test["true"].nunique() >= 2:
+        pngs["roc_test"] = render(pl.roc, folder / "roc_test.png", result, split="test")
+    if m.get("imbalance", {}).get("contributions", {}).get("test"):
+        pngs["contributions"] = render(pl.contributions, folder / "contributions.png", result)
+    if m.get("imbalance", {}).get("under_optimisation_gap"):
+        pngs["imbalance"] = render(pl.imbalance, folder / "imbalance.png", result)
+    if m.get("kd_plan"):
+        pngs["kd_plan"] = render(pl.kd_plan, folder / "kd_plan.png", result)
+    emb = result.embeddings
+    if emb is not None and "X_fused" in emb.obsm and emb.n_obs >= 4:
+        seed = int(m.get("protocol", {}).get("seed") or 0)
+        pngs["umap"] = render(pl.embedding, folder / "umap.png", result, seed=seed)
     return pngs
 
 
-# ----------------------------------------------------------------------------- html
-def _metric_table(metrics: dict) -> pd.DataFrame:
-    rows = {}
+# ----------------------------------------------------------------------------- tables
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def metric_table(metrics: dict) -> pd.DataFrame:
+    """One row per (split, head) with every scalar metric recorded for it."""
+    rows = []
     for split in ("val", "test"):
-        sm = metrics[split]
-        heads = {"fused": sm["fused"], **sm["modalities"]}
+        sm = metrics.get(split) or {}
+        heads = {"fused": sm.get("fused") or {}, **(sm.get("modalities") or {})}
         for head, v in heads.items():
-            if v.get("n", 0) == 0:
+            if not v or v.get("n", 0) == 0:
                 continue
-            rows[(split, head)] = {
-                k: v.get(k)
-                for k in (
-                    "n",
-                    "accuracy",
-                    "balanced_accuracy",
-                    "macro_f1",
-                    "weighted_f1",
-                    "auroc",
-                    "ece",
-                )  # fmt: skip
-            }
-    df = pd.DataFrame.from_dict(rows, orient="index")
-    if len(df):
-        df.index = [f"{a} · {b}" for a, b in df.index]
+            row = {"split": split, "head": head}
+            row.update({header(k): x for k, x in v.items() if _is_number(x)})
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["split", "head"]) if rows else pd.DataFrame()
+
+
+def per_class_table(result) -> pd.DataFrame:
+    """Per-class F1 of every head on the test split, classes by name."""
+    m = result.metrics
+    classes = m["classes"]
+    names = dict(zip(classes, class_names(result, classes), strict=True))
+    sm = m.get("test") or {}
+    heads = {"fused": sm.get("fused") or {}, **(sm.get("modalities") or {})}
+    rows = {h: v["per_class_f1"] for h, v in heads.items() if v.get("per_class_f1")}
+    df = pd.DataFrame(rows).T
+    if df.empty:
+        return df
+    df = df.reindex(columns=classes).rename(columns=names)
+    df.index.name = "head (test)"
     return df
 
 
-def _html(result, pngs: dict[str, bytes]) -> str:
-    m = result.metrics
-    p = m["protocol"]
-    graph = f", graph: {p['graph'].upper()}" if p.get("graph") else ""
-    sub = (
-        f"balancer {p['balancer']}, encoder {p['encoder']}{graph}; fit {p['n_fit']} / val "
-        f"{p['n_val']} / test {p['n_test']} samples; split: {p['split_source']}. "
-        f"Model selected at epoch {p['selected_epoch']} on validation fused macro-F1; "
-        "the test split was evaluated once, after selection."
-    )
-    sections = [("Metrics", table_html(_metric_table(m)))]
-    curves = "".join(img_tag(pngs[k], k) for k in ("val_f1", "weights") if k in pngs)
-    if curves:
-        sections.append(("Training curves (stage 2)", curves))
-    per_mod = {}
-    for mod, v in m["label_mi_bits"].items():
-        gap = m["imbalance"]["under_optimisation_gap"].get(mod, {})
-        per_mod[mod] = {
-            "label MI (bits)": v["estimate"],
-            "stage-1 val F1": m["stage1"].get(mod, {}).get("val_macro_f1"),
-            "after KD": m["stage1"].get(mod, {}).get("val_macro_f1_after_kd"),
-            "final weight": m["imbalance"]["weights"].get(mod),
-            "Shapley (test)": m["imbalance"]["contributions"].get("test", {}).get(mod),
+def modality_table(m: dict) -> pd.DataFrame:
+    """What each modality knows and what it contributed, from whatever the run recorded."""
+    imb = m.get("imbalance") or {}
+    gaps = imb.get("under_optimisation_gap") or {}
+    contrib = (imb.get("contributions") or {}).get("test") or {}
+    mods = list(m.get("label_mi_bits") or m.get("stage1") or gaps)
+    rows = {}
+    for mod in mods:
+        mi = (m.get("label_mi_bits") or {}).get(mod) or {}
+        st1 = (m.get("stage1") or {}).get(mod) or {}
+        gap = gaps.get(mod) or {}
+        row = {
+            "label MI (bits)": mi.get("estimate"),
+            "stage-1 val F1": st1.get("val_macro_f1"),
+            "after distillation": st1.get("val_macro_f1_after_kd"),
+            "final loss weight": (imb.get("weights") or {}).get(mod),
+            "contribution (test)": contrib.get(mod),
             "probe alone (test)": gap.get("alone_test"),
             "probe joint (test)": gap.get("joint_test"),
-            "under-opt. gap (test)": gap.get("gap_test"),
-            "test head F1": m["test"]["modalities"].get(mod, {}).get("macro_f1"),
+            "under-optimisation gap (test)": gap.get("gap_test"),
+            "head macro-F1 (test)": ((m.get("test") or {}).get("modalities") or {})
+            .get(mod, {})
+            .get("macro_f1"),
         }
-    per_df = pd.DataFrame.from_dict(per_mod, orient="index").astype(float)  # None -> NaN ("–")
-    sections.append(("Per modality", table_html(per_df)))
-    excl = m["imbalance"]["excluded_from_fusion"]
+        rows[mod] = {k: (v if _is_number(v) else math.nan) for k, v in row.items()}
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    df = df.loc[:, df.notna().any()] if len(df) else df  # columns this run did not record
+    df.index.name = "modality"
+    return df
+
+
+def plan_table(plan: list[dict]) -> pd.DataFrame:
+    """The distillation plan with every field the run recorded (reasons aside), readable
+    headers."""
+    df = pd.DataFrame(plan).drop(columns=["reason"], errors="ignore")
+    for c in df.columns:
+        if df[c].dtype == bool:
+            df[c] = df[c].map({True: "yes", False: "no"})
+    names = {
+        "gap_bits": "CCH gap (bits)",
+        "gap_lo_bits": "gap, lower bound (bits)",
+        "I_teacher_student_bits": "I(teacher;student) bits",
+        "I_student_label_bits": "I(student;Y) bits",
+    }
+    return df.rename(columns=lambda c: names.get(c, header(c)))
+
+
+# ----------------------------------------------------------------------------- html
+def _subtitle(result) -> str:
+    m = result.metrics
+    p = m.get("protocol") or {}
+    graph = f", graph: {p['graph'].upper()}" if p.get("graph") else ""
+    classes = ", ".join(class_names(result, m["classes"]))
+    return (
+        f"balancer {p.get('balancer')}, encoder {p.get('encoder')}{graph}; fit {p.get('n_fit')}"
+        f" / val {p.get('n_val')} / test {p.get('n_test')} samples; classes: {classes}; split: "
+        f"{p.get('split_source')}. Model selected at epoch {p.get('selected_epoch')} on "
+        "validation fused macro-F1; the test split was evaluated once, after selection."
+    )
+
+
+def _imgs(pngs: dict[str, bytes], *names: str) -> str:
+    return figures(*(img_tag(pngs[k], k.replace("_", " ")) for k in names if k in pngs))
+
+
+def render_html(result, pngs: dict[str, bytes], timing: dict | None = None) -> str:
+    """report.html: metrics, curves, per-modality analysis, plan, confusion, ROC and UMAP."""
+    m = result.metrics
+    sections = [("Metrics", table_html(metric_table(m)))]
+    pcf = per_class_table(result)
+    if not pcf.empty:
+        sections.append(("Per-class F1 (test)", table_html(pcf)))
+    if "roc_test" in pngs or "confusion_test" in pngs:
+        sections.append(("Test predictions", _imgs(pngs, "roc_test", "confusion_test")))
+    if "val_f1" in pngs or "weights" in pngs:
+        sections.append(("Training curves", _imgs(pngs, "val_f1", "weights")))
+    sections.append(("Per modality", table_html(modality_table(m))))
+    if "contributions" in pngs or "imbalance" in pngs:
+        note = (
+            "<p class='note'>Left: each assay's Shapley contribution to the fused test "
+            "macro-F1. Right: probe macro-F1 of each encoder trained alone (stage 1) and in "
+            "the joint model; the difference is the under-optimisation gap.</p>"
+        )
+        imgs = _imgs(pngs, "contributions", "imbalance")
+        sections.append(("Contributions and imbalance", note + imgs))
+    excl = (m.get("imbalance") or {}).get("excluded_from_fusion") or {}
     if excl:
         items = "".join(
-            f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in excl.items()
+            f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in excl.items()
         )
         sections.append(("Left out of the fusion", f"<ul>{items}</ul>"))
-    if result.plan:
-        df = pd.DataFrame(result.plan)[["teacher", "student", "gap_bits", "gap_lo_bits",
-                                        "enabled", "weight", "reason"]]  # fmt: skip
-        sections.append(("Distillation plan (stage 1)", table_html(df)))
+    plan = m.get("kd_plan") or []
+    if plan:
+        inner = table_html(plan_table(plan)) + plan_reasons(plan)
+        sections.append(("Distillation plan (stage 1)", inner + _imgs(pngs, "kd_plan")))
     else:
+        none = "no plan (single modality, distillation disabled, or no stage 1)"
+        sections.append(("Distillation plan (stage 1)", f"<p class='note'>{none}</p>"))
+    if "umap" in pngs:
         sections.append(
             (
-                "Distillation plan (stage 1)",
-                "<p class='note'>no plan (single "
-                "modality, distillation disabled, or baseline without stage 1)</p>",
+                "Fused embedding",
+                "<p class='note'>UMAP (scanpy) of the fused embedding of every sample "
+                "(training, validation and test), coloured by the true class.</p>"
+                + _imgs(pngs, "umap"),
             )
         )
-    imb = "".join(img_tag(pngs[k], k) for k in ("imbalance",) if k in pngs)
-    if imb:
-        sections.append(
-            (
-                "Imbalance before / after",
-                "<p class='note'>Probe macro-F1 on the "
-                "encoder trained alone (stage 1) and on the jointly trained encoder; "
-                "the difference is the under-optimisation gap.</p>" + imb,
-            )
-        )
-    cms = "".join(img_tag(pngs[k], k) for k in ("confusion_val", "confusion_test") if k in pngs)
-    if cms:
-        sections.append(("Confusion matrices", cms))
-    return html_page("balmm train", sections, subtitle=sub)
+    if "confusion_val" in pngs:
+        sections.append(("Validation confusion matrix", _imgs(pngs, "confusion_val")))
+    if timing:
+        flat = {k: v for k, v in timing.items() if _is_number(v)}
+        if flat:
+            df = pd.DataFrame({"seconds": flat})
+            df.index.name = "step"
+            sections.append(("Wall-clock time", table_html(df, "{:.1f}")))
+    return html_page("balmm train", sections, subtitle=_subtitle(result))

@@ -1,31 +1,35 @@
-"""Plot helpers shared by the profile, train and bench reports (matplotlib, headless)."""
+"""Generic plots the specific ones are made of: bars with intervals and annotated heatmaps."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from balmm.pl._common import new_axes
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 
 def bars_with_ci(
     labels: Sequence[str],
-    values: Sequence[float],
-    cis: Sequence[tuple[float, float]] | None = None,
+    values: Sequence[float | None],
+    cis: Sequence[tuple[float | None, float | None]] | None = None,
+    *,
     xlabel: str = "",
     title: str = "",
     refline: float | None = None,
     refline_label: str = "",
-    colors: Sequence[str] | None = None,
-) -> plt.Figure:
+    colors: Sequence[str] | str | None = None,
+    ax: Axes | None = None,
+) -> Axes:
     """Horizontal bars (first label on top) with optional interval whiskers and a reference line."""
     n = len(labels)
-    fig, ax = plt.subplots(figsize=(6.5, 0.45 * n + 1.2))
+    ax = new_axes(ax, (6.5, 0.45 * n + 1.2))
     ypos = np.arange(n)[::-1]
     vals = np.array([np.nan if v is None else v for v in values], dtype=float)
     ax.barh(ypos, vals, color=colors or "#4a6fd1", alpha=0.85)
@@ -42,29 +46,40 @@ def bars_with_ci(
     ax.set_xlabel(xlabel)
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
-    return fig
+    return ax
+
+
+def heatmap_size(df: pd.DataFrame) -> tuple[float, float]:
+    """A figure size that fits ``heatmap(df)`` with readable cells."""
+    return max(4.0, 0.8 * df.shape[1] + 2.2), max(3.0, 0.55 * df.shape[0] + 1.5)
 
 
 def heatmap(
     df: pd.DataFrame,
+    *,
     title: str = "",
     cbar_label: str = "",
     fmt: str = "{:.2f}",
     cmap: str = "viridis",
     vmin: float | None = None,
     vmax: float | None = None,
-) -> plt.Figure:
-    """Annotated heatmap of a DataFrame (NaN cells left blank)."""
+    xlabel: str = "",
+    ylabel: str = "",
+    dark_low: bool = True,
+    ax: Axes | None = None,
+) -> Axes:
+    """Annotated heatmap of a DataFrame (NaN cells left blank), with a colour bar.
+    ``dark_low``: the colour map is dark at its low end (viridis, magma; not Blues), which
+    decides where the annotations are written in white."""
     arr = df.to_numpy(dtype=float)
-    fig, ax = plt.subplots(
-        figsize=(max(4.0, 0.8 * arr.shape[1] + 2.2), max(3.0, 0.55 * arr.shape[0] + 1.5))
-    )
-    masked = np.ma.masked_invalid(arr)
-    im = ax.imshow(masked, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    ax = new_axes(ax, heatmap_size(df))
+    im = ax.imshow(np.ma.masked_invalid(arr), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
     ax.set_xticks(range(arr.shape[1]), [str(c) for c in df.columns], rotation=40, ha="right")
     ax.set_yticks(range(arr.shape[0]), [str(i) for i in df.index])
     finite = arr[np.isfinite(arr)]
-    mid = (finite.min() + finite.max()) / 2 if finite.size else 0
+    lo = finite.min() if vmin is None and finite.size else (vmin or 0)
+    hi = finite.max() if vmax is None and finite.size else (vmax if vmax is not None else 1)
+    mid = (lo + hi) / 2
     for i in range(arr.shape[0]):
         for j in range(arr.shape[1]):
             if math.isfinite(arr[i, j]):
@@ -75,8 +90,10 @@ def heatmap(
                     ha="center",
                     va="center",
                     fontsize=8,
-                    color="white" if arr[i, j] < mid else "black",
+                    color="white" if (arr[i, j] < mid) == dark_low else "black",
                 )
-    fig.colorbar(im, ax=ax, label=cbar_label, shrink=0.8)
+    ax.figure.colorbar(im, ax=ax, label=cbar_label, shrink=0.8)
     ax.set_title(title)
-    return fig
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return ax

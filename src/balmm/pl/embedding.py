@@ -1,0 +1,84 @@
+"""A UMAP of the fused embedding coloured by label, drawn by scanpy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from balmm.errors import InputError
+from balmm.pl._common import class_names, new_axes
+
+if TYPE_CHECKING:
+    import anndata as ad
+    from matplotlib.axes import Axes
+
+
+def _adata(obj: Any) -> ad.AnnData:
+    import anndata as ad
+
+    if isinstance(obj, ad.AnnData):
+        return obj
+    if hasattr(obj, "embeddings") and isinstance(obj.embeddings, ad.AnnData):
+        return obj.embeddings
+    if isinstance(obj, (str, Path)):
+        p = Path(obj)
+        p = p / "embeddings.h5ad" if p.is_dir() else p
+        if not p.is_file():
+            raise InputError(f"{p}: no such file (expected a train output folder)")
+        return ad.read_h5ad(p)
+    raise TypeError(f"expected a TrainResult, an AnnData or a path, not {type(obj).__name__}")
+
+
+def umap_coordinates(
+    adata: ad.AnnData, *, use_rep: str = "X_fused", n_neighbors: int = 15, seed: int = 0
+) -> ad.AnnData:
+    """A light copy of ``adata`` with scanpy's neighbour graph and UMAP of ``use_rep``
+    (``obsm["X_umap"]``); the input is left untouched."""
+    import scanpy as sc
+
+    if use_rep not in adata.obsm:
+        have = ", ".join(adata.obsm) or "none"
+        raise InputError(f"embedding {use_rep!r} not in .obsm (present: {have})")
+    out = adata.copy()
+    n_neighbors = max(2, min(n_neighbors, out.n_obs - 1))
+    sc.pp.neighbors(out, use_rep=use_rep, n_neighbors=n_neighbors, random_state=seed)
+    sc.tl.umap(out, random_state=seed)
+    return out
+
+
+def embedding(
+    result: Any,
+    *,
+    color: str = "label",
+    use_rep: str = "X_fused",
+    seed: int = 0,
+    ax: Axes | None = None,
+) -> Axes:
+    """UMAP of an embedding (default: the fused one) coloured by ``color`` (an ``.obs``
+    column: ``label``, ``predicted``, ``split``, ...).
+
+    ``result``: a TrainResult, a ``train --out`` folder, embeddings.h5ad, or any AnnData
+    holding ``use_rep`` in ``.obsm`` (e.g. ``mdata`` after ``balmm.tl.train``, with
+    ``use_rep="X_balmm"``). scanpy computes the neighbours and the UMAP (seeded) unless
+    ``.obsm["X_umap"]`` is already there; class codes are shown by their names.
+    """
+    import scanpy as sc
+
+    src = _adata(result)
+    adata = src if "X_umap" in src.obsm else umap_coordinates(src, use_rep=use_rep, seed=seed)
+    if color in adata.obs and hasattr(adata.obs[color], "cat"):
+        cats = list(adata.obs[color].cat.categories.astype(str))
+        names = class_names(result, cats)
+        if names != cats and len(set(names)) == len(names):
+            adata = src.copy() if adata is src else adata
+            adata.obs[color] = adata.obs[color].cat.rename_categories(names)
+    ax = new_axes(ax, (5.8, 4.6))
+    sc.pl.umap(
+        adata,
+        color=color,
+        ax=ax,
+        show=False,
+        frameon=False,
+        title=f"UMAP of {use_rep} coloured by {color}",
+    )
+    return ax

@@ -436,3 +436,32 @@ def test_bench_jobs_leave_no_worker_behind(tmp_path: Path, h5mu: Path, sig) -> N
         assert len(list((tmp_path / ".b.partial" / "checkpoints" / "bench").glob("*.json"))) >= 2
         assert "interrupted (SIGTERM)" in err
         assert "to continue: balmm bench" in err and "--resume" in err
+
+
+def test_damaged_bundle_files_are_one_line(trained: Path, tmp_path: Path, h5mu: Path, capsys):
+    """Finding 8: a truncated weights file or a damaged preprocessing state is exit 2 too."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(trained / "model", model)
+    weights = model / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-64])  # header intact, data cut short
+    assert main(["predict", str(model), str(h5mu), "--out", str(tmp_path / "p")]) == 2
+    assert "weights.safetensors" in _lines(capsys.readouterr().err)[-1]
+    shutil.copy(trained / "model" / "weights.safetensors", weights)
+    state = model / "preprocess" / "preprocess.json"
+    obj = json.loads(state.read_text())
+    obj.pop("max_features")
+    state.write_text(json.dumps(obj))
+    assert main(["predict", str(model), str(h5mu), "--out", str(tmp_path / "p")]) == 2
+    assert "preprocess" in _lines(capsys.readouterr().err)[-1]
+
+
+def test_corrupt_compressed_input_is_one_line(tmp_path: Path, capsys) -> None:
+    import gzip
+
+    bad = tmp_path / "a.csv.gz"
+    bad.write_bytes(gzip.compress(b"id,f1\ns1,1\n" * 1000)[:-300] + b"\x00" * 300)
+    assert main(["inspect", f"a={bad}", "--allow-unlabelled"]) == 2
+    err = _lines(capsys.readouterr().err)
+    assert len(err) == 1 and "a.csv.gz" in err[0]

@@ -91,8 +91,8 @@ def check_text_size(path: Path) -> None:
                     if not chunk:
                         break
                     size += len(chunk)
-        except (OSError, EOFError, ValueError) as exc:
-            raise InputError(f"{path}: cannot decompress ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - zlib, lzma, zipfile, zstd: own error types
+            raise InputError(f"{path}: cannot decompress ({type(exc).__name__}: {exc})") from None
     if size > limit:
         raise InputError(
             f"{path}: more than {limit / 2**20:g} MB of text"

@@ -160,6 +160,13 @@ def _tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         raise InputError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - e.g. a truncated file behind a valid header
+        raise InputError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
 def _check_shapes(path: Path, want: dict[str, tuple[int, ...]]) -> None:
     have = _tensor_shapes(path)
     for key in sorted(set(want) | set(have)):
@@ -198,7 +205,17 @@ def load_bundle(directory: str | Path, device: torch.device | str = "cpu") -> Bu
     directory, meta, cfg = read_meta(directory)
     meta_path = directory / "model.json"
     weights = directory / "weights.safetensors"
-    pre = Preprocessor.load(directory / "preprocess")
+    try:
+        pre = Preprocessor.load(directory / "preprocess")
+        for m, st in pre._mods.items():
+            if not len(st.median) == len(st.mean) == len(st.scale) == len(st.features):
+                raise ValueError(f"modality {m!r}: statistics do not match its features")
+    except InputError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InputError(
+            f"{directory / 'preprocess'}: damaged preprocessing state ({exc})"
+        ) from None
     for m in meta["modalities"]:
         got = len(pre.features.get(m, []))
         if got != meta["n_features"][m]:
@@ -209,12 +226,12 @@ def load_bundle(directory: str | Path, device: torch.device | str = "cpu") -> Bu
         shell = build_model(meta["n_features"], len(meta["classes"]), cfg)
     _check_shapes(weights, {k: tuple(v.shape) for k, v in shell.state_dict().items()})
     model = build_model(meta["n_features"], len(meta["classes"]), cfg)
-    state = load_file(str(weights))
+    state = _load_tensors(weights)
     model.load_state_dict(state)
     model.fusion_off = set(meta.get("fusion_off", []))
     model.to(device).eval()
     graph = {}
     if (directory / "graph.safetensors").exists():
         _tensor_shapes(directory / "graph.safetensors")
-        graph = load_file(str(directory / "graph.safetensors"))
+        graph = _load_tensors(directory / "graph.safetensors")
     return Bundle(model, pre, list(meta["classes"]), meta["config"], meta, graph)

@@ -16,6 +16,7 @@ import pytest
 from balmm.cli.app import main
 from balmm.data.io import load_inputs, read_h5mu, write_h5mu
 from balmm.data.simulate import simulate
+from balmm.training.stacking import Stacker
 
 pytestmark = pytest.mark.smoke
 
@@ -68,3 +69,13 @@ def test_smoke_profile_train_predict(sim_path, tmp_path):
     assert main(["predict", str(run), str(sim_path), "--out", str(pred)]) == 0
     df = pd.read_csv(pred / "predictions.csv")
     assert len(df) == 120 and df["predicted"].notna().all()
+
+
+def test_smoke_stacker_inner_cv():
+    # scikit-learn's LogisticRegressionCV API (the fusion stacker): one informative assay.
+    rng = np.random.default_rng(0)
+    y = np.arange(300) % 3
+    logits = {"a": 2.0 * np.eye(3)[y] + rng.normal(size=(300, 3)), "b": rng.normal(size=(300, 3))}
+    st = Stacker(seed=0).fit(logits, None, y)
+    assert (st.predict_proba(logits, None).argmax(1) == y).mean() > 0.7
+    assert st.trust_["b"] < st.trust_["a"]

@@ -34,7 +34,7 @@ from balmm.outputs import to_json
 
 KEY = "balmm"
 
-__all__ = ["predict", "profile", "train"]
+__all__ = ["markers", "predict", "profile", "train"]
 
 
 def _load(data: Any, label_key, split_key, layer, var_key, test_size, seed, require_labels=True):
@@ -258,3 +258,31 @@ def predict(
         result = predict_result(folder, mdata, out=out, device=device)
     _write_back(data, result.embeddings, result.predictions, result.classes)
     return result
+
+
+def markers(
+    result: Any,
+    data: Any,
+    label_key: str | None = None,
+    split_key: str | None = None,
+    layer: PerModality = None,
+    var_key: PerModality = None,
+    *,
+    top: int = 20,
+    n_folds: int = 5,
+    test_size: float = 0.3,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Per modality and class, the ``top`` features driving ``result``'s predictions, with
+    their stability across ``n_folds`` refits and held-out permutation importance (the
+    table of markers.csv; see :mod:`balmm.markers`). ``data`` and the keys as given to
+    :func:`train` (only the training split is used). Also stored in ``uns["balmm"]["markers"]``.
+    """
+    from balmm.markers import markers as find_markers
+
+    mdata = _load(data, label_key, split_key, layer, var_key, test_size, seed)
+    table = find_markers(result, mdata, top=top, n_folds=n_folds)
+    for target, mod in _targets(data):
+        if mod is None or isinstance(data, Mapping):
+            _set_uns(target, "markers", {c: table[c].tolist() for c in table.columns})
+    return table

@@ -513,7 +513,9 @@ def _train(data, cfg, out, dev, progress, t0) -> TrainResult:
         from balmm.training.report import write_outputs
 
         progress.start("write", "write outputs", total=1)
-        result.out = write_outputs(result, out if isinstance(out, OutputRun) else Path(out))
+        result.out = write_outputs(
+            result, out if isinstance(out, OutputRun) else Path(out), data=data
+        )
         progress.finish("write")
     return result
 

@@ -41,8 +41,9 @@ def header(key: str) -> str:
     return HEADERS.get(key, key.replace("_", " "))
 
 
-def write_outputs(result, out: Path | OutputRun) -> Path:
-    """Everything into the run's work folder, put in place of ``out`` only when complete."""
+def write_outputs(result, out: Path | OutputRun, data=None) -> Path:
+    """Everything into the run's work folder, put in place of ``out`` only when complete.
+    With the training ``data``, markers.csv too (linear and mlp encoders)."""
     from balmm.model.bundle import save_bundle
 
     predictions, embeddings = result.predictions, result.embeddings
@@ -72,10 +73,25 @@ def write_outputs(result, out: Path | OutputRun) -> Path:
         # when allowed (readable by anndata >= 0.11)
         with ad.settings.override(allow_write_nullable_strings=True):
             embeddings.write_h5ad(tmp / "embeddings.h5ad")
+        table = _markers(result, data)
+        if table is not None:
+            table.to_csv(tmp / "markers.csv", index=False, float_format="%.6g")
         pngs = _plots(result, tmp / "plots")
         timing = getattr(result, "timing", None) or _timing(tmp)
-        write_text_atomic(tmp / "report.html", render_html(result, pngs, timing))
+        write_text_atomic(tmp / "report.html", render_html(result, pngs, timing, table))
     return output_path(out)
+
+
+def _markers(result, data) -> pd.DataFrame | None:
+    """markers.csv's table, or None where markers do not apply (no data, gcn or concat)."""
+    if data is None or result.model is None:
+        return None
+    if result.model.early_fusion or result.model.encoder_kind not in ("linear", "mlp"):
+        return None
+    from balmm.markers import markers
+
+    table = markers(result, data)
+    return table if len(table) else None
 
 
 def _timing(folder: Path) -> dict:
@@ -218,7 +234,27 @@ def _imgs(pngs: dict[str, bytes], *names: str) -> str:
     return figures(*(img_tag(pngs[k], k.replace("_", " ")) for k in names if k in pngs))
 
 
-def render_html(result, pngs: dict[str, bytes], timing: dict | None = None) -> str:
+def markers_html(table: pd.DataFrame, per_class: int = 5) -> str:
+    """The top ``per_class`` markers of each modality and class, one table per modality."""
+    parts = [
+        "<p class='note'>score: the feature's effect on the class's centred logit per sd "
+        "(positive: higher values push towards the class); stability: fraction of "
+        "cross-validation refits with the feature among their top markers; permutation "
+        "importance: rise in held-out log-loss when it is shuffled. All on the training "
+        "split (markers.csv has the full list; docs/outputs.md).</p>"
+    ]
+    for mod, sub in table.groupby("modality", sort=False):
+        top = sub[sub["rank"] <= per_class]
+        parts.append(f"<h3>{html.escape(str(mod))}</h3>")
+        cols = ["class", "rank", "feature", "score", "stability", "permutation_importance"]
+        show = top[cols].rename(columns={"permutation_importance": "permutation importance"})
+        parts.append(table_html(show))
+    return "".join(parts)
+
+
+def render_html(
+    result, pngs: dict[str, bytes], timing: dict | None = None, markers: pd.DataFrame | None = None
+) -> str:
     """report.html: metrics, curves, per-modality analysis, plan, confusion, ROC and UMAP."""
     m = result.metrics
     sections = [("Metrics", table_html(metric_table(m)))]
@@ -251,6 +287,8 @@ def render_html(result, pngs: dict[str, bytes], timing: dict | None = None) -> s
     else:
         none = "no plan (single modality, distillation disabled, or no stage 1)"
         sections.append(("Distillation plan (stage 1)", f"<p class='note'>{none}</p>"))
+    if markers is not None and len(markers):
+        sections.append(("Markers", markers_html(markers)))
     if "umap" in pngs:
         sections.append(
             (

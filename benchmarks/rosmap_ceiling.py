@@ -9,7 +9,13 @@ samples (linear, shrinkage, PCA, per-modality stacking, kernel and tree models),
 * the test-split figures of the same model fitted once on the whole training split,
   which no choice here looks at (they are printed to show the ceiling, not to pick).
 
-    .venv/bin/python benchmarks/rosmap_ceiling.py [--data PATH] [--fold-seeds 0 1 2]
+    .venv/bin/python benchmarks/rosmap_ceiling.py [--data PATH] [--fold-seeds 0 1 2] \
+        [--test-seeds 5] [--ablations] [--variant "NAME:key=value,..."] [--no-sklearn] \
+        [--jobs 2] [--csv rows.csv]
+
+``--ablations`` adds balmm with each part of the method switched off in turn
+(:data:`ABLATIONS`); ``--variant`` adds any other configuration. ``--csv`` writes one row
+per (model, held-out fold or test seed) for paired comparisons.
 
 Every scikit-learn model standardises inside its pipeline, so no statistic of a held-out
 fold or of the test split reaches the fit.
@@ -18,16 +24,20 @@ fold or of the test split reaches the fit.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.ensemble import RandomForestClassifier, StackingClassifier
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
@@ -36,12 +46,52 @@ from balmm.bench.run import cv_fold
 from balmm.data.io import load_inputs
 from balmm.training.fit import train
 from balmm.training.metrics import classification_metrics
+from balmm.training.stacking import Stacker
 
 C_GRID = np.logspace(-4, 1, 12)
+# balmm with one part of the method switched off (TrainConfig keys)
+ABLATIONS: dict[str, dict] = {
+    "balmm without distillation": {"kd": False},
+    "balmm without MI weights (constant)": {"mi_weights": False},
+    "balmm without the intermodal term": {"weight_gamma": 0.0},
+    "balmm without stacking (joint fused head)": {"fusion_head": "joint"},
+    "balmm without cross-fitting (one validation carve)": {"folds": 0},
+}
 
 
 def _lrcv() -> LogisticRegressionCV:
     return LogisticRegressionCV(Cs=C_GRID, cv=5, scoring="neg_log_loss", max_iter=5000)
+
+
+class OOFStack(BaseEstimator, ClassifierMixin):
+    """Per-modality logreg (C by inner CV) stacked by balmm's :class:`Stacker` on their
+    5-fold out-of-fold log-probabilities (what ``balmm bench``'s ``stacked-logreg`` does)."""
+
+    def __init__(self, blocks: dict[str, slice], seed: int = 0) -> None:
+        self.blocks = blocks
+        self.seed = seed
+
+    def _model(self):
+        return make_pipeline(StandardScaler(), _lrcv())
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> OOFStack:
+        folds = StratifiedKFold(5, shuffle=True, random_state=self.seed)
+        oof = {
+            m: np.log(np.clip(cross_val_predict(self._model(), x[:, c], y, cv=folds,
+                                                method="predict_proba"), 1e-12, 1))
+            for m, c in self.blocks.items()
+        }  # fmt: skip
+        self.models_ = {m: self._model().fit(x[:, c], y) for m, c in self.blocks.items()}
+        self.stacker_ = Stacker(seed=self.seed).fit(oof, None, y)
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        logits = {
+            m: np.log(np.clip(self.models_[m].predict_proba(x[:, c]), 1e-12, 1))
+            for m, c in self.blocks.items()
+        }
+        return self.stacker_.predict_proba(logits)
 
 
 def sklearn_models(blocks: dict[str, slice]) -> dict:
@@ -62,6 +112,7 @@ def sklearn_models(blocks: dict[str, slice]) -> dict:
     return {
         "logreg (C by inner CV), concatenated": lambda: make_pipeline(StandardScaler(), _lrcv()),
         "logreg per modality, stacked (late fusion)": stack,
+        "logreg per modality, balmm Stacker on OOF log-probabilities": lambda: OOFStack(blocks),
         "LDA with Ledoit-Wolf shrinkage": lambda: make_pipeline(
             StandardScaler(), LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
         ),
@@ -87,14 +138,53 @@ def _balmm_fused(result) -> tuple[float, float, float]:
     return _summary(result.metrics["test"]["fused"])
 
 
+_DATA = None
+
+
+def _load(paths: list[str]):
+    global _DATA
+    if _DATA is None:
+        _DATA = load_inputs(paths)
+    return _DATA
+
+
+def _balmm_job(job: tuple) -> tuple:
+    """One balmm fit: a CV fold (``("cv", s, k)``) or a test seed (``("test", s)``)."""
+    paths, overrides, what = job
+    warnings.filterwarnings("ignore")
+    data = _load(paths)
+    if what[0] == "cv":
+        _, s, k = what
+        sub = data.subset(data.ids("train"))
+        # cv_fold draws the same stratified folds as the scikit-learn models' folds
+        result = train(cv_fold(sub, 5, s, k), seed=s + k, threads=1, **overrides)
+    else:
+        result = train(data, seed=what[1], threads=1, **overrides)
+    return what, _balmm_fused(result)
+
+
+def _parse_variant(text: str) -> tuple[str, dict]:
+    name, _, body = text.partition(":")
+    pairs = [p.split("=", 1) for p in body.split(",") if p.strip()]
+    return name.strip(), {k.strip(): json.loads(v) for k, v in pairs}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", nargs="*", default=[])
     ap.add_argument("--fold-seeds", nargs="*", type=int, default=[0, 1, 2])
-    ap.add_argument("--balmm-seeds", type=int, default=5, help="test runs of balmm (seeds)")
+    ap.add_argument("--test-seeds", "--balmm-seeds", type=int, default=5,
+                    help="test runs of each balmm variant (seeds 0..N-1); 0 = none")  # fmt: skip
+    ap.add_argument("--ablations", action="store_true", help="add the rows of ABLATIONS")
+    ap.add_argument("--variant", action="append", default=[],
+                    help='extra balmm row, "NAME:key=json,key=json"')  # fmt: skip
+    ap.add_argument("--no-defaults", action="store_true", help="skip balmm's defaults row")
+    ap.add_argument("--no-sklearn", action="store_true", help="skip the scikit-learn models")
+    ap.add_argument("--jobs", type=int, default=1, help="balmm fits in parallel processes")
+    ap.add_argument("--csv", default=None, help="per-fold / per-seed rows")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
-    data = load_inputs(args.data)
+    data = _load(args.data)
     if not data.presence().to_numpy().all():
         raise SystemExit("this benchmark needs every sample to have every modality")
     classes = list(data.classes)
@@ -110,38 +200,58 @@ def main() -> None:
     ]
     print(f"{len(train_ids)} training / {len(test_ids)} test samples; CV = 5 folds x "
           f"{len(folds)} fold assignments inside the training split")  # fmt: skip
-    print(f"{'model':45s} {'CV acc':>7s} {'CV F1':>6s} {'CV AUROC':>8s} | "
+    print(f"{'model':52s} {'CV acc':>7s} {'CV F1':>6s} {'CV AUROC':>8s} | "
           f"{'test acc':>8s} {'test F1':>7s} {'test AUROC':>10s}  time")  # fmt: skip
+    records: list[dict] = []
 
     def show(name: str, cv: list, test: list, t0: float) -> None:
-        c, t = np.mean(cv, 0), np.mean(test, 0)
-        print(f"{name:45s} {c[0]:7.3f} {c[1]:6.3f} {c[2]:8.3f} | "
+        c = np.mean(cv, 0)
+        t = np.mean(test, 0) if test else np.full(3, np.nan)
+        print(f"{name:52s} {c[0]:7.3f} {c[1]:6.3f} {c[2]:8.3f} | "
               f"{t[0]:8.3f} {t[1]:7.3f} {t[2]:10.3f}  {time.perf_counter() - t0:.0f} s",
               flush=True)  # fmt: skip
 
-    # balmm: train() on each fold (it carves its own validation split from the rest)
-    t0 = time.perf_counter()
-    sub = data.subset(train_ids)
-    # cv_fold draws the same stratified folds as ``folds`` (they depend on y and the seed)
-    cv = [
-        _balmm_fused(train(cv_fold(sub, 5, s, k), seed=s + k, threads=1))
-        for s in args.fold_seeds
-        for k in range(5)
-    ]
-    test = [_balmm_fused(train(data, seed=s, threads=1)) for s in range(args.balmm_seeds)]
-    show("balmm train (defaults)", cv, test, t0)
+    def record(name: str, what: tuple, vals: tuple) -> None:
+        records.append({"model": name, "split": what[0], "seed": what[1],
+                        "fold": what[2] if len(what) > 2 else -1,
+                        "accuracy": vals[0], "macro_f1": vals[1], "auroc": vals[2]})  # fmt: skip
 
-    for name, make in sklearn_models(blocks).items():
+    variants: list[tuple[str, dict]] = [] if args.no_defaults else [("balmm train (defaults)", {})]
+    if args.ablations:
+        variants += list(ABLATIONS.items())
+    variants += [_parse_variant(v) for v in args.variant]
+    cv_whats = [("cv", s, k) for s in args.fold_seeds for k in range(5)]
+    test_whats = [("test", s) for s in range(args.test_seeds)]
+    with ProcessPoolExecutor(max(1, args.jobs)) as pool:
+        for name, overrides in variants:
+            t0 = time.perf_counter()
+            jobs = [(args.data, overrides, w) for w in cv_whats + test_whats]
+            done = list(pool.map(_balmm_job, jobs))
+            for what, vals in done:
+                record(name, what, vals)
+            cv = [v for w, v in done if w[0] == "cv"]
+            test = [v for w, v in done if w[0] == "test"]
+            show(name, cv, test, t0)
+
+    for name, make in ({} if args.no_sklearn else sklearn_models(blocks)).items():
         t0 = time.perf_counter()
         cv = []
-        for assignment in folds:
-            for fit_rows, held in assignment:
+        for s, assignment in zip(args.fold_seeds, folds, strict=True):
+            for k, (fit_rows, held) in enumerate(assignment):
                 model = make().fit(X[fit_rows], y[fit_rows])
                 cv.append(_summary(classification_metrics(y[held], model.predict_proba(X[held]),
                                                           classes)))  # fmt: skip
+                record(name, ("cv", s, k), cv[-1])
         proba = make().fit(X, y).predict_proba(X_test)
-        show(name, cv, [_summary(classification_metrics(y_test, proba, classes))], t0)
+        test = [_summary(classification_metrics(y_test, proba, classes))]
+        record(name, ("test", 0), test[0])
+        show(name, cv, test, t0)
+    if args.csv:
+        import pandas as pd
+
+        pd.DataFrame(records).to_csv(args.csv, index=False)
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     main()

@@ -200,14 +200,14 @@ def main() -> None:
     ]
     print(f"{len(train_ids)} training / {len(test_ids)} test samples; CV = 5 folds x "
           f"{len(folds)} fold assignments inside the training split")  # fmt: skip
-    print(f"{'model':52s} {'CV acc':>7s} {'CV F1':>6s} {'CV AUROC':>8s} | "
+    print(f"{'model':60s} {'CV acc':>7s} {'CV F1':>6s} {'CV AUROC':>8s} | "
           f"{'test acc':>8s} {'test F1':>7s} {'test AUROC':>10s}  time")  # fmt: skip
     records: list[dict] = []
 
     def show(name: str, cv: list, test: list, t0: float) -> None:
         c = np.mean(cv, 0)
         t = np.mean(test, 0) if test else np.full(3, np.nan)
-        print(f"{name:52s} {c[0]:7.3f} {c[1]:6.3f} {c[2]:8.3f} | "
+        print(f"{name:60s} {c[0]:7.3f} {c[1]:6.3f} {c[2]:8.3f} | "
               f"{t[0]:8.3f} {t[1]:7.3f} {t[2]:10.3f}  {time.perf_counter() - t0:.0f} s",
               flush=True)  # fmt: skip
 

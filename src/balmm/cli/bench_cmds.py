@@ -289,8 +289,12 @@ def bench(
     ] = None,
     classic: Annotated[
         str,
-        typer.Option("--classic", metavar="LIST", help="Classic floors: logreg,svm,hgb or none."),
-    ] = "logreg,svm,hgb",
+        typer.Option(
+            "--classic",
+            metavar="LIST",
+            help="Classic floors: logreg,svm,hgb,stacked-logreg or none.",
+        ),
+    ] = "logreg,svm,hgb,stacked-logreg",
     config: Annotated[
         Path | None,
         typer.Option("--config", metavar="FILE", help="TOML training config (as balmm train)."),

@@ -54,8 +54,8 @@ ABLATIONS: dict[str, dict] = {
     "balmm without distillation": {"kd": False},
     "balmm without MI weights (constant)": {"mi_weights": False},
     "balmm without the intermodal term": {"weight_gamma": 0.0},
-    "balmm without stacking (joint fused head)": {"fusion_head": "joint"},
-    "balmm without cross-fitting (one validation carve)": {"folds": 0},
+    "balmm with the OOF-stacked fused head": {"fusion_head": "stack"},
+    "balmm with one validation carve (no cross-fitting)": {"folds": 0},
 }
 
 
@@ -232,6 +232,7 @@ def main() -> None:
             cv = [v for w, v in done if w[0] == "cv"]
             test = [v for w, v in done if w[0] == "test"]
             show(name, cv, test, t0)
+            _write(args.csv, records)
 
     for name, make in ({} if args.no_sklearn else sklearn_models(blocks)).items():
         t0 = time.perf_counter()
@@ -246,10 +247,15 @@ def main() -> None:
         test = [_summary(classification_metrics(y_test, proba, classes))]
         record(name, ("test", 0), test[0])
         show(name, cv, test, t0)
-    if args.csv:
+        _write(args.csv, records)
+
+
+def _write(path: str | None, records: list[dict]) -> None:
+    """Rows so far (rewritten after each model, so an interrupted run keeps them)."""
+    if path:
         import pandas as pd
 
-        pd.DataFrame(records).to_csv(args.csv, index=False)
+        pd.DataFrame(records).to_csv(path, index=False)
 
 
 if __name__ == "__main__":

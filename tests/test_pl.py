@@ -156,3 +156,20 @@ def test_missing_folder_is_an_input_error(tmp_path: Path) -> None:
 
     with pytest.raises(InputError, match="metrics.json"):
         pl.contributions(tmp_path)
+
+
+def test_embedding_of_a_mudata_after_tl_train(run) -> None:
+    import anndata as ad
+    import mudata as md
+    import pandas as pd
+
+    emb = run.embeddings
+    mod = ad.AnnData(
+        np.zeros((emb.n_obs, 1), dtype=np.float32), obs=pd.DataFrame(index=emb.obs_names)
+    )
+    mdata = md.MuData({"m": mod})
+    mdata.obsm["X_balmm"] = emb.obsm["X_fused"]
+    mdata.obs["cond"] = pd.Categorical(emb.obs["label"].astype(str).to_numpy())
+    ax = pl.embedding(mdata, use_rep="X_balmm", color="cond", ax=_ax())
+    assert sum(len(c.get_offsets()) for c in ax.collections) == emb.n_obs
+    assert "X_umap" not in mdata.obsm  # the user's object is left untouched

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from balmm.errors import InputError
 from balmm.pl._common import class_names, new_axes
 
@@ -13,11 +15,15 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 
-def _adata(obj: Any) -> ad.AnnData:
+def _adata(obj: Any, use_rep: str) -> ad.AnnData:
     import anndata as ad
 
     if isinstance(obj, ad.AnnData):
         return obj
+    if hasattr(obj, "mod") and hasattr(obj, "obsm"):  # a MuData: its .obs and the embedding
+        if use_rep not in obj.obsm:
+            raise InputError(f"embedding {use_rep!r} not in the MuData's .obsm")
+        return ad.AnnData(obs=obj.obs.copy(), obsm={use_rep: np.asarray(obj.obsm[use_rep])})
     if hasattr(obj, "embeddings") and isinstance(obj.embeddings, ad.AnnData):
         return obj.embeddings
     if isinstance(obj, (str, Path)):
@@ -57,14 +63,15 @@ def embedding(
     """UMAP of an embedding (default: the fused one) coloured by ``color`` (an ``.obs``
     column: ``label``, ``predicted``, ``split``, ...).
 
-    ``result``: a TrainResult, a ``train --out`` folder, embeddings.h5ad, or any AnnData
-    holding ``use_rep`` in ``.obsm`` (e.g. ``mdata`` after ``balmm.tl.train``, with
-    ``use_rep="X_balmm"``). scanpy computes the neighbours and the UMAP (seeded) unless
-    ``.obsm["X_umap"]`` is already there; class codes are shown by their names.
+    ``result``: a TrainResult, a ``train --out`` folder, embeddings.h5ad, or an AnnData or
+    MuData holding ``use_rep`` in ``.obsm`` (e.g. ``mdata`` after ``balmm.tl.train``, with
+    ``use_rep="X_balmm"`` and ``color`` one of its ``.obs`` columns). scanpy computes the
+    neighbours and the UMAP (seeded) unless ``.obsm["X_umap"]`` is already there; class
+    codes are shown by their names.
     """
     import scanpy as sc
 
-    src = _adata(result)
+    src = _adata(result, use_rep)
     adata = src if "X_umap" in src.obsm else umap_coordinates(src, use_rep=use_rep, seed=seed)
     if color in adata.obs and hasattr(adata.obs[color], "cat"):
         cats = list(adata.obs[color].cat.categories.astype(str))

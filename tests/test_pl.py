@@ -9,6 +9,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -161,7 +162,6 @@ def test_missing_folder_is_an_input_error(tmp_path: Path) -> None:
 def test_embedding_of_a_mudata_after_tl_train(run) -> None:
     import anndata as ad
     import mudata as md
-    import pandas as pd
 
     emb = run.embeddings
     mod = ad.AnnData(
@@ -173,3 +173,11 @@ def test_embedding_of_a_mudata_after_tl_train(run) -> None:
     ax = pl.embedding(mdata, use_rep="X_balmm", color="cond", ax=_ax())
     assert sum(len(c.get_offsets()) for c in ax.collections) == emb.n_obs
     assert "X_umap" not in mdata.obsm  # the user's object is left untouched
+
+
+def test_markers_bars_from_the_run_folder(run) -> None:
+    table = pd.read_csv(run.out / "markers.csv")
+    ax = pl.markers(run.out, "strong", top=3, ax=_ax())
+    want = table[(table["modality"] == "strong") & (table["rank"] <= 3)]
+    assert sorted(p.get_width() for p in ax.patches) == pytest.approx(sorted(want["score"]))
+    assert {t.get_text() for t in ax.get_yticklabels()} == set(want["feature"])

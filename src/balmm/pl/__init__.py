@@ -14,6 +14,7 @@ profile                :func:`unimodal_strength`, :func:`mi_heatmap`, :func:`kd_
 from __future__ import annotations
 
 from balmm.pl.embedding import embedding
+from balmm.pl.markers import markers
 from balmm.pl.profile import kd_plan, mi_heatmap, per_class_f1, shapley, unimodal_strength
 from balmm.pl.train import (
     confusion_matrix,
@@ -31,6 +32,7 @@ __all__ = [
     "imbalance",
     "kd_plan",
     "loss_weights",
+    "markers",
     "mi_heatmap",
     "per_class_f1",
     "roc",

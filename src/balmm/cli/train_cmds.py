@@ -90,7 +90,7 @@ def _summary(result) -> None:
         out_console.print(f"[yellow]{mod}[/]: {why}")
     out_console.print(
         f"selected epoch {p['selected_epoch']} on validation fused macro-F1; test evaluated once"
-        f" · {m['seconds']:.1f} s"
+        f" · {result.timing.get('total_s', float('nan')):.1f} s"
     )
     if result.out is not None:
         out_console.print(f"outputs: {result.out}")

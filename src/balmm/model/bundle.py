@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 import balmm
 from balmm.errors import InputError
-from balmm.model.fusion import MultiModalNet
+from balmm.model.fusion import MultiModalNet, build_model
 from balmm.outputs import apply_umask, write_json_atomic
 
 FORMAT = 1
@@ -200,7 +200,6 @@ def load_bundle(directory: str | Path, device: torch.device | str = "cpu") -> Bu
     """Rebuild the network and preprocessing of a saved bundle (validated first: any
     inconsistency is an InputError naming the file and key)."""
     from balmm.data.preprocess import Preprocessor
-    from balmm.training.fit import build_model
 
     directory, meta, cfg = read_meta(directory)
     meta_path = directory / "model.json"
@@ -223,9 +222,9 @@ def load_bundle(directory: str | Path, device: torch.device | str = "cpu") -> Bu
                               f"is {meta['n_features'][m]} but the fitted preprocessing has "
                               f"{got} features")  # fmt: skip
     with torch.device("meta"):  # shapes only: nothing sized by model.json is allocated yet
-        shell = build_model(meta["n_features"], len(meta["classes"]), cfg)
+        shell = build_model(meta["n_features"], len(meta["classes"]), cfg.to_dict())
     _check_shapes(weights, {k: tuple(v.shape) for k, v in shell.state_dict().items()})
-    model = build_model(meta["n_features"], len(meta["classes"]), cfg)
+    model = build_model(meta["n_features"], len(meta["classes"]), cfg.to_dict())
     state = _load_tensors(weights)
     model.load_state_dict(state)
     model.fusion_off = set(meta.get("fusion_off", []))

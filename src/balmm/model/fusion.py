@@ -13,6 +13,9 @@ modalities' features concatenated (missing ones zero), and only a fused head.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -130,3 +133,21 @@ class MultiModalNet(nn.Module):
         zs = self.encode(xs, masks, adj)
         logits = {m: self.heads[m](zs[m]) for m in self.heads}
         return {"z": zs, "logits": logits, "fused": self.fuse(zs, masks, logits)}
+
+
+ENCODER_KEYS = ("hidden", "embed_dim", "norm", "activation", "dropout", "input_dropout")
+
+
+def build_model(
+    n_features: dict[str, int], n_classes: int, config: Mapping[str, Any]
+) -> MultiModalNet:
+    """The network described by a resolved training config (``TrainConfig.to_dict()``, or
+    the ``config`` saved in a bundle): encoders, heads and the fusion head."""
+    return MultiModalNet(
+        n_features,
+        n_classes,
+        encoder=config["encoder"],
+        early_fusion=config["balancer"] == "concat",
+        late_heads=config["late_heads"],
+        **{k: config[k] for k in ENCODER_KEYS},
+    )

@@ -115,6 +115,22 @@ class Balancer:
     def weights(self) -> dict[str, float]:
         return dict(self.w)
 
+    def state(self) -> dict:
+        """What changes during training (for checkpoints): weights, coefficients and the
+        learned balancing parameters."""
+        return {
+            "w": dict(self.w),
+            "last_coef": dict(self.last_coef),
+            "params": [p.detach().clone() for p in self.parameters()],
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.w = dict(state["w"])
+        self.last_coef = dict(state["last_coef"])
+        with torch.no_grad():  # in place: the optimiser holds these very tensors
+            for p, v in zip(self.parameters(), state["params"], strict=True):
+                p.copy_(v)
+
     def _head_weight(self, m: str) -> float | None:
         """Loss weight of modality ``m``'s head; None: a probe on the detached embedding,
         which always learns (weight 1) but cannot move the encoder."""

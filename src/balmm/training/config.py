@@ -98,6 +98,9 @@ class TrainConfig:
     stage2_select_start: bool = False  # let the stage-1 starting point compete in selection
     measure_imbalance: bool = True  # baselines too run stage 1 to measure under-optimisation
     eval_every: int = 1
+    # checkpoints (with an output run): every N epochs inside a stage, 0 = only at the end
+    # of each stage, modality and fold
+    checkpoint_every: int = 10
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -152,7 +155,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(f"config key {key!r} must be >= 1, got {getattr(cfg, key)}")
     non_negative = [
         "pretrain_epochs", "kd_epochs", "epochs", "patience", "pretrain_patience", "n_boot",
-        "threads", "snf_iterations", "lr", "weight_decay", "weight_beta",
+        "threads", "snf_iterations", "lr", "weight_decay", "weight_beta", "checkpoint_every",
     ]  # fmt: skip
     for key in non_negative:
         if getattr(cfg, key) < 0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,7 +17,33 @@ from balmm.model.bundle import versions
 from balmm.model.fusion import CONCAT
 from balmm.profiling.shapley import CachedGame, exact_shapley
 from balmm.training.balancers import FUSED
+from balmm.training.config import TrainConfig
 from balmm.training.metrics import classification_metrics, macro_f1
+from balmm.training.tensors import forward, infer, single
+
+
+@dataclass
+class TrainResult:
+    metrics: dict
+    history: list[dict]
+    predictions: pd.DataFrame
+    config: TrainConfig
+    plan: list[dict] = field(default_factory=list)
+    model: Any = None  # MultiModalNet
+    preprocessor: Any = None
+    embeddings: Any = None  # AnnData
+    out: Path | None = None
+    label_mapping: dict = field(default_factory=dict)
+    graph_state: dict | None = None  # gcn: training graph for inductive prediction
+    # stage 1 per modality: encoder/head state trained alone ("state") and after KD
+    stage1_states: dict = field(default_factory=dict)
+    # one row per sample: which modalities it has, label, split (written as pairing.csv)
+    pairing: pd.DataFrame | None = None
+    # wall-clock seconds per phase (timing.json; kept out of metrics.json, which is
+    # byte-identical across reruns)
+    timing: dict[str, float] = field(default_factory=dict)
+    # units restored from checkpoints (finished ones, and "unit@epoch" for partial ones)
+    resumed_units: list[str] = field(default_factory=list)
 
 
 def _masked_copy(s, keep: set[str]):
@@ -26,8 +54,6 @@ def _masked_copy(s, keep: set[str]):
 
 @torch.no_grad()
 def _fused_f1_with(model, s, keep: set[str], n_classes: int) -> float:
-    from balmm.training.fit import forward
-
     model.eval()
     out = forward(model, s, masks=_masked_copy(s, keep))
     y = s.y.cpu().numpy()
@@ -61,8 +87,6 @@ def under_optimisation(model, sets, proba, stage1, n_classes: int, seed: int) ->
     """Probe on the encoder trained alone (stage 1, before distillation) minus probe on the
     jointly trained encoder, on validation and test: > 0 means joint training left the
     modality's encoder under-optimised. ``proba``: :func:`infer` of ``model`` per split."""
-    from balmm.training.fit import _single, infer
-
     out: dict[str, dict] = {}
     if model.early_fusion:
         return out
@@ -75,7 +99,7 @@ def under_optimisation(model, sets, proba, stage1, n_classes: int, seed: int) ->
             s = sets[name]
             mk = s.M[m].cpu().numpy() & (s.y.cpu().numpy() >= 0)
             emb[name] = (
-                infer(stage1[m]["net"], _single(s, m))[f"z:{m}"][mk],
+                infer(stage1[m]["net"], single(s, m))[f"z:{m}"][mk],
                 proba[name][f"z:{m}"][mk],
                 s.y.cpu().numpy()[mk],
             )
@@ -133,10 +157,8 @@ def predictions_table(
 
 def evaluate(
     *, model, sets, classes, cfg, stage1, plan, label_mi, label_mi_ci, graph_info, balancer,
-    final_weights, selected_epoch, data, preprocessor, history, device, seconds,
-):  # fmt: skip
-    from balmm.training.fit import TrainResult, infer
-
+    final_weights, selected_epoch, data, preprocessor, history, device,
+) -> TrainResult:  # fmt: skip
     n_classes = len(classes)
     proba = {name: infer(model, sets[name]) for name in ("fit", "val", "test")}
     metrics: dict[str, Any] = {
@@ -192,7 +214,6 @@ def evaluate(
             "notes": list(balancer.notes),
         },
         "graph": dict(graph_info),
-        "seconds": seconds,
         "versions": versions(),
     }
     predictions = pd.concat(

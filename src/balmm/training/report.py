@@ -44,42 +44,49 @@ def header(key: str) -> str:
 def write_outputs(result, out: Path | OutputRun, data=None) -> Path:
     """Everything into the run's work folder, put in place of ``out`` only when complete.
     With the training ``data``, markers.csv too (linear and mlp encoders)."""
+    with output_dir(out, "train") as tmp:
+        write_outputs_into(result, tmp, data)
+    return output_path(out)
+
+
+def write_outputs_into(result, tmp: Path, data=None) -> Path:
+    """Every output file into the folder ``tmp`` (an output run's work folder)."""
     from balmm.model.bundle import save_bundle
 
     predictions, embeddings = result.predictions, result.embeddings
     if result.pairing is not None:  # every file in input order (pairing.csv lists it)
         predictions = predictions.iloc[input_order(result.pairing.index, predictions["sample"])]
         embeddings = embeddings[input_order(result.pairing.index, embeddings.obs_names)].copy()
-    with output_dir(out, "train") as tmp:
-        write_json_atomic(tmp / "metrics.json", result.metrics)
-        predictions.to_csv(tmp / "predictions.csv", index=False)
-        if result.pairing is not None:
-            result.pairing.to_csv(tmp / "pairing.csv", index_label="sample")
-        write_text_atomic(tmp / "history.jsonl", "".join(to_json(h) + "\n" for h in result.history))
-        graph = getattr(result, "graph_state", None)
-        save_bundle(
-            tmp / "model",
-            result.model,
-            result.preprocessor,
-            result.metrics["classes"],
-            result.config.to_dict(),
-            label_mapping=getattr(result, "label_mapping", None),
-            graph=graph,
-            extra={"protocol": result.metrics["protocol"]},
-        )
-        import anndata as ad
+    write_json_atomic(tmp / "timing.json", getattr(result, "timing", {}))
+    write_json_atomic(tmp / "metrics.json", result.metrics)
+    predictions.to_csv(tmp / "predictions.csv", index=False)
+    if result.pairing is not None:
+        result.pairing.to_csv(tmp / "pairing.csv", index_label="sample")
+    write_text_atomic(tmp / "history.jsonl", "".join(to_json(h) + "\n" for h in result.history))
+    graph = getattr(result, "graph_state", None)
+    save_bundle(
+        tmp / "model",
+        result.model,
+        result.preprocessor,
+        result.metrics["classes"],
+        result.config.to_dict(),
+        label_mapping=getattr(result, "label_mapping", None),
+        graph=graph,
+        extra={"protocol": result.metrics["protocol"]},
+    )
+    import anndata as ad
 
-        # pandas >= 3 makes string indexes nullable-string typed; anndata writes them only
-        # when allowed (readable by anndata >= 0.11)
-        with ad.settings.override(allow_write_nullable_strings=True):
-            embeddings.write_h5ad(tmp / "embeddings.h5ad")
-        table = _markers(result, data)
-        if table is not None:
-            table.to_csv(tmp / "markers.csv", index=False, float_format="%.6g")
-        pngs = _plots(result, tmp / "plots")
-        timing = getattr(result, "timing", None) or _timing(tmp)
-        write_text_atomic(tmp / "report.html", render_html(result, pngs, timing, table))
-    return output_path(out)
+    # pandas >= 3 makes string indexes nullable-string typed; anndata writes them only
+    # when allowed (readable by anndata >= 0.11)
+    with ad.settings.override(allow_write_nullable_strings=True):
+        embeddings.write_h5ad(tmp / "embeddings.h5ad")
+    table = _markers(result, data)
+    if table is not None:
+        table.to_csv(tmp / "markers.csv", index=False, float_format="%.6g")
+    pngs = _plots(result, tmp / "plots")
+    timing = getattr(result, "timing", None) or _timing(tmp)
+    write_text_atomic(tmp / "report.html", render_html(result, pngs, timing, table))
+    return tmp
 
 
 def _markers(result, data) -> pd.DataFrame | None:

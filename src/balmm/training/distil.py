@@ -1,0 +1,118 @@
+"""Stage 1, second half: the distillation plan on the unimodal models, then KD into
+each planned student (see docs/method.md)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from balmm.profiling.plan import distillation_plan, pair_lookup
+from balmm.progress import Progress
+from balmm.training import kd as kd_mod
+from balmm.training.checkpoint import Checkpointer
+from balmm.training.config import TrainConfig
+from balmm.training.loop import LoopSpec, TrainLoop, random_streams
+from balmm.training.metrics import bootstrap_f1
+from balmm.training.stage1 import enc_head_state
+from balmm.training.tensors import Split, infer, restrict, single, unimodal_logits
+
+
+def plan_distillation(
+    stage1: dict[str, dict],
+    mods: list[str],
+    n_classes: int,
+    sets: dict[str, Split],
+    label_mi: dict[str, tuple[float, float]],
+    cfg: TrainConfig,
+) -> tuple[list, list[dict]]:
+    """Measure the plan's inputs on the unimodal models; returns (edges, plan records)."""
+    fit, val = sets["fit"], sets["val"]
+    yv = val.y.cpu().numpy()
+    strength: dict[str, tuple[float, float]] = {}
+    emb: dict[str, np.ndarray] = {}
+    trained = [m for m in mods if m in stage1]
+    for m in trained:
+        pv = infer(stage1[m]["net"], single(val, m))
+        mk = val.M[m].cpu().numpy() & (yv >= 0)
+        f, lo = bootstrap_f1(yv[mk], pv[m][mk].argmax(1), n_classes, cfg.n_boot, cfg.seed)
+        strength[m] = (f, lo)
+        zf = infer(stage1[m]["net"], single(fit, m))[f"z:{m}"]
+        emb[m] = np.concatenate([zf, pv[f"z:{m}"]])
+    both_mask = {
+        m: np.concatenate([fit.M[m].cpu().numpy(), val.M[m].cpu().numpy()]) for m in trained
+    }
+    pair: dict[tuple[str, str], tuple[float, float]] = {}
+    for i, a in enumerate(trained):
+        for b in trained[i + 1 :]:
+            both = both_mask[a] & both_mask[b]
+            est, lo, _ = kd_mod.pair_mi(emb[a][both], emb[b][both], cfg.mi_estimator,
+                                        cfg.mi_pca_dims, cfg.n_boot, cfg.seed)  # fmt: skip
+            pair[(a, b)] = (est, lo)
+    edges = distillation_plan(strength, {m: label_mi[m] for m in trained}, pair)
+    plan = []
+    for e in edges:
+        d = e.to_dict()
+        mi_ts = pair_lookup(pair, e.teacher, e.student)
+        d["I_teacher_student_bits"] = mi_ts[0] if mi_ts else float("nan")
+        d["I_student_label_bits"] = label_mi[e.student][0]
+        d["teacher_val_f1"] = strength[e.teacher][0]
+        d["student_val_f1_before"] = strength[e.student][0]
+        plan.append(d)
+    return edges, plan
+
+
+def distil(
+    mods: list[str],
+    n_classes: int,
+    sets: dict[str, Split],
+    stage1: dict[str, dict],
+    label_mi: dict[str, tuple[float, float]],
+    cfg: TrainConfig,
+    progress: Progress,
+    ckpt: Checkpointer,
+) -> tuple[list[dict], list[dict]]:
+    """The distillation plan, then KD into each student with enabled teachers (its
+    ``stage1`` entry gains ``kd_state`` and ``kd_val_f1``). Returns (plan, history)."""
+    edges, plan = plan_distillation(stage1, mods, n_classes, sets, label_mi, cfg)
+    fit, val = sets["fit"], sets["val"]
+    hist: list[dict] = []
+    for s in [m for m in mods if m in stage1]:
+        teachers = [(e.teacher, e.weight) for e in edges if e.student == s and e.enabled]
+        if not teachers:
+            continue
+        unit = f"kd:{s}"
+        net_kd = copy.deepcopy(stage1[s]["net"])
+        done = ckpt.done(unit)
+        if done is None:
+            t_fit = [(unimodal_logits(stage1[t]["net"], t, fit), fit.M[t], w) for t, w in teachers]
+            streams = random_streams(cfg.seed, "kd", s)
+            fit_s = restrict(fit, s)
+            if fit.adj is None:  # the teachers' logits over the student's samples too (mlp)
+                keep = fit.M[s].nonzero().squeeze(1)
+                t_fit = [(lg[keep], mk[keep], w) for lg, mk, w in t_fit]
+
+            def loss(model, out, y, masks, rows, _t=t_fit, _s=s):
+                tl = [(lg[rows], mk[rows], w) for lg, mk, w in _t]
+                v = kd_mod.kd_loss(out["logits"][_s], y, tl, cfg.kd_alpha, cfg.kd_temperature,
+                                   masks[_s])  # fmt: skip
+                return v, {_s: v}
+
+            spec = LoopSpec(unit, f"stage 1: distil into {s}", cfg.kd_epochs, 0, s,
+                            require_epoch=True)  # fmt: skip
+            loop = TrainLoop(net_kd, loss, fit_s, restrict(val, s), cfg, spec, streams,
+                             progress=progress, on_epoch=ckpt.loop_hook(unit))  # fmt: skip
+            ckpt.resume_loop(unit, loop)
+            res = loop.run()
+            for r in res.history:
+                r["modality"] = s
+            done = {"state": res.best_state, "history": res.history, "score": res.best_score}
+            ckpt.save_done(unit, done)
+        hist += done["history"]
+        net_kd.load_state_dict(done["state"])
+        stage1[s]["kd_state"] = enc_head_state(net_kd, s)
+        stage1[s]["kd_val_f1"] = done["score"]
+        for d in plan:
+            if d["student"] == s and d["enabled"]:
+                d["student_val_f1_after"] = done["score"]
+    return plan, hist

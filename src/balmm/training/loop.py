@@ -1,0 +1,277 @@
+"""The training loop shared by every stage: one :class:`TrainLoop` per model trained.
+
+A loop trains for up to ``epochs``, scores the validation samples after each epoch and
+keeps the state with the best score (early stopping after ``patience`` epochs without a
+better one). Its whole state (model, optimiser, best state, patience counter, history
+and every random stream) can be captured and restored, so a checkpointed run resumes to
+byte-identical results on CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from balmm.model.fusion import MultiModalNet
+from balmm.progress import NULL_PROGRESS, Progress
+from balmm.training.balancers import FUSED, Balancer
+from balmm.training.config import TrainConfig
+from balmm.training.tensors import Split, forward, head_f1, infer, mean_log_loss
+
+LossFn = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+def random_streams(seed: int, *scope: str) -> tuple[np.random.Generator, torch.Generator]:
+    """Random streams for one part of training (a stage, a modality), seeded from
+    ``(seed, *scope)`` alone; torch's global generator (initialisation, dropout) is
+    reseeded too. So a modality's training never depends on which other modalities are
+    present or in which order, and an assay left out of the fusion cannot change the
+    fused model through the random numbers it would otherwise consume."""
+    words = [zlib.crc32(part.encode()) for part in scope]
+    state = np.random.SeedSequence([seed % 2**63, *words]).generate_state(3, dtype=np.uint64)
+    torch.manual_seed(int(state[0]))
+    return np.random.default_rng(int(state[1])), torch.Generator().manual_seed(int(state[2]))
+
+
+def batches(n: int, batch_size: int, rng: np.random.Generator, graph: bool) -> list[np.ndarray]:
+    """Shuffled minibatches of ``range(n)`` (the whole graph at once for gcn)."""
+    if graph:
+        return [np.arange(n)]
+    perm = rng.permutation(n)
+    # drop a last batch of one sample: norm layers and BatchNorm need more than one row
+    out = [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+    if len(out) > 1 and len(out[-1]) < 2:
+        out[-2] = np.concatenate([out[-2], out[-1]])
+        out.pop()
+    return out
+
+
+def drop_modalities(
+    masks: dict[str, torch.Tensor], p: float, gen: torch.Generator, skip: set[str] = frozenset()
+) -> dict[str, torch.Tensor]:
+    """Randomly hide present modalities (each with probability p), keeping >= 1 per sample,
+    so the fusion head learns to predict from any subset (e.g. BRCA test lacks protein).
+    Modalities in ``skip`` (left out of the fusion) are neither dropped nor drawn for."""
+    names = [m for m in masks if m not in skip]
+    if p <= 0 or len(names) < 2:
+        return masks
+    present = torch.stack([masks[m] for m in names], 1)
+    drop = torch.rand(present.shape, generator=gen).to(present.device) < p
+    kept = present & ~drop
+    empty = kept.sum(1) == 0
+    kept[empty] = present[empty]
+    return {**masks, **{m: kept[:, i] for i, m in enumerate(names)}}
+
+
+def grad_norms(model: MultiModalNet) -> dict[str, float]:
+    """Gradient norm per encoder (for history.jsonl)."""
+    owners, squares = [], []
+    for m, enc in model.encoders.items():
+        for p in enc.parameters():
+            if p.grad is not None:
+                owners.append(m)
+                squares.append(p.grad.pow(2).sum())
+    # one host transfer per batch instead of one per parameter tensor (a sync each on CUDA)
+    values = torch.stack(squares).tolist() if squares else []
+    sq = dict.fromkeys(model.encoders, 0.0)
+    for m, v in zip(owners, values, strict=True):
+        sq[m] += v
+    return {m: math.sqrt(v) for m, v in sq.items()}
+
+
+@dataclass(frozen=True)
+class LoopSpec:
+    """What one loop trains towards and how it selects (the per-stage settings)."""
+
+    key: str  # "stage1:mrna", "kd:mirna", "stage2", ... (history and checkpoints)
+    desc: str  # progress label
+    epochs: int
+    patience: int
+    score_head: str  # the head whose validation score selects the state
+    require_epoch: bool = False  # False: the starting point competes in selection too
+    select_on_loss: bool = False  # select on validation loss (ties: macro-F1)
+    modality_dropout: float = 0.0
+    lr_scale: float = 1.0
+    frozen: frozenset[str] = frozenset()  # encoders kept as they are (eval, no gradient)
+
+
+@dataclass
+class LoopResult:
+    best_state: dict
+    history: list[dict]
+    best_score: float
+
+
+class TrainLoop:
+    """Train ``model`` on ``fit`` with ``loss_fn``; select on ``val`` (see :class:`LoopSpec`).
+
+    ``on_epoch(loop)`` is called after each finished epoch (checkpoints hook in here).
+    """
+
+    def __init__(
+        self,
+        model: MultiModalNet,
+        loss_fn: LossFn,
+        fit: Split,
+        val: Split,
+        cfg: TrainConfig,
+        spec: LoopSpec,
+        streams: tuple[np.random.Generator, torch.Generator],
+        balancer: Balancer | None = None,
+        progress: Progress = NULL_PROGRESS,
+        on_epoch: Callable[[TrainLoop], None] | None = None,
+    ) -> None:
+        self.model, self.loss_fn, self.fit, self.val = model, loss_fn, fit, val
+        self.cfg, self.spec, self.balancer = cfg, spec, balancer
+        self.rng, self.gen = streams
+        self.progress, self.on_epoch = progress, on_epoch
+        for m in spec.frozen:
+            model.encoders[m].requires_grad_(False)
+        extra = balancer.parameters() if balancer is not None else []
+        params = [p for p in model.parameters() if p.requires_grad] + list(extra)
+        self.opt = torch.optim.AdamW(
+            params, lr=cfg.lr * spec.lr_scale, weight_decay=cfg.weight_decay
+        )
+        self.epoch = 0
+        self.stale = 0
+        self.history: list[dict] = []
+        self.best_key: tuple[float, float] | None = None
+        self.best_state = copy.deepcopy(model.state_dict())
+        self.best_score = float("nan")
+        self._started = False
+
+    # -- selection --------------------------------------------------------------------
+    def score(self) -> tuple[dict[str, float], float, tuple[float, float]]:
+        """Validation macro-F1 of every head, the validation loss of the score head, and
+        the selection key (higher is better; ties broken by the other criterion)."""
+        proba = infer(self.model, self.val)
+        f1s = head_f1(proba, self.val, self.model.n_classes)
+        head = self.spec.score_head
+        vloss = mean_log_loss(proba[head], self.val.y.cpu().numpy())
+        key = (-vloss, f1s[head]) if self.spec.select_on_loss else (f1s[head], -vloss)
+        return f1s, vloss, key
+
+    # -- state (checkpoints) ----------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue this loop exactly where it is."""
+        return {
+            "epoch": self.epoch,
+            "stale": self.stale,
+            "history": copy.deepcopy(self.history),
+            "best_key": self.best_key,
+            "best_score": self.best_score,
+            "best_state": copy.deepcopy(self.best_state),
+            "model": copy.deepcopy(self.model.state_dict()),
+            "optimizer": copy.deepcopy(self.opt.state_dict()),
+            "balancer": self.balancer.state() if self.balancer is not None else None,
+            "rng": self.rng.bit_generator.state,
+            "gen": self.gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "started": self._started,
+        }
+
+    def load_state(self, st: dict[str, Any]) -> None:
+        self.epoch, self.stale = int(st["epoch"]), int(st["stale"])
+        self.history = list(st["history"])
+        self.best_key = None if st["best_key"] is None else tuple(st["best_key"])
+        self.best_score = float(st["best_score"])
+        self.best_state = st["best_state"]
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["optimizer"])
+        if self.balancer is not None:
+            self.balancer.load_state(st["balancer"])
+        self.rng.bit_generator.state = st["rng"]
+        self.gen.set_state(st["gen"])
+        torch.set_rng_state(st["torch_rng"])
+        self._started = bool(st["started"])
+
+    # -- training ---------------------------------------------------------------------
+    def run(self) -> LoopResult:
+        """Train until ``epochs`` or early stopping (continuing a restored state)."""
+        spec = self.spec
+        if not self._started and not spec.require_epoch:
+            # epoch 0 = the starting point (e.g. stage-1 encoders) competes too
+            f0, _, self.best_key = self.score()
+            self.best_score = f0[spec.score_head]
+        self._started = True
+        self.progress.start(spec.key, spec.desc, total=spec.epochs)
+        if self.epoch:
+            self.progress.update(spec.key, self.epoch)
+        stopped = bool(spec.patience and self.stale >= spec.patience)
+        while self.epoch < spec.epochs and not stopped:
+            self.epoch += 1
+            rec = self._epoch()
+            self.history.append(rec)
+            stopped = bool(spec.patience and self.stale >= spec.patience)
+            if self.on_epoch is not None and self.epoch < spec.epochs and not stopped:
+                self.on_epoch(self)
+            self.progress.update(spec.key, 1, **self._live(rec))
+        self.progress.finish(spec.key)
+        return LoopResult(self.best_state, self.history, self.best_score)
+
+    def _epoch(self) -> dict[str, Any]:
+        model, fit, cfg, spec, bal = self.model, self.fit, self.cfg, self.spec, self.balancer
+        model.train()
+        for m in spec.frozen:  # eval mode: no dropout draws, so no effect on the others' streams
+            model.encoders[m].eval()
+        graph = fit.adj is not None
+        sums: dict[str, float] = {}
+        gsum: dict[str, float] = {}
+        nb = 0
+        for rows in batches(len(fit), cfg.batch_size, self.rng, graph):
+            r = torch.as_tensor(rows, device=fit.y.device)
+            base = fit.gM if graph else {m: mk[r] for m, mk in fit.M.items()}
+            masks = (
+                drop_modalities(base, spec.modality_dropout, self.gen, model.fusion_off)
+                if spec.modality_dropout
+                else base
+            )
+            out = forward(model, fit, None if graph else r, masks=masks)
+            sel_masks = {m: mk[fit.graph_rows] for m, mk in masks.items()} if graph else masks
+            y = fit.y[r] if not graph else fit.y
+            total, parts = self.loss_fn(model, out, y, sel_masks, r)
+            self.opt.zero_grad(set_to_none=True)
+            total.backward()
+            if bal is not None:
+                bal.after_backward(model, out, y, sel_masks, self.gen)
+            for m, g in grad_norms(model).items():
+                gsum[m] = gsum.get(m, 0.0) + g
+            self.opt.step()
+            losses = torch.stack([total.detach(), *(v.detach() for v in parts.values())])
+            for k, v in zip(["total", *parts], losses.tolist(), strict=True):
+                sums[k] = sums.get(k, 0.0) + v
+            nb += 1
+        rec: dict[str, Any] = {"stage": spec.key, "epoch": self.epoch}
+        rec["loss"] = {k: v / nb for k, v in sums.items()}
+        rec["grad_norm"] = {k: v / nb for k, v in gsum.items()}
+        if self.epoch % cfg.eval_every == 0 or self.epoch == spec.epochs:
+            f1s, vloss, cand = self.score()
+            rec["val_f1"] = f1s
+            rec["val_loss"] = vloss
+            if self.best_key is None or cand > self.best_key:
+                self.best_key, self.best_state = cand, copy.deepcopy(model.state_dict())
+                self.best_score = f1s[spec.score_head]
+                self.stale = 0
+                rec["selected"] = True
+            else:
+                self.stale += cfg.eval_every
+            if bal is not None:
+                bal.end_epoch(f1s)
+        if bal is not None:
+            rec["weights"] = bal.weights()
+            rec["ogm_coef"] = dict(bal.last_coef)
+        return rec
+
+    def _live(self, rec: dict[str, Any]) -> dict[str, float]:
+        live = {"val_f1": rec.get("val_f1", {}).get(self.spec.score_head, float("nan"))}
+        if self.balancer is not None:
+            live.update({f"f1_{k}": v for k, v in rec.get("val_f1", {}).items() if k != FUSED})
+            live.update({f"w_{k}": v for k, v in rec["weights"].items()})
+        return live

@@ -1,0 +1,136 @@
+"""Samples as tensors (:class:`Split`) and the forward passes every stage shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from balmm.errors import InputError
+from balmm.model.fusion import MultiModalNet
+from balmm.profiling import mi as mi_mod
+from balmm.training.balancers import FUSED
+from balmm.training.metrics import macro_f1
+
+
+@dataclass
+class Split:
+    """One set of samples as tensors: features and presence per modality, labels."""
+
+    ids: pd.Index
+    X: dict[str, torch.Tensor]
+    M: dict[str, torch.Tensor]
+    y: torch.Tensor
+    adj: torch.Tensor | None = None  # gcn: adjacency over [graph nodes]; see graph_rows
+    graph_rows: torch.Tensor | None = None  # gcn: rows of the graph holding these samples
+    gX: dict[str, torch.Tensor] | None = None  # gcn: node features of the whole graph
+    gM: dict[str, torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def split_from(processed, idx: np.ndarray, device: torch.device) -> Split:
+    """The rows ``idx`` of preprocessed data as a :class:`Split` on ``device``."""
+    ids = processed.ids[idx]
+    X = {m: torch.as_tensor(np.ascontiguousarray(x[idx]), device=device)
+         for m, x in processed.X.items()}  # fmt: skip
+    M = {m: torch.as_tensor(mk[idx], device=device) for m, mk in processed.mask.items()}
+    y = torch.as_tensor(processed.y[idx], device=device)
+    return Split(ids, X, M, y)
+
+
+def single(s: Split, m: str) -> Split:
+    """A view of ``s`` restricted to modality ``m``."""
+    return Split(
+        s.ids, {m: s.X[m]}, {m: s.M[m]}, s.y, s.adj, s.graph_rows,
+        None if s.gX is None else {m: s.gX[m]}, None if s.gM is None else {m: s.gM[m]},
+    )  # fmt: skip
+
+
+def restrict(s: Split, m: str) -> Split:
+    """Only the samples that have modality ``m`` (mlp); the whole graph for gcn."""
+    if s.adj is not None:
+        return single(s, m)
+    keep = s.M[m].nonzero().squeeze(1)
+    return Split(s.ids[keep.cpu().numpy()], {m: s.X[m][keep]}, {m: s.M[m][keep]}, s.y[keep])
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a CUDA device is an error."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but no CUDA device is available")
+    return mi_mod.resolve_device(device)
+
+
+def forward(
+    model: MultiModalNet, s: Split, rows: torch.Tensor | None = None, masks=None
+) -> dict[str, Any]:
+    """Model outputs for the samples of ``s`` (``rows``: a subset of them, mlp only; a
+    gcn split always runs on its whole graph)."""
+    if s.adj is not None:  # gcn: run on the whole graph, keep this split's rows
+        gm = s.gM if masks is None else masks
+        return _take(model(s.gX, gm, s.adj), s.graph_rows)
+    if rows is None:
+        return model(s.X, s.M if masks is None else masks)
+    xs = {m: x[rows] for m, x in s.X.items()}
+    ms = {m: mk[rows] for m, mk in s.M.items()} if masks is None else masks
+    return model(xs, ms)
+
+
+def _take(out: dict, sel: torch.Tensor) -> dict:
+    return {
+        "z": {m: z[sel] for m, z in out["z"].items()},
+        "logits": {m: v[sel] for m, v in out["logits"].items()},
+        "fused": out["fused"][sel],
+    }
+
+
+@torch.no_grad()
+def infer(model: MultiModalNet, s: Split, batch: int = 8192) -> dict[str, np.ndarray]:
+    """Class probabilities of every head and the embeddings, in eval mode."""
+    model.eval()
+    if s.adj is not None or len(s) <= batch:
+        outs = [forward(model, s)]
+    else:
+        outs = [
+            forward(model, s, torch.arange(i, min(i + batch, len(s)), device=s.y.device))
+            for i in range(0, len(s), batch)
+        ]
+    res: dict[str, np.ndarray] = {
+        FUSED: torch.cat([torch.softmax(o["fused"], 1) for o in outs]).cpu().numpy()
+    }
+    for m in outs[0]["logits"]:
+        res[m] = torch.cat([torch.softmax(o["logits"][m], 1) for o in outs]).cpu().numpy()
+    for m in outs[0]["z"]:
+        res[f"z:{m}"] = torch.cat([o["z"][m] for o in outs]).cpu().numpy()
+    return res
+
+
+@torch.no_grad()
+def unimodal_logits(net: MultiModalNet, m: str, s: Split) -> torch.Tensor:
+    """Logits of modality ``m``'s head over the samples of ``s`` (eval mode)."""
+    net.eval()
+    return forward(net, single(s, m))["logits"][m]
+
+
+def head_f1(proba: dict[str, np.ndarray], s: Split, n_classes: int) -> dict[str, float]:
+    """Validation macro-F1 of every head (a modality head over the samples that have it)."""
+    y = s.y.cpu().numpy()
+    out = {FUSED: macro_f1(y, proba[FUSED].argmax(1), n_classes)}
+    for m in s.M:
+        if m in proba:
+            mk = s.M[m].cpu().numpy() & (y >= 0)
+            out[m] = macro_f1(y[mk], proba[m][mk].argmax(1), n_classes)
+    return out
+
+
+def mean_log_loss(proba: np.ndarray, y: np.ndarray) -> float:
+    """Mean cross-entropy of ``proba`` over the labelled rows (y >= 0); NaN if none."""
+    keep = y >= 0
+    if not keep.any():
+        return float("nan")
+    return float(-np.log(np.clip(proba[keep, y[keep]], 1e-12, 1)).mean())

@@ -84,26 +84,28 @@ class MultiModalNet(nn.Module):
         masks: dict[str, torch.Tensor],
         logits: dict[str, torch.Tensor],
     ) -> torch.Tensor:
-        """Fused logits: a linear layer on the masked, concatenated embeddings plus the sum of
-        the per-modality heads' logits (``late_heads``). Both parts are linear in the
-        concatenated embeddings, so together they are still one linear fusion head; the
-        parametrisation lets the fusion start from, and keep, what each unimodal head knows."""
+        """Fused logits: a linear layer on the masked, concatenated embeddings (and mask
+        columns) plus the sum of the per-modality heads' logits (``late_heads``). Both parts
+        are linear in the concatenated embeddings, so together they are still one linear
+        fusion head; the parametrisation lets the fusion start from, and keep, what each
+        unimodal head knows. Modalities in ``fusion_off`` take no part."""
         if self.early_fusion:
             return self.fusion(zs[CONCAT])
-        fused = self.fusion(self.fusion_input(zs, masks))
-        if self.late_heads:
-            for m in self.modalities:
-                fm = self._fmask(m, masks).unsqueeze(1).to(fused.dtype)
-                fused = fused + logits[m] * fm
+        d, n_mods = self.embed_dim, len(self.modalities)
+        w, b = self.fusion.weight, self.fusion.bias
+        fused = b.expand(next(iter(zs.values())).shape[0], -1)
+        # one block product per modality in the fusion, summed in a fixed order, instead of
+        # one product over the concatenation: a modality left out of the fusion then takes
+        # no part in any reduction, so the fused logits are bit-for-bit those of a model
+        # trained without it (a wider matmul sums in a different order: last-ULP changes)
+        for i, m in enumerate(self.modalities):
+            if m in self.fusion_off:
+                continue
+            mc = masks[m].unsqueeze(1).to(fused.dtype)
+            fused = fused + (zs[m] * mc) @ w[:, i * d : (i + 1) * d].T + mc * w[:, n_mods * d + i]
+            if self.late_heads:
+                fused = fused + logits[m] * mc
         return fused
-
-    def fusion_input(
-        self, zs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
-    ) -> torch.Tensor:
-        ref = zs[self.modalities[0]]
-        mask_cols = [self._fmask(m, masks).unsqueeze(1).to(ref.dtype) for m in self.modalities]
-        return torch.cat([zs[m] * c for m, c in zip(self.modalities, mask_cols, strict=True)]
-                         + mask_cols, dim=1)  # fmt: skip
 
     def _fmask(self, m: str, masks: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.zeros_like(masks[m]) if m in self.fusion_off else masks[m]

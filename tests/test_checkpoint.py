@@ -74,7 +74,8 @@ def reference(data, tmp_path_factory):
     [
         ("stage1:strong", 3),
         ("stage1:weak", 6),
-        ("kd:weak", 3),
+        ("fold2/stage1:weak", 4),
+        ("fold1/kd:weak", 3),
         ("stage2", 5),
         ("write", 0),
     ],  # fmt: skip

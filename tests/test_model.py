@@ -119,10 +119,30 @@ def test_balmm_weights_move_to_lagging_informative_and_skip_noise():
     assert w["weak"] > start["weak"]  # the lagging, informative head is up-weighted
     assert w["weak"] / w["strong"] > start["weak"] / start["strong"]
     assert w["noise"] == 0.0  # uninformative: not forced
-    # when the weak head catches up its weight relaxes back toward its informativeness
+    # when the weak head catches up its weight relaxes back to 1 (informative, no lag)
     for _ in range(20):
         b.end_epoch({"fused": 0.9, "strong": 0.9, "weak": 0.9, "noise": 0.5})
-    assert math.isclose(b.weights()["weak"], 0.5, rel_tol=1e-3)
+    assert math.isclose(b.weights()["weak"], 1.0, rel_tol=1e-3)
+
+
+def test_balmm_weights_intermodal_term_calibrates_the_lift():
+    """Complementary information raises a lagging head's lift, redundancy lowers it; the
+    lift never turns into a cut, and the leading head is not affected."""
+    cfg = TrainConfig(weight_ema=0.0, weight_beta=2.0, weight_gamma=0.5)
+    label_mi = {"strong": (0.6, 0.5), "weak": (0.3, 0.2)}
+    f1 = {"fused": 0.9, "strong": 0.9, "weak": 0.6}
+    w = {}
+    for kappa in (-1.0, 0.0, 1.0):
+        b = BalmmBalancer(["strong", "weak"], cfg, label_mi, {"strong": 0.0, "weak": kappa})
+        b.end_epoch(f1)
+        w[kappa] = b.weights()
+        assert w[kappa]["strong"] == 1.0
+    assert 1.0 < w[-1.0]["weak"] < w[0.0]["weak"] < w[1.0]["weak"]
+    lag = (0.9 - 0.6) / 0.9
+    assert math.isclose(w[1.0]["weak"], 1 + 2.0 * lag * 1.5)
+    off = BalmmBalancer(["strong", "weak"], cfg.replace(mi_weights=False), label_mi, {"weak": 1.0})
+    off.end_epoch(f1)
+    assert off.weights()["weak"] == 1.0  # ablation: constant weights
 
 
 def test_snf_graph_sparse_and_inductive_attachment():

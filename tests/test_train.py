@@ -122,21 +122,30 @@ def test_seed_is_bit_for_bit_repeatable(sim, run):
     assert res.metrics["test"] == again.metrics["test"]
 
 
-def test_distillation_changes_the_student():
+@pytest.mark.parametrize("folds", [0, 5])
+def test_distillation_changes_the_student_or_is_reverted(folds):
     # the CCH case: a weaker student that shares its latent with the teacher
     specs = make_specs(["strong", "weak"], n_features=[30, 30], signal=[3.0, 1.5], noise=0.5,
                        n_informative=30, shared=1.0)  # fmt: skip
     data = simulate(n_samples=300, n_classes=2, modalities=specs, seed=1)
-    res = train(data, seed=0, **{**FAST, "pretrain_epochs": 15, "epochs": 2, "n_boot": 30})
+    res = train(data, seed=0, folds=folds,
+                **{**FAST, "pretrain_epochs": 15, "epochs": 2, "n_boot": 30})  # fmt: skip
     enabled = [e for e in res.plan if e["enabled"]]
     assert [(e["teacher"], e["student"]) for e in enabled] == [("strong", "weak")]
     skipped = [e for e in res.plan if not e["enabled"]]
     assert skipped and all(e["reason"].startswith("disabled:") for e in skipped)
-    st = res.stage1_states["weak"]
-    before, after = st["state"]["encoder"], st["kd_state"]["encoder"]
-    assert any(not torch.equal(before[k], after[k]) for k in before)
-    assert res.metrics["stage1"]["weak"]["distilled"]
     assert "strong" not in [e["student"] for e in enabled]
+    (edge,) = enabled
+    evidence = "oof" if folds else "val"
+    assert edge["accepted"] == (edge[f"{evidence}_log_loss_after"]
+                                < edge[f"{evidence}_log_loss_before"])  # fmt: skip
+    st = res.stage1_states["weak"]
+    assert res.metrics["stage1"]["weak"]["distilled"] == edge["accepted"]
+    if edge["accepted"]:  # kept: the student changed
+        before, after = st["state"]["encoder"], st["kd_state"]["encoder"]
+        assert any(not torch.equal(before[k], after[k]) for k in before)
+    else:  # reverted: stage 2 starts from the undistilled student
+        assert "kd_state" not in st
 
 
 @pytest.mark.parametrize("balancer", ["none", "concat", "uncertainty", "ogm-ge"])

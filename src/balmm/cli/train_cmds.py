@@ -145,9 +145,21 @@ def train(
     epochs: Annotated[
         int,
         typer.Option(
-            "--epochs", min=1, metavar="N", help="Stage-2 epochs (at most: early stopping)."
+            "--epochs",
+            min=1,
+            metavar="N",
+            help="Stage-2 and distillation epochs (at most: early stopping).",
         ),
     ] = DEFAULTS.epochs,
+    folds: Annotated[
+        int,
+        typer.Option(
+            "--folds",
+            min=0,
+            metavar="K",
+            help="Cross-fitting folds for the decisions (0 or 1: one validation carve).",
+        ),
+    ] = DEFAULTS.folds,
     set_: Annotated[
         list[str] | None,
         typer.Option(
@@ -187,8 +199,11 @@ def train(
         "encoder": encoder.value,
         "transductive": transductive,
         "epochs": epochs,
+        "folds": folds,
     }
     overrides.update({k: v for k, v in flags.items() if _given(ctx, k) and v is not None})
+    if "epochs" in overrides:  # distillation epochs follow --epochs unless set explicitly
+        overrides.setdefault("kd_epochs", overrides["epochs"])
     cfg = load_config(config, overrides)
     check_device(cfg.device)
     protect = input_paths(inputs, labels, test, config)

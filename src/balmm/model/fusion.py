@@ -24,6 +24,61 @@ from balmm.model.encoders import make_encoder
 CONCAT = "concat"
 
 
+class StackedFusion(nn.Module):
+    """A fitted OOF stacker (:class:`balmm.training.stacking.Stacker`) as a torch module:
+    per modality, the centred logits of its head times a scale (0 where the sample lacks
+    the modality) and a presence flag, then a linear map. Buffers only (saved in bundles);
+    ``active`` is 0 until :meth:`load_stacker` fills it."""
+
+    def __init__(self, n_mods: int, n_classes: int) -> None:
+        super().__init__()
+        self.register_buffer("factor", torch.zeros(n_mods))
+        self.register_buffer("weight", torch.zeros(n_classes, n_mods * (n_classes + 1)))
+        self.register_buffer("bias", torch.zeros(n_classes))
+        self.register_buffer("active", torch.zeros((), dtype=torch.bool))
+
+    def load_stacker(self, state: Mapping[str, Any], modalities: list[str]) -> None:
+        """Copy a ``Stacker.to_dict()`` over ``modalities`` (the net's order; a modality
+        the stacker did not see gets scale 0)."""
+        c = self.bias.shape[0]
+        assays = list(state["assays"])
+        coef = torch.tensor(state["coef"], dtype=torch.float64)
+        icpt = torch.tensor(state["intercept"], dtype=torch.float64)
+        classes = list(state["classes"])
+        full_w = torch.zeros(c, len(assays) * (c + 1), dtype=torch.float64)
+        full_b = torch.full((c,), float("-inf"), dtype=torch.float64)
+        if len(classes) == 2 and coef.shape[0] == 1:  # binary: one score for class 1
+            full_w[classes[1]] = coef[0]
+            full_b[classes[0]] = 0.0
+            full_b[classes[1]] = icpt[0]
+        else:
+            for i, k in enumerate(classes):
+                full_w[k] = coef[i]
+                full_b[k] = icpt[i]
+        w = torch.zeros_like(self.weight, dtype=torch.float64)
+        n = len(modalities)
+        for j, m in enumerate(modalities):
+            if m not in assays:
+                continue
+            i = assays.index(m)
+            w[:, j * c : (j + 1) * c] = full_w[:, i * c : (i + 1) * c]
+            w[:, n * c + j] = full_w[:, len(assays) * c + i]
+            self.factor[j] = float(state["factor"][m])
+        self.weight.copy_(w.to(self.weight.dtype))
+        self.bias.copy_(full_b.to(self.bias.dtype))
+        self.active.fill_(True)
+
+    def forward(self, logits: list[torch.Tensor], masks: list[torch.Tensor]) -> torch.Tensor:
+        blocks, flags = [], []
+        for j, (lg, mk) in enumerate(zip(logits, masks, strict=True)):
+            f = mk.to(lg.dtype)
+            centred = (lg - lg.mean(1, keepdim=True)) * f.unsqueeze(1)
+            blocks.append(centred * self.factor[j])
+            flags.append(f * (self.factor[j] > 0).to(lg.dtype))
+        x = torch.cat([*blocks, torch.stack(flags, 1)], dim=1)
+        return x @ self.weight.T + self.bias
+
+
 class MultiModalNet(nn.Module):
     def __init__(
         self,
@@ -32,6 +87,7 @@ class MultiModalNet(nn.Module):
         encoder: str = "mlp",
         early_fusion: bool = False,
         late_heads: bool = True,
+        stacked: bool = False,
         **encoder_kwargs,
     ) -> None:
         super().__init__()
@@ -44,6 +100,7 @@ class MultiModalNet(nn.Module):
         self.late_heads = late_heads
         embed = int(encoder_kwargs.get("embed_dim", 64))
         self.embed_dim = embed
+        self.stack: StackedFusion | None = None
         if early_fusion:
             n_in = sum(n_features.values()) + len(n_features)
             self.encoders = nn.ModuleDict({CONCAT: make_encoder(encoder, n_in, **encoder_kwargs)})
@@ -55,6 +112,8 @@ class MultiModalNet(nn.Module):
             )
             self.heads = nn.ModuleDict({m: nn.Linear(embed, n_classes) for m in n_features})
             self.fusion = nn.Linear(embed * len(n_features) + len(n_features), n_classes)
+            # fusion_head = "stack": the OOF stacker over the heads' logits, once fitted
+            self.stack = StackedFusion(len(n_features), n_classes) if stacked else None
             if late_heads:  # start as the sum of the unimodal heads (late fusion)
                 nn.init.zeros_(self.fusion.weight)
                 nn.init.zeros_(self.fusion.bias)
@@ -91,6 +150,11 @@ class MultiModalNet(nn.Module):
         unimodal head knows. Modalities in ``fusion_off`` take no part."""
         if self.early_fusion:
             return self.fusion(zs[CONCAT])
+        if self.stack is not None and bool(self.stack.active):
+            on = [m for m in self.modalities if m not in self.fusion_off]
+            return self.stack([logits[m] for m in self.modalities],
+                              [masks[m] if m in on else torch.zeros_like(masks[m])
+                               for m in self.modalities])  # fmt: skip
         d, n_mods = self.embed_dim, len(self.modalities)
         w, b = self.fusion.weight, self.fusion.bias
         fused = b.expand(next(iter(zs.values())).shape[0], -1)
@@ -151,5 +215,6 @@ def build_model(
         encoder=config["encoder"],
         early_fusion=config["balancer"] == "concat",
         late_heads=config["late_heads"],
+        stacked=config.get("fusion_head", "joint") == "stack" and config["balancer"] != "concat",
         **{k: config[k] for k in ENCODER_KEYS},
     )

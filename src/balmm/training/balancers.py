@@ -5,10 +5,10 @@ fusion head) on the same data; they differ only in how the losses are combined
 and whether encoder gradients are modulated:
 
 - ``balmm``: L = w_f L_fused + sum_m w_m L_m, the w_m recomputed every epoch from
-  each head's validation macro-F1 and each modality's mutual information with the
-  label (lagging but informative modalities up-weighted, uninformative ones
-  weighted down to zero and, by default, left out of the fusion), EMA-smoothed;
-  optional OGM-GE coefficient on the dominant encoder.
+  each head's validation macro-F1 and the intermodal information (lagging but
+  informative modalities up-weighted, complementary ones more, redundant ones less,
+  uninformative ones weighted down to zero and, by default, left out of the fusion),
+  EMA-smoothed; optional OGM-GE coefficient on the dominant encoder.
 - ``none``: plain joint training on the fused loss. The per-modality heads are
   trained as probes on detached embeddings, so they measure the encoders without
   changing them.
@@ -205,15 +205,27 @@ class OGMGEBalancer(Balancer):
 
 
 class BalmmBalancer(Balancer):
-    """The balanced multitask weighting of balmm (see module docstring and docs/method.md)."""
+    """The balanced multitask weighting of balmm (see docs/method.md, "Stage 2")::
+
+        gate_m   = 1 if modality m carries measurable label information, else 0
+        target_m = gate_m * (1 + beta * lag_m * (1 + gamma * kappa_m))
+        w_m     <- ema * w_m + (1 - ema) * target_m
+
+    with lag_m >= 0 how far m's head is behind the best head and kappa_m in [-1, 1] its
+    complementarity (label information only m carries, minus what the others carry too).
+    So a lagging informative modality gets more weight (never less than 1); intermodal MI
+    calibrates that lift: complementary information raises it (up to 1 + gamma), pure
+    redundancy lowers it (down to 1 - gamma); an uninformative modality gets none.
+    ``kappa`` comes from :func:`balmm.training.intermodal.complementarity` (absent: 0).
+    """
 
     name = "balmm"
 
-    def __init__(self, modalities, cfg, label_mi):
+    def __init__(self, modalities, cfg, label_mi, kappa: dict[str, float] | None = None):
         super().__init__(modalities, cfg, label_mi)
-        self.info = self._informativeness()
-        for m, i in self.info.items():
-            if i == 0.0 and cfg.exclude_uninformative and len(modalities) > 1:
+        gate = self._gate()
+        for m, g in gate.items():
+            if g == 0.0 and cfg.exclude_uninformative and len(modalities) > 1:
                 mi, lo = label_mi.get(m, (float("nan"), float("nan")))
                 self.excluded[m] = (
                     f"label MI {mi:.3f} bits, lower CI {lo:.3f} below the "
@@ -221,33 +233,37 @@ class BalmmBalancer(Balancer):
                 )
         if len(self.excluded) == len(modalities):  # never exclude everything
             self.excluded = {}
-        # start every informative head at its informativeness, the fused head at w_f
+        self.kappa = {m: float((kappa or {}).get(m, 0.0)) for m in modalities}
+        # the weight an informative head starts from (and returns to once it catches up)
+        self.info = gate
         self.w = {FUSED: cfg.fused_weight, **{m: self.info[m] for m in modalities}}
 
-    def _informativeness(self) -> dict[str, float]:
-        """Relative label information in [0, 1]: I_m / max_j I_j, or 0 when the
-        modality's label MI (or its lower confidence bound) is at the noise level."""
+    def _gate(self) -> dict[str, float]:
+        """1 for a modality with measurable label information (label MI and its lower
+        confidence bound above the noise level), else 0."""
         thr = self.cfg.min_label_mi_bits
-        raw = {}
+        gate = {}
         for m in self.modalities:
             mi, lo = self.label_mi.get(m, (float("nan"), float("nan")))
             ok = math.isfinite(mi) and mi >= thr and (not math.isfinite(lo) or lo > 0.0)
-            raw[m] = max(mi, 0.0) if ok else 0.0
-        top = max(raw.values(), default=0.0)
-        if top <= 0.0:  # nothing measurably informative: fall back to equal weights
+            gate[m] = 1.0 if ok else 0.0
+        if not any(gate.values()):  # nothing measurably informative: equal weights
             self.notes.append("no modality had label MI above the threshold; equal weights")
             return {m: 1.0 for m in self.modalities}
-        return {m: v / top for m, v in raw.items()}
+        return gate
 
     def targets(self, val_f1: dict[str, float]) -> dict[str, float]:
-        """w_m* = info_m * (1 + beta * lag_m), lag_m = (F1_best - F1_m) / F1_best."""
+        """target_m = gate_m * (1 + beta * lag_m * (1 + gamma * kappa_m)),
+        lag_m = (F1_best - F1_m) / F1_best."""
         f = {m: val_f1.get(m, float("nan")) for m in self.modalities}
         finite = [v for v in f.values() if math.isfinite(v)]
         best = max(finite) if finite else 0.0
+        beta = self.cfg.weight_beta if self.cfg.mi_weights else 0.0
+        gamma = self.cfg.weight_gamma
         out = {}
         for m in self.modalities:
             lag = max(0.0, best - f[m]) / best if best > 0 and math.isfinite(f[m]) else 0.0
-            out[m] = self.info[m] * (1.0 + self.cfg.weight_beta * lag)
+            out[m] = self.info[m] * (1.0 + beta * lag * (1.0 + gamma * self.kappa[m]))
         return out
 
     def _head_weight(self, m: str) -> float | None:
@@ -266,7 +282,11 @@ class BalmmBalancer(Balancer):
 
 
 def make_balancer(
-    name: str, modalities: list[str], cfg, label_mi: dict[str, tuple[float, float]]
+    name: str,
+    modalities: list[str],
+    cfg,
+    label_mi: dict[str, tuple[float, float]],
+    kappa: dict[str, float] | None = None,
 ) -> Balancer:
     cls = {
         "balmm": BalmmBalancer,
@@ -275,4 +295,6 @@ def make_balancer(
         "uncertainty": UncertaintyBalancer,
         "ogm-ge": OGMGEBalancer,
     }[name]
+    if cls is BalmmBalancer:
+        return BalmmBalancer(modalities, cfg, label_mi, kappa)
     return cls(modalities, cfg, label_mi)

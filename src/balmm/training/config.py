@@ -32,6 +32,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "device": DEVICES,
     "mi_estimator": MI_ESTIMATORS,
     "stage1_select": ("f1", "loss"),
+    "fusion_head": ("joint", "stack"),
 }
 
 
@@ -43,6 +44,7 @@ class TrainConfig:
     # protocol
     seed: int = 0
     val_size: float = 0.2
+    folds: int = 5  # cross-fitting folds for the data-driven decisions; 0 or 1 = one carve
     balancer: str = "balmm"
     device: str = "auto"
     threads: int = 0  # 0 = leave torch's default
@@ -60,6 +62,9 @@ class TrainConfig:
     dropout: float = 0.5
     input_dropout: float = 0.2
     late_heads: bool = True  # fused logits = linear(concat z) + sum of unimodal heads' logits
+    # "stack": the fused prediction is the OOF stacker over the heads' logits (needs
+    # cross-fitting); "joint": the end-to-end fusion head trained in stage 2
+    fusion_head: str = "joint"
     # graph (gcn encoder)
     transductive: bool = False
     knn_k: int = 10
@@ -86,7 +91,9 @@ class TrainConfig:
     patience: int = 20
     modality_dropout: float = 0.15
     fused_weight: float = 1.0
-    weight_beta: float = 2.0
+    weight_beta: float = 2.0  # lag term: a head behind the best one gets up to 1 + beta
+    weight_gamma: float = 0.5  # intermodal term: scales the lag lift by 1 + gamma * kappa
+    mi_weights: bool = True  # false: constant weights (1 per informative head; ablation)
     weight_ema: float = 0.7
     min_label_mi_bits: float = 0.02
     exclude_uninformative: bool = True
@@ -156,13 +163,14 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     non_negative = [
         "pretrain_epochs", "kd_epochs", "epochs", "patience", "pretrain_patience", "n_boot",
         "threads", "snf_iterations", "lr", "weight_decay", "weight_beta", "checkpoint_every",
+        "folds",
     ]  # fmt: skip
     for key in non_negative:
         if getattr(cfg, key) < 0:
             raise ConfigError(f"config key {key!r} must be >= 0, got {getattr(cfg, key)}")
     unit = [
         "val_size", "dropout", "input_dropout", "kd_alpha", "weight_ema", "modality_dropout",
-        "label_smoothing",
+        "label_smoothing", "weight_gamma",
     ]  # fmt: skip
     for key in unit:
         v = getattr(cfg, key)

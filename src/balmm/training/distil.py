@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import torch
 
 from balmm.profiling.plan import distillation_plan, pair_lookup
 from balmm.progress import Progress
@@ -15,18 +16,26 @@ from balmm.training.config import TrainConfig
 from balmm.training.loop import LoopSpec, TrainLoop, random_streams
 from balmm.training.metrics import bootstrap_f1
 from balmm.training.stage1 import enc_head_state
-from balmm.training.tensors import Split, infer, restrict, single, unimodal_logits
+from balmm.training.tensors import (
+    Split,
+    infer,
+    mean_log_loss,
+    restrict,
+    single,
+    unimodal_logits,
+)
 
 
-def plan_distillation(
+def carve_evidence(
     stage1: dict[str, dict],
     mods: list[str],
     n_classes: int,
     sets: dict[str, Split],
-    label_mi: dict[str, tuple[float, float]],
     cfg: TrainConfig,
-) -> tuple[list, list[dict]]:
-    """Measure the plan's inputs on the unimodal models; returns (edges, plan records)."""
+) -> tuple[dict[str, tuple[float, float]], dict[tuple[str, str], tuple[float, float]]]:
+    """The plan's inputs measured on one validation carve (no cross-fitting): strength =
+    validation macro-F1 with its bootstrap lower bound, I(Z_t; Z_s) on the fit and
+    validation samples' embeddings."""
     fit, val = sets["fit"], sets["val"]
     yv = val.y.cpu().numpy()
     strength: dict[str, tuple[float, float]] = {}
@@ -49,7 +58,17 @@ def plan_distillation(
             est, lo, _ = kd_mod.pair_mi(emb[a][both], emb[b][both], cfg.mi_estimator,
                                         cfg.mi_pca_dims, cfg.n_boot, cfg.seed)  # fmt: skip
             pair[(a, b)] = (est, lo)
-    edges = distillation_plan(strength, {m: label_mi[m] for m in trained}, pair)
+    return strength, pair
+
+
+def make_plan(
+    strength: dict[str, tuple[float, float]],
+    pair: dict[tuple[str, str], tuple[float, float]],
+    label_mi: dict[str, tuple[float, float]],
+) -> tuple[list, list[dict]]:
+    """The distillation plan (:func:`balmm.profiling.plan.distillation_plan`) and its
+    records for metrics.json."""
+    edges = distillation_plan(strength, {m: label_mi[m] for m in strength}, pair)
     plan = []
     for e in edges:
         d = e.to_dict()
@@ -62,31 +81,37 @@ def plan_distillation(
     return edges, plan
 
 
-def distil(
+def distil_students(
+    edges: list,
     mods: list[str],
-    n_classes: int,
     sets: dict[str, Split],
     stage1: dict[str, dict],
-    label_mi: dict[str, tuple[float, float]],
     cfg: TrainConfig,
     progress: Progress,
     ckpt: Checkpointer,
-) -> tuple[list[dict], list[dict]]:
-    """The distillation plan, then KD into each student with enabled teachers (its
-    ``stage1`` entry gains ``kd_state`` and ``kd_val_f1``). Returns (plan, history)."""
-    edges, plan = plan_distillation(stage1, mods, n_classes, sets, label_mi, cfg)
+    scope: str = "",
+    targets: dict[str, torch.Tensor] | None = None,
+    students: set[str] | None = None,
+) -> list[dict]:
+    """KD into each student with enabled teachers (its ``stage1`` entry gains
+    ``kd_state`` and ``kd_val_f1``); returns the history. The teachers' targets are
+    ``targets[t]`` (logits over ``sets["fit"]``, e.g. out-of-fold ones) or else the
+    teacher's own logits; ``students`` limits which students are distilled."""
     fit, val = sets["fit"], sets["val"]
     hist: list[dict] = []
     for s in [m for m in mods if m in stage1]:
         teachers = [(e.teacher, e.weight) for e in edges if e.student == s and e.enabled]
-        if not teachers:
+        if not teachers or (students is not None and s not in students):
             continue
-        unit = f"kd:{s}"
+        unit = f"{scope}kd:{s}"
         net_kd = copy.deepcopy(stage1[s]["net"])
         done = ckpt.done(unit)
         if done is None:
-            t_fit = [(unimodal_logits(stage1[t]["net"], t, fit), fit.M[t], w) for t, w in teachers]
-            streams = random_streams(cfg.seed, "kd", s)
+            t_fit = [
+                (targets[t] if targets else unimodal_logits(stage1[t]["net"], t, fit), fit.M[t], w)
+                for t, w in teachers
+            ]
+            streams = random_streams(cfg.seed, *([scope] if scope else []), "kd", s)
             fit_s = restrict(fit, s)
             if fit.adj is None:  # the teachers' logits over the student's samples too (mlp)
                 keep = fit.M[s].nonzero().squeeze(1)
@@ -112,7 +137,40 @@ def distil(
         net_kd.load_state_dict(done["state"])
         stage1[s]["kd_state"] = enc_head_state(net_kd, s)
         stage1[s]["kd_val_f1"] = done["score"]
+    return hist
+
+
+def distil(
+    mods: list[str],
+    n_classes: int,
+    sets: dict[str, Split],
+    stage1: dict[str, dict],
+    label_mi: dict[str, tuple[float, float]],
+    cfg: TrainConfig,
+    progress: Progress,
+    ckpt: Checkpointer,
+) -> tuple[list[dict], list[dict]]:
+    """One validation carve decides (no cross-fitting): the plan on the validation
+    samples, then KD into each planned student. Returns (plan, history)."""
+    strength, pair = carve_evidence(stage1, mods, n_classes, sets, cfg)
+    edges, plan = make_plan(strength, pair, label_mi)
+    hist = distil_students(edges, mods, sets, stage1, cfg, progress, ckpt)
+    val = sets["val"]
+    yv = val.y.cpu().numpy()
+    for s in {d["student"] for d in plan if d["enabled"]}:
+        mk = val.M[s].cpu().numpy() & (yv >= 0)
+        before = infer(stage1[s]["net"], single(val, s))[s][mk]
+        net_kd = copy.deepcopy(stage1[s]["net"])
+        net_kd.encoders[s].load_state_dict(stage1[s]["kd_state"]["encoder"])
+        net_kd.heads[s].load_state_dict(stage1[s]["kd_state"]["head"])
+        after = infer(net_kd, single(val, s))[s][mk]
+        accepted = mean_log_loss(after, yv[mk]) < mean_log_loss(before, yv[mk])
         for d in plan:
             if d["student"] == s and d["enabled"]:
-                d["student_val_f1_after"] = done["score"]
+                d["student_val_f1_after"] = stage1[s]["kd_val_f1"]
+                d["accepted"] = bool(accepted)
+                d["val_log_loss_before"] = mean_log_loss(before, yv[mk])
+                d["val_log_loss_after"] = mean_log_loss(after, yv[mk])
+        if not accepted:  # distillation did not help the student: reverted
+            stage1[s]["kd_reverted"] = stage1[s].pop("kd_state")
     return plan, hist

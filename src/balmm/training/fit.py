@@ -27,14 +27,24 @@ from balmm.threads import default_threads
 from balmm.training import kd as kd_mod
 from balmm.training.checkpoint import Checkpointer, fingerprint
 from balmm.training.config import TrainConfig, _coerce
-from balmm.training.distil import distil
+from balmm.training.crossfit import (
+    apply_paired,
+    crossfit_alone,
+    crossfit_joint,
+    crossfit_kd,
+    fold_assignment,
+    oof_evidence,
+    use_crossfit,
+)
+from balmm.training.distil import distil, distil_students, make_plan
 from balmm.training.evaluate import TrainResult, evaluate
+from balmm.training.intermodal import complementarity
 from balmm.training.loop import random_streams
 from balmm.training.stage1 import train_alone
 from balmm.training.stage2 import train_joint
 
 # re-exported: predict.py, benchmarks and tests use these names from here
-from balmm.training.tensors import Split, forward, infer, resolve_device, split_from
+from balmm.training.tensors import Split, forward, infer, resolve_device, single, split_from
 
 __all__ = ["Split", "TrainResult", "forward", "infer", "random_streams", "resolve_device",
            "train"]  # fmt: skip
@@ -190,18 +200,29 @@ def _train(data, cfg: TrainConfig, run, dev, progress) -> TrainResult:
         est, lo, hi = kd_mod.label_mi_probe(xm, y_train[has], n_classes, cfg.n_boot, cfg.seed)
         label_mi[m] = (est, lo)
         label_mi_ci[m] = (lo, hi)
+    decisions: dict[str, Any] = {"cross_fitted": False}
+    kappa: dict[str, float] | None = None
+    cf = None
     if (cfg.balancer == "balmm" or cfg.measure_imbalance) and cfg.pretrain_epochs > 0:
         stage1, h1 = train_alone(mods, n_features, n_classes, sets, cfg, progress, ckpt)
         history += h1
-        if cfg.kd and len(mods) > 1:
-            plan, h_kd = distil(mods, n_classes, sets, stage1, label_mi, cfg, progress, ckpt)
-            history += h_kd
+        plan, h_kd, decisions, kappa, cf = _stage1_decisions(
+            mods, n_features, n_classes, proc, sets, stage1, label_mi, cfg, dev, progress, ckpt
+        )
+        history += h_kd
     timing["stage1_s"] = time.perf_counter() - t
 
     # ---------------------------------------------------------------- stage 2
     t = time.perf_counter()
-    s2 = train_joint(mods, n_features, n_classes, sets, stage1, label_mi, cfg, progress, ckpt)
+    s2 = train_joint(mods, n_features, n_classes, sets, stage1, label_mi, cfg, progress, ckpt,
+                     kappa)  # fmt: skip
     history += s2.history
+    if cfg.fusion_head == "stack" and s2.model.stack is not None:
+        oof = None
+        if cf is not None:
+            oof = crossfit_joint(cf, mods, n_features, n_classes, label_mi, cfg, progress, ckpt,
+                                 kappa)  # fmt: skip
+        decisions["fusion_head"] = _fit_stack(s2.model, s2.balancer, cf, oof, cfg)
     timing["stage2_s"] = time.perf_counter() - t
 
     # ---------------------------------------------------------------- evaluate once
@@ -214,6 +235,7 @@ def _train(data, cfg: TrainConfig, run, dev, progress) -> TrainResult:
         device=dev,
     )  # fmt: skip
     timing["evaluate_s"] = time.perf_counter() - t
+    result.metrics["protocol"]["decisions"] = decisions
     result.timing = timing
     result.resumed_units = list(ckpt.resumed_units)
     result.label_mapping = dict(data.label_mapping)
@@ -222,3 +244,87 @@ def _train(data, cfg: TrainConfig, run, dev, progress) -> TrainResult:
     }
     result.graph_state = graph_state
     return result
+
+
+def _stage1_decisions(mods, n_features, n_classes, proc, sets, stage1, label_mi, cfg, dev,
+                      progress, ckpt):  # fmt: skip
+    """The distillation plan, distillation and the intermodal term of the stage-2 weights,
+    decided by cross-fitting over all training samples (or, above the cross-fitting
+    threshold, on the validation carve). Returns (plan, history, decisions, kappa)."""
+    n_train = len(sets["fit"]) + len(sets["val"])
+    want_kappa = cfg.balancer == "balmm" and cfg.mi_weights and cfg.weight_gamma > 0
+    # complementarity only among the modalities with label information: an assay left out
+    # of the fusion must not move the others' weights (a pure-noise assay costs nothing)
+    informative = [m for m in stage1 if _informative(label_mi[m], cfg)]
+    want_kd = cfg.kd and len(mods) > 1
+    plan: list[dict] = []
+    history: list[dict] = []
+    if not use_crossfit(cfg, n_train):
+        decisions = {"cross_fitted": False, "evidence": "validation carve"}
+        if want_kd:
+            plan, history = distil(mods, n_classes, sets, stage1, label_mi, cfg, progress, ckpt)
+        kappa = None
+        if want_kappa and stage1:
+            val = sets["val"]
+            z = {m: np.log(np.clip(infer(stage1[m]["net"], single(val, m))[m], 1e-12, 1))
+                 for m in informative}  # fmt: skip
+            present = {m: val.M[m].cpu().numpy() for m in informative}
+            comp = complementarity(z, present, val.y.cpu().numpy(), n_classes, cfg.seed)
+            kappa = {m: v["kappa"] for m, v in comp.items()}
+            decisions["complementarity"] = comp
+        return plan, history, decisions, kappa, None
+    train_split = split_from(proc, np.arange(n_train), dev)
+    folds = fold_assignment(proc.y[:n_train], cfg.folds, cfg.seed)
+    cf = crossfit_alone(mods, n_features, n_classes, train_split, folds, cfg, progress, ckpt)
+    decisions = {
+        "cross_fitted": True,
+        "evidence": f"out-of-fold predictions over {n_train} training samples, "
+        f"{int(folds.max()) + 1} stratified folds",
+    }
+    if want_kd:
+        strength, pair, paired = oof_evidence(cf, n_classes, cfg)
+        edges, plan = make_plan(strength, pair, label_mi)
+        apply_paired(plan, edges, paired)
+        accepted = set()
+        if any(e.enabled for e in edges):
+            accepted = crossfit_kd(cf, edges, plan, mods, n_classes, cfg, progress, ckpt)
+        n_fit = len(sets["fit"])
+        targets = {  # the teachers' OOF logits over the fit samples (0 where absent)
+            t: torch.as_tensor(np.nan_to_num(lg[:n_fit], nan=0.0), device=dev)
+            for t, lg in cf.logits.items()
+        }
+        history = distil_students(edges, mods, sets, stage1, cfg, progress, ckpt,
+                                  targets=targets, students=accepted)  # fmt: skip
+        for d in plan:
+            if d["enabled"] and d.get("accepted"):
+                d["student_val_f1_after"] = stage1[d["student"]]["kd_val_f1"]
+    kappa = None
+    if want_kappa:
+        oof = {m: np.nan_to_num(cf.logits[m], nan=0.0) for m in informative if m in cf.z}
+        comp = complementarity(oof, cf.present, cf.y, n_classes, cfg.seed)
+        kappa = {m: v["kappa"] for m, v in comp.items()}
+        decisions["complementarity"] = comp
+    return plan, history, decisions, kappa, cf
+
+
+def _informative(mi: tuple[float, float], cfg: TrainConfig) -> bool:
+    """The stage-2 gate: label MI at least ``min_label_mi_bits`` with a lower CI above 0."""
+    est, lo = mi
+    return bool(np.isfinite(est) and est >= cfg.min_label_mi_bits and not lo <= 0)
+
+
+def _fit_stack(model, balancer, cf, oof, cfg: TrainConfig) -> dict[str, Any]:
+    """Fit the OOF stacker on the cross-fitted stage-2 head logits (``oof``) of the
+    modalities in the fusion and make it the model's fused head; without cross-fitting the
+    joint head stays."""
+    from balmm.training.stacking import Stacker
+
+    if cf is None or oof is None:
+        return {"kind": "joint", "why": "stacking needs cross-fitted logits (folds >= 2)"}
+    mods = [m for m in model.modalities if m not in balancer.excluded]
+    lab = cf.y >= 0
+    logits = {m: np.nan_to_num(oof[m][lab], nan=0.0) for m in mods}
+    present = {m: cf.present[m][lab] & np.isfinite(oof[m][lab]).all(1) for m in mods}
+    st = Stacker(cv=5, seed=cfg.seed).fit(logits, present, cf.y[lab])
+    model.stack.load_stacker(st.to_dict(), model.modalities)
+    return {"kind": "stack", "C": st.C_, "trust": st.trust_}

@@ -46,9 +46,12 @@ def train_alone(
     cfg: TrainConfig,
     progress: Progress,
     ckpt: Checkpointer,
+    scope: str = "",
 ) -> tuple[dict[str, dict], list[dict]]:
     """Train each modality alone (encoder + its head), selected on its validation F1.
-    Returns ``{modality: {"net", "state", "val_f1"}}`` and the history records."""
+    Returns ``{modality: {"net", "state", "val_f1"}}`` and the history records.
+    ``scope`` (e.g. ``"fold2/"``) names a cross-fitting fold: its own random streams and
+    checkpoint units."""
     out: dict[str, dict] = {}
     hist: list[dict] = []
     dev = sets["fit"].y.device
@@ -57,10 +60,10 @@ def train_alone(
         if len(fit) < 4 or len(val) < 2:
             logger.warning("modality %s: too few samples to train alone; no stage 1", m)
             continue
-        unit = f"stage1:{m}"
+        unit = f"{scope}stage1:{m}"
         done = ckpt.done(unit)
         if done is None:
-            streams = random_streams(cfg.seed, "stage1", m)
+            streams = random_streams(cfg.seed, *([scope] if scope else []), "stage1", m)
             net = unimodal_net(m, n_features[m], n_classes, cfg).to(dev)
             spec = LoopSpec(
                 unit, f"stage 1: {m} alone", cfg.pretrain_epochs, cfg.pretrain_patience, m,

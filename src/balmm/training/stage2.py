@@ -32,13 +32,17 @@ def train_joint(
     cfg: TrainConfig,
     progress: Progress,
     ckpt: Checkpointer,
+    kappa: dict[str, float] | None = None,
+    scope: str = "",
 ) -> Stage2Result:
     """Build the joint model (from the stage-1 encoders for ``balmm``), train it with the
-    configured balancer and keep the epoch with the best validation fused macro-F1."""
+    configured balancer and keep the epoch with the best validation fused macro-F1.
+    ``scope`` (e.g. ``"fold2/"``) names a cross-fitting fold."""
     dev = sets["fit"].y.device
-    random_streams(cfg.seed, "stage2", "init")
+    pre = [scope] if scope else []
+    random_streams(cfg.seed, *pre, "stage2", "init")
     model = build_model(n_features, n_classes, cfg.to_dict()).to(dev)
-    balancer = make_balancer(cfg.balancer, mods, cfg, label_mi).to(dev)
+    balancer = make_balancer(cfg.balancer, mods, cfg, label_mi, kappa).to(dev)
     model.fusion_off = set(balancer.excluded)
     warm = cfg.balancer == "balmm" and cfg.pretrain_init and bool(stage1)
     if warm:
@@ -46,7 +50,7 @@ def train_joint(
             st = stage1[m].get("kd_state") or stage1[m]["state"]
             model.encoders[m].load_state_dict(st["encoder"])
             model.heads[m].load_state_dict(st["head"])
-    unit = "stage2"
+    unit = f"{scope}stage2"
     done = ckpt.done(unit)
     if done is None:
         # balmm: an assay left out of the fusion keeps its stage-1 encoder (not forced);
@@ -59,7 +63,7 @@ def train_joint(
             lr_scale=cfg.stage2_lr_scale if warm else 1.0,
             frozen=frozenset(balancer.excluded) if warm else frozenset(),
         )  # fmt: skip
-        streams = random_streams(cfg.seed, "stage2")
+        streams = random_streams(cfg.seed, *pre, "stage2")
         loop = TrainLoop(
             model, lambda mdl, o, y, mk, rows: balancer.loss(mdl, o, y, mk), sets["fit"],
             sets["val"], cfg, spec, streams, balancer=balancer, progress=progress,

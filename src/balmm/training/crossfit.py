@@ -1,0 +1,301 @@
+"""Cross-fitting: the data-driven decisions of stage 1 made on out-of-fold (OOF)
+predictions and embeddings over every training sample.
+
+The training samples are split into K stratified folds. For each fold k, each
+modality's unimodal model is trained on the other folds (its epoch selected on a
+validation carve *of those folds*) and predicts fold k. No fold's model or decision
+reads its own held-out rows (tested). The OOF logits and embeddings then decide:
+
+- teacher strength: OOF macro-F1 over all training samples, and a paired bootstrap of
+  the teacher-minus-student macro-F1 on the samples measured in both;
+- the CCH gap: I(Z_t; Z_s) on held-out embeddings (per fold, averaged: each fold's
+  models embed in their own coordinates);
+- the intermodal term of the stage-2 weights (:mod:`balmm.training.intermodal`, on the
+  OOF logits);
+- distillation: each planned student is distilled in every fold and the edge is kept only
+  if the student's OOF log-loss improves; in the folds and in the final model the targets
+  are the teacher's OOF logits (for a fold's rows they come from teacher models that saw
+  the other folds: the one place where a fold's result depends on another fold's labels;
+  the teacher's own fold model would be over-confident on its training rows).
+
+Above ``CROSSFIT_MAX_SAMPLES`` training samples one validation carve is large enough for
+these decisions (and K fits would cost too much), so cross-fitting turns itself off.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.model_selection import StratifiedKFold
+
+from balmm.data.splits import stratified_split
+from balmm.progress import Progress
+from balmm.training import kd as kd_mod
+from balmm.training.checkpoint import Checkpointer
+from balmm.training.config import TrainConfig
+from balmm.training.distil import distil_students
+from balmm.training.metrics import bootstrap_f1, macro_f1
+from balmm.training.stage1 import train_alone
+from balmm.training.tensors import Split, infer, mean_log_loss, single
+
+# 20 % of 5 000 samples is a 1 000-sample validation carve: macro-F1 to about +-0.03
+CROSSFIT_MAX_SAMPLES = 5000
+
+
+def use_crossfit(cfg: TrainConfig, n_train: int) -> bool:
+    """Cross-fit unless turned off, too large, or on a graph (gcn: one graph per split)."""
+    return cfg.folds >= 2 and n_train <= CROSSFIT_MAX_SAMPLES and cfg.encoder != "gcn"
+
+
+def fold_assignment(y: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Stratified fold index (0..k-1) of every labelled sample (fewer folds when the
+    rarest class has fewer than k samples)."""
+    counts = np.bincount(y[y >= 0])
+    k = int(max(2, min(k, counts[counts > 0].min())))
+    folds = np.full(len(y), -1)
+    cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    for i, (_, held) in enumerate(cv.split(np.zeros(len(y)), y)):
+        folds[held] = i
+    return folds
+
+
+def take(s: Split, rows: np.ndarray) -> Split:
+    """The samples ``rows`` (positions) of a non-graph split."""
+    r = torch.as_tensor(rows, device=s.y.device)
+    return Split(s.ids[rows], {m: x[r] for m, x in s.X.items()},
+                 {m: mk[r] for m, mk in s.M.items()}, s.y[r])  # fmt: skip
+
+
+@dataclass
+class CrossFit:
+    """OOF outputs of the unimodal models over the training samples (rows of ``train``)."""
+
+    folds: np.ndarray
+    logits: dict[str, np.ndarray]  # (n, C); NaN where the sample lacks the modality
+    z: dict[str, np.ndarray]
+    present: dict[str, np.ndarray]
+    y: np.ndarray
+    fold_stage1: list[dict[str, dict]] = field(default_factory=list)  # per fold: train_alone
+    fold_sets: list[dict[str, Split]] = field(default_factory=list)
+    fold_fit_rows: list[np.ndarray] = field(default_factory=list)  # positions in ``train``
+
+
+def _fold_sets(
+    train: Split, folds: np.ndarray, k: int, cfg: TrainConfig
+) -> tuple[dict[str, Split], np.ndarray]:
+    inside = np.flatnonzero(folds != k)
+    y_in = train.y.cpu().numpy()[inside]
+    fit_pos, val_pos = stratified_split(np.arange(len(inside)).astype(str), y_in, cfg.val_size,
+                                        cfg.seed + k)  # fmt: skip
+    fit_rows = inside[fit_pos.astype(int)]
+    val_rows = inside[val_pos.astype(int)]
+    sets = {"fit": take(train, fit_rows), "val": take(train, val_rows),
+            "held": take(train, np.flatnonzero(folds == k))}  # fmt: skip
+    return sets, fit_rows
+
+
+def crossfit_alone(
+    mods: list[str],
+    n_features: dict[str, int],
+    n_classes: int,
+    train: Split,
+    folds: np.ndarray,
+    cfg: TrainConfig,
+    progress: Progress,
+    ckpt: Checkpointer,
+) -> CrossFit:
+    """Each modality alone in each fold; OOF logits and embeddings of every sample."""
+    n = len(train)
+    y = train.y.cpu().numpy()
+    present = {m: train.M[m].cpu().numpy() for m in mods}
+    logits = {m: np.full((n, n_classes), np.nan, dtype=np.float32) for m in mods}
+    z: dict[str, np.ndarray] = {}
+    cf = CrossFit(folds, logits, z, present, y)
+    for k in range(int(folds.max()) + 1):
+        sets, fit_rows = _fold_sets(train, folds, k, cfg)
+        st, _ = train_alone(mods, n_features, n_classes, sets, cfg, progress, ckpt,
+                            scope=f"fold{k}/")  # fmt: skip
+        held = np.flatnonzero(folds == k)
+        for m, rec in st.items():
+            out = infer(rec["net"], single(sets["held"], m))
+            with np.errstate(divide="ignore"):
+                lg = np.log(np.clip(out[m], 1e-12, 1.0))
+            has = present[m][held]
+            logits[m][held[has]] = lg[has]
+            zm = out[f"z:{m}"]
+            if m not in z:
+                z[m] = np.zeros((n, zm.shape[1]), dtype=np.float32)
+            z[m][held] = zm
+        cf.fold_stage1.append(st)
+        cf.fold_sets.append(sets)
+        cf.fold_fit_rows.append(fit_rows)
+    return cf
+
+
+def oof_evidence(
+    cf: CrossFit, n_classes: int, cfg: TrainConfig
+) -> tuple[
+    dict[str, tuple[float, float]],
+    dict[tuple[str, str], tuple[float, float]],
+    dict[tuple[str, str], tuple[float, float]],
+]:
+    """Strength (OOF macro-F1, bootstrap lower bound), I(Z_a; Z_b) on held-out embeddings
+    (within each fold, averaged over folds), and
+    the paired teacher-minus-student macro-F1 (estimate, bootstrap lower bound) per
+    ordered pair, on the samples measured in both."""
+    mods = [m for m in cf.logits if m in cf.z]
+    lab = cf.y >= 0
+    ok = {m: cf.present[m] & lab & np.isfinite(cf.logits[m]).all(1) for m in mods}
+    pred = {m: np.nan_to_num(cf.logits[m], nan=0.0).argmax(1) for m in mods}
+    strength = {}
+    for m in mods:
+        strength[m] = bootstrap_f1(cf.y[ok[m]], pred[m][ok[m]], n_classes, cfg.n_boot, cfg.seed)
+    pair: dict[tuple[str, str], tuple[float, float]] = {}
+    paired: dict[tuple[str, str], tuple[float, float]] = {}
+    rng = np.random.default_rng(cfg.seed)
+    for i, a in enumerate(mods):
+        for b in mods[i + 1 :]:
+            both = ok[a] & ok[b]
+            # per fold (each fold's models embed in their own coordinates), then averaged
+            per_fold = []
+            for k in range(int(cf.folds.max()) + 1):
+                r = both & (cf.folds == k)
+                per_fold.append(
+                    kd_mod.pair_mi(
+                        cf.z[a][r],
+                        cf.z[b][r],
+                        cfg.mi_estimator,
+                        cfg.mi_pca_dims,
+                        cfg.n_boot,
+                        cfg.seed,
+                    )[:2]
+                )
+            est_lo = np.array([v for v in per_fold if np.isfinite(v).all()])
+            pair[(a, b)] = (
+                (float(est_lo[:, 0].mean()), float(est_lo[:, 1].mean()))
+                if len(est_lo)
+                else (float("nan"), float("nan"))
+            )
+            yb, pa, pb = cf.y[both], pred[a][both], pred[b][both]
+            d = macro_f1(yb, pa, n_classes) - macro_f1(yb, pb, n_classes)
+            boots = []
+            for _ in range(cfg.n_boot):
+                r = rng.integers(0, len(yb), len(yb))
+                boots.append(macro_f1(yb[r], pa[r], n_classes) - macro_f1(yb[r], pb[r], n_classes))
+            lo_ab = float(np.quantile(boots, 0.05)) if boots else float("nan")
+            hi_ab = float(np.quantile(boots, 0.95)) if boots else float("nan")
+            paired[(a, b)] = (d, lo_ab)  # a stronger than b: lower bound > 0
+            paired[(b, a)] = (-d, -hi_ab)
+    return strength, pair, paired
+
+
+def apply_paired(plan: list[dict], edges: list, paired: dict) -> None:
+    """Disable edges whose teacher is not stronger than the student in the paired
+    comparison on the same samples (lower bound of the macro-F1 difference <= 0)."""
+    for d, e in zip(plan, edges, strict=True):
+        diff, lo = paired.get((e.teacher, e.student), (float("nan"), float("nan")))
+        d["paired_f1_diff"] = diff
+        d["paired_f1_diff_lo"] = lo
+        if e.enabled and not lo > 0:
+            e.enabled = False
+            d["enabled"] = False
+            d["reason"] = (
+                f"disabled: teacher not stronger in the paired OOF comparison (macro-F1 "
+                f"difference {diff:+.3f}, 5th percentile {lo:+.3f})"
+            )
+
+
+def crossfit_kd(
+    cf: CrossFit,
+    edges: list,
+    plan: list[dict],
+    mods: list[str],
+    n_classes: int,
+    cfg: TrainConfig,
+    progress: Progress,
+    ckpt: Checkpointer,
+) -> set[str]:
+    """Distil every planned student in every fold; keep a student's distillation only if
+    its OOF log-loss improves. Fills ``plan`` entries (``accepted``, OOF macro-F1 and
+    log-loss before and after); returns the accepted students (their OOF logits in ``cf``
+    become the distilled ones)."""
+    students = sorted({e.student for e in edges if e.enabled})
+    after = {s: cf.logits[s].copy() for s in students}
+    fold_kd: list[dict[str, dict]] = []
+    for k, (st, sets) in enumerate(zip(cf.fold_stage1, cf.fold_sets, strict=True)):
+        st = {m: dict(v) for m, v in st.items()}
+        fold_kd.append(st)
+        # targets as in the final distillation: the teachers' OOF logits (a fold's own
+        # teacher is over-confident on the rows it was trained on)
+        dev = sets["fit"].y.device
+        rows = cf.fold_fit_rows[k]
+        targets = {
+            t: torch.as_tensor(np.nan_to_num(cf.logits[t][rows], nan=0.0), device=dev)
+            for t in cf.logits
+        }
+        distil_students(edges, mods, sets, st, cfg, progress, ckpt, scope=f"fold{k}/",
+                        targets=targets)  # fmt: skip
+        held = np.flatnonzero(cf.folds == k)
+        for s in students:
+            if "kd_state" not in st.get(s, {}):
+                continue
+            net = copy.deepcopy(st[s]["net"])
+            net.encoders[s].load_state_dict(st[s]["kd_state"]["encoder"])
+            net.heads[s].load_state_dict(st[s]["kd_state"]["head"])
+            p = infer(net, single(sets["held"], s))[s]
+            has = cf.present[s][held]
+            after[s][held[has]] = np.log(np.clip(p[has], 1e-12, 1.0))
+    accepted = set()
+    for s in students:
+        ok = cf.present[s] & (cf.y >= 0)
+        y = cf.y[ok]
+        p0, p1 = np.exp(cf.logits[s][ok]), np.exp(after[s][ok])
+        rec = {
+            "oof_log_loss_before": mean_log_loss(p0, y),
+            "oof_log_loss_after": mean_log_loss(p1, y),
+            "oof_macro_f1_before": macro_f1(y, p0.argmax(1), n_classes),
+            "oof_macro_f1_after": macro_f1(y, p1.argmax(1), n_classes),
+        }
+        rec["accepted"] = bool(rec["oof_log_loss_after"] < rec["oof_log_loss_before"])
+        if rec["accepted"]:
+            accepted.add(s)
+            cf.logits[s] = after[s]  # later decisions see the distilled student
+            for st, kd_st in zip(cf.fold_stage1, fold_kd, strict=True):
+                if "kd_state" in kd_st.get(s, {}):
+                    st[s]["kd_state"] = kd_st[s]["kd_state"]
+        for d in plan:
+            if d["student"] == s and d["enabled"]:
+                d.update(rec)
+    return accepted
+
+
+def crossfit_joint(
+    cf: CrossFit,
+    mods: list[str],
+    n_features: dict[str, int],
+    n_classes: int,
+    label_mi: dict[str, tuple[float, float]],
+    cfg: TrainConfig,
+    progress: Progress,
+    ckpt: Checkpointer,
+    kappa: dict[str, float] | None,
+) -> dict[str, np.ndarray]:
+    """Stage 2 in every fold (from that fold's stage-1 and kept distillation states):
+    the OOF logits of each modality head of the jointly trained models, for the stacker."""
+    from balmm.training.stage2 import train_joint
+
+    n = len(cf.y)
+    out = {m: np.full((n, n_classes), np.nan, dtype=np.float32) for m in mods}
+    for k, (st, sets) in enumerate(zip(cf.fold_stage1, cf.fold_sets, strict=True)):
+        fold = {"fit": sets["fit"], "val": sets["val"]}
+        s2 = train_joint(mods, n_features, n_classes, fold, st, label_mi, cfg, progress, ckpt,
+                         kappa, scope=f"fold{k}/")  # fmt: skip
+        proba = infer(s2.model, sets["held"])
+        held = np.flatnonzero(cf.folds == k)
+        for m in mods:
+            has = cf.present[m][held]
+            out[m][held[has]] = np.log(np.clip(proba[m][has], 1e-12, 1.0))
+    return out

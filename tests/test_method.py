@@ -1,0 +1,131 @@
+"""The method's decisions: cross-fitting without leakage, the stage-2 weight rule with
+its intermodal term, and distillation that is kept only when it helps out of fold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from balmm.data.simulate import make_specs, simulate
+from balmm.progress import NULL_PROGRESS
+from balmm.training.checkpoint import Checkpointer
+from balmm.training.config import TrainConfig
+from balmm.training.crossfit import crossfit_alone, fold_assignment
+from balmm.training.fit import train
+from balmm.training.intermodal import complementarity
+from balmm.training.tensors import Split
+
+FAST = dict(pretrain_epochs=8, pretrain_patience=0, kd_epochs=4, epochs=8, patience=0,
+            n_boot=20, hidden=32, embed_dim=16, lr=0.01)  # fmt: skip
+
+
+def _split(rng, n=120, n_classes=2):
+    y = np.arange(n) % n_classes
+    X, M = {}, {}
+    for m, shift in (("a", 1.5), ("b", 0.8)):
+        x = rng.normal(size=(n, 10)).astype(np.float32)
+        x[:, 0] += shift * y
+        X[m] = torch.as_tensor(x)
+        M[m] = torch.ones(n, dtype=torch.bool)
+    return Split(pd.Index([f"s{i}" for i in range(n)]), X, M, torch.as_tensor(y))
+
+
+def test_crossfit_fold_never_reads_its_held_out_rows():
+    """Poisoning the labels of fold 0's held-out rows must leave fold 0's model, and so its
+    out-of-fold predictions, bit-for-bit unchanged (and must change the other folds')."""
+    rng = np.random.default_rng(0)
+    train_split = _split(rng)
+    y = train_split.y.numpy()
+    folds = fold_assignment(y, 4, seed=0)
+    cfg = TrainConfig(**{**FAST, "folds": 4})
+    off = Checkpointer(None, "", 0)
+    clean = crossfit_alone(["a", "b"], {"a": 10, "b": 10}, 2, train_split, folds, cfg,
+                           NULL_PROGRESS, off)  # fmt: skip
+    poisoned_y = y.copy()
+    poisoned_y[folds == 0] = 1 - poisoned_y[folds == 0]
+    poisoned = Split(train_split.ids, train_split.X, train_split.M, torch.as_tensor(poisoned_y))
+    dirty = crossfit_alone(["a", "b"], {"a": 10, "b": 10}, 2, poisoned, folds, cfg,
+                           NULL_PROGRESS, off)  # fmt: skip
+    for m in ("a", "b"):
+        held = folds == 0
+        np.testing.assert_array_equal(clean.logits[m][held], dirty.logits[m][held])
+        np.testing.assert_array_equal(clean.z[m][held], dirty.z[m][held])
+        assert not np.array_equal(clean.logits[m][~held], dirty.logits[m][~held])
+
+
+def test_complementarity_separates_unique_from_redundant_information():
+    rng = np.random.default_rng(1)
+    n = 600
+    y = rng.integers(0, 2, n)
+    u = rng.normal(size=n)  # shared noise: what makes two assays redundant
+    own = {
+        "unique": 2.0 * y + rng.normal(size=n),  # signal the others lack
+        "copy1": 2.0 * y + u + 0.1 * rng.normal(size=n),
+        "copy2": 2.0 * y + u + 0.1 * rng.normal(size=n),
+    }
+    logits = {m: np.column_stack([-v, v]) for m, v in own.items()}
+    present = {m: np.ones(n, bool) for m in own}
+    comp = complementarity(logits, present, y, 2, seed=0)
+    # two conditionally independent views still share some label information (H(Y) bounds
+    # both), so the unique assay sits near 0; the two copies are redundant: near -1
+    assert comp["copy1"]["kappa"] < -0.5 and comp["copy2"]["kappa"] < -0.5
+    assert comp["unique"]["kappa"] > max(comp["copy1"]["kappa"], comp["copy2"]["kappa"]) + 0.5
+    for rec in comp.values():
+        assert 0 <= rec["unique"] <= rec["I"] + 1e-12
+
+
+def test_weak_complementary_assay_ends_with_more_weight_than_the_dominant_one():
+    # independent (complementary) signals: the weak assay lags and knows what the strong lacks
+    specs = make_specs(["strong", "weak"], n_features=[30, 30], signal=[3.0, 1.8],
+                       n_informative=[10, 10], shared=[0.0, 0.0])  # fmt: skip
+    data = simulate(n_samples=300, n_classes=2, modalities=specs, seed=4)
+    res = train(data, seed=0, **{**FAST, "epochs": 15})
+    s2 = [h for h in res.history if h["stage"] == "stage2"]
+    w = s2[-1]["weights"]
+    assert w["weak"] > w["strong"] > 0
+    comp = res.metrics["protocol"]["decisions"]["complementarity"]
+    assert comp["weak"]["unique"] > 0
+    assert all("weights" in h for h in s2)  # per-epoch weights in history.jsonl
+
+
+@pytest.fixture(scope="module")
+def cch_run():
+    # the CCH case: a weaker student sharing its latent with a stronger teacher
+    specs = make_specs(["strong", "weak"], n_features=[30, 30], signal=[3.0, 1.5], noise=0.5,
+                       n_informative=30, shared=1.0)  # fmt: skip
+    data = simulate(n_samples=300, n_classes=2, modalities=specs, seed=1)
+    return train(data, seed=0, **{**FAST, "pretrain_epochs": 15, "n_boot": 30})
+
+
+def test_distillation_is_kept_only_if_the_student_improves_out_of_fold(cch_run):
+    res = cch_run
+    enabled = [e for e in res.plan if e["enabled"]]
+    assert [(e["teacher"], e["student"]) for e in enabled] == [("strong", "weak")]
+    for e in enabled:
+        assert e["accepted"] == (e["oof_log_loss_after"] < e["oof_log_loss_before"])
+        for k in ("oof_macro_f1_before", "oof_macro_f1_after"):
+            assert 0.0 <= e[k] <= 1.0
+        assert res.metrics["stage1"][e["student"]]["distilled"] == e["accepted"]
+    assert res.metrics["protocol"]["decisions"]["cross_fitted"]
+
+
+def test_stacked_fused_head_is_fitted_out_of_fold_and_travels_in_the_bundle(tmp_path):
+    from balmm.predict import predict
+
+    specs = make_specs(["strong", "weak", "noise"], n_features=[20, 20, 10],
+                       signal=[2.5, 1.8, 0.0], n_informative=[8, 8, 2],
+                       shared=[0.0, 0.0, 0.0])  # fmt: skip
+    data = simulate(n_samples=240, n_classes=2, modalities=specs, missing_rate=0.1, seed=2)
+    res = train(data, seed=0, out=tmp_path / "run", fusion_head="stack", **FAST)
+    head = res.metrics["protocol"]["decisions"]["fusion_head"]
+    assert head["kind"] == "stack" and head["C"] > 0
+    assert "noise" not in head["trust"]  # left out of the fusion: not stacked
+    assert res.model.stack is not None and bool(res.model.stack.active)
+    # predict rebuilds the stacked head from the bundle: the same fused probabilities
+    pred = predict(tmp_path / "run", data)
+    cols = [c for c in res.predictions if c.startswith("proba_")]
+    mine = res.predictions.set_index("sample")[cols]
+    again = pred.set_index("sample").loc[mine.index, cols]
+    np.testing.assert_allclose(again.to_numpy(), mine.to_numpy(), rtol=1e-5, atol=1e-6)

@@ -167,3 +167,18 @@ def test_plots_of_the_notebook_results(mdatas, trained):
         assert isinstance(ax, matplotlib.axes.Axes)
         assert ax.lines or ax.patches or ax.images or ax.collections or ax.texts
     plt.close("all")
+
+
+def test_markers_of_the_notebook_run(mdatas, trained):
+    pytest.importorskip("balmm.markers", reason="balmm.markers not in this tree yet")
+    mdata, _ = mdatas
+    table = balmm.tl.markers(trained, mdata, "cond", "part", top=5, n_folds=2)
+    assert set(table["modality"]) == {"strong", "weak"}
+    stored = mdata.uns["balmm"]["markers"]
+    assert list(stored["feature"]) == list(table["feature"])
+    # each modality's markers are its own features, at most `top` per class; marker
+    # quality on known informative features is tested in test_markers.py
+    for m in ("strong", "weak"):
+        rows = table[table["modality"] == m]
+        assert set(rows["feature"]) <= set(mdata.mod[m].var_names)
+        assert rows.groupby("class").size().max() <= 5

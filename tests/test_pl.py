@@ -133,6 +133,20 @@ def test_embedding_umap_coloured_by_class_name(run) -> None:
     assert "X_umap" not in run.embeddings.obsm  # the result is left untouched
 
 
+def test_embedding_pca_basis_and_the_reports_choice(run) -> None:
+    from balmm.training.report import UMAP_MIN_SAMPLES, embedding_basis
+
+    ax = pl.embedding(run, basis="pca", ax=_ax())
+    assert sum(len(c.get_offsets()) for c in ax.collections) == run.embeddings.n_obs
+    assert "X_pca" not in run.embeddings.obsm  # the result is left untouched
+    # the report: PCA for a bulk cohort, UMAP at single-cell sizes or when asked
+    assert embedding_basis("auto", UMAP_MIN_SAMPLES - 1) == "pca"
+    assert embedding_basis("auto", UMAP_MIN_SAMPLES) == "umap"
+    assert embedding_basis("umap", 10) == "umap"
+    page = (run.out / "report.html").read_text("utf-8")
+    assert "principal components of the fused embedding" in page
+
+
 def test_without_ax_a_pyplot_figure_is_made(run) -> None:
     import matplotlib.pyplot as plt
 
@@ -143,7 +157,7 @@ def test_without_ax_a_pyplot_figure_is_made(run) -> None:
 
 def test_train_report_shows_names_plots_and_no_pandas_index(run) -> None:
     page = (run.out / "report.html").read_text("utf-8")
-    for png in ("roc_test", "umap", "contributions", "imbalance", "confusion_test", "weights"):
+    for png in ("roc_test", "embedding", "contributions", "imbalance", "confusion_test", "weights"):
         assert (run.out / "plots" / f"{png}.png").is_file(), png
     assert "healthy" in page and "disease" in page
     assert "<th></th>" not in page  # no unnamed (0..n) index column

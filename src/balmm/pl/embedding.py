@@ -1,4 +1,4 @@
-"""A UMAP of the fused embedding coloured by label, drawn by scanpy."""
+"""A UMAP (or PCA) of the fused embedding coloured by label, drawn by scanpy."""
 
 from __future__ import annotations
 
@@ -52,11 +52,26 @@ def umap_coordinates(
     return out
 
 
+def pca_coordinates(adata: ad.AnnData, *, use_rep: str = "X_fused") -> ad.AnnData:
+    """A light copy of ``adata`` with the first two principal components of ``use_rep``
+    (``obsm["X_pca"]``; scikit-learn's PCA, deterministic); the input is left untouched."""
+    from sklearn.decomposition import PCA
+
+    if use_rep not in adata.obsm:
+        have = ", ".join(adata.obsm) or "none"
+        raise InputError(f"embedding {use_rep!r} not in .obsm (present: {have})")
+    out = adata.copy()
+    x = np.asarray(out.obsm[use_rep], dtype=np.float64)
+    out.obsm["X_pca"] = PCA(n_components=min(2, *x.shape), svd_solver="full").fit_transform(x)
+    return out
+
+
 def embedding(
     result: Any,
     *,
     color: str = "label",
     use_rep: str = "X_fused",
+    basis: str = "umap",
     seed: int = 0,
     ax: Axes | None = None,
 ) -> Axes:
@@ -66,13 +81,22 @@ def embedding(
     ``result``: a TrainResult, a ``train --out`` folder, embeddings.h5ad, or an AnnData or
     MuData holding ``use_rep`` in ``.obsm`` (e.g. ``mdata`` after ``balmm.tl.train``, with
     ``use_rep="X_balmm"`` and ``color`` one of its ``.obs`` columns). scanpy computes the
-    neighbours and the UMAP (seeded) unless ``.obsm["X_umap"]`` is already there; class
-    codes are shown by their names.
+    neighbours and the UMAP (seeded) unless ``.obsm["X_umap"]`` is already there;
+    ``basis="pca"`` draws the first two principal components instead (fast: no numba
+    compilation). Class codes are shown by their names.
     """
     import scanpy as sc
 
     src = _adata(result, use_rep)
-    adata = src if "X_umap" in src.obsm else umap_coordinates(src, use_rep=use_rep, seed=seed)
+    if basis not in ("umap", "pca"):
+        raise InputError(f"basis must be 'umap' or 'pca', not {basis!r}")
+    key = f"X_{basis}"
+    if key in src.obsm:
+        adata = src
+    elif basis == "umap":
+        adata = umap_coordinates(src, use_rep=use_rep, seed=seed)
+    else:
+        adata = pca_coordinates(src, use_rep=use_rep)
     if color in adata.obs and hasattr(adata.obs[color], "cat"):
         cats = list(adata.obs[color].cat.categories.astype(str))
         names = class_names(result, cats)
@@ -80,12 +104,13 @@ def embedding(
             adata = src.copy() if adata is src else adata
             adata.obs[color] = adata.obs[color].cat.rename_categories(names)
     ax = new_axes(ax, (5.8, 4.6))
-    sc.pl.umap(
+    sc.pl.embedding(
         adata,
+        basis=basis,
         color=color,
         ax=ax,
         show=False,
         frameon=False,
-        title=f"UMAP of {use_rep} coloured by {color}",
+        title=f"{basis.upper()} of {use_rep} coloured by {color}",
     )
     return ax

@@ -33,6 +33,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "mi_estimator": MI_ESTIMATORS,
     "stage1_select": ("f1", "loss"),
     "fusion_head": ("joint", "stack"),
+    "report_embedding": ("auto", "umap", "pca"),
 }
 
 
@@ -108,6 +109,9 @@ class TrainConfig:
     # checkpoints (with an output run): every N epochs inside a stage, 0 = only at the end
     # of each stage, modality and fold
     checkpoint_every: int = 10
+    # report.html's plot of the fused embedding: "auto" = UMAP from 2000 samples, PCA below
+    # (UMAP's numba compilation costs 10-50 s per process, more than training a bulk cohort)
+    report_embedding: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -108,6 +108,17 @@ def _timing(folder: Path) -> dict:
 
 
 # ----------------------------------------------------------------------------- plots
+UMAP_MIN_SAMPLES = 2000
+
+
+def embedding_basis(setting: str, n_samples: int) -> str:
+    """The report's embedding plot: ``auto`` is UMAP from :data:`UMAP_MIN_SAMPLES` samples
+    and PCA below, where UMAP's one-off numba compilation outweighs training the model."""
+    if setting != "auto":
+        return setting
+    return "umap" if n_samples >= UMAP_MIN_SAMPLES else "pca"
+
+
 def _plots(result, folder: Path) -> dict[str, bytes]:
     """Every report figure, drawn by the balmm.pl functions, as name -> PNG bytes."""
     m = result.metrics
@@ -136,7 +147,10 @@ def _plots(result, folder: Path) -> dict[str, bytes]:
     emb = result.embeddings
     if emb is not None and "X_fused" in emb.obsm and emb.n_obs >= 4:
         seed = int(m.get("protocol", {}).get("seed") or 0)
-        pngs["umap"] = render(pl.embedding, folder / "umap.png", result, seed=seed)
+        basis = embedding_basis(getattr(result.config, "report_embedding", "auto"), emb.n_obs)
+        pngs["embedding"] = render(
+            pl.embedding, folder / "embedding.png", result, basis=basis, seed=seed
+        )
     return pngs
 
 
@@ -296,13 +310,17 @@ def render_html(
         sections.append(("Distillation plan (stage 1)", f"<p class='note'>{none}</p>"))
     if markers is not None and len(markers):
         sections.append(("Markers", markers_html(markers)))
-    if "umap" in pngs:
+    if "embedding" in pngs:
+        basis = embedding_basis(
+            getattr(result.config, "report_embedding", "auto"), result.embeddings.n_obs
+        )
+        how = "UMAP (scanpy)" if basis == "umap" else "The first two principal components"
         sections.append(
             (
                 "Fused embedding",
-                "<p class='note'>UMAP (scanpy) of the fused embedding of every sample "
+                f"<p class='note'>{how} of the fused embedding of every sample "
                 "(training, validation and test), coloured by the true class.</p>"
-                + _imgs(pngs, "umap"),
+                + _imgs(pngs, "embedding"),
             )
         )
     if "confusion_val" in pngs:

@@ -57,9 +57,9 @@ def matmul_peak(device: torch.device, n: int = 2048, reps: int = 10) -> float:
 
 
 def throughput(n: int, device: torch.device, batch: int, steps: int) -> dict:
+    from balmm.config import TrainConfig
     from balmm.model.fusion import MultiModalNet
     from balmm.training.balancers import make_balancer
-    from balmm.training.config import TrainConfig
 
     feats = {"mrna": 2000, "methylation": 2000, "mirna": 500}
     cfg = TrainConfig(batch_size=batch)

@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from balmm.cli.app import main
+from balmm.config import TrainConfig
 from balmm.data.io import example_path
-from balmm.training.config import TrainConfig
 
 COMMANDS = ["inspect", "convert", "profile", "train", "predict", "simulate", "bench", "aggregate"]
 EX = example_path().parent

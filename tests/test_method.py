@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
+from balmm.config import TrainConfig
 from balmm.data.simulate import make_specs, simulate
 from balmm.progress import NULL_PROGRESS
 from balmm.training.checkpoint import Checkpointer
-from balmm.training.config import TrainConfig
 from balmm.training.crossfit import crossfit_alone, fold_assignment
 from balmm.training.fit import train
 from balmm.training.intermodal import complementarity

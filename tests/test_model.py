@@ -10,6 +10,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
+from balmm.config import TrainConfig
 from balmm.model.fusion import MultiModalNet
 from balmm.model.graph import (
     adjacency_for_new,
@@ -19,7 +20,6 @@ from balmm.model.graph import (
     inductive_adjacency,
 )
 from balmm.training.balancers import BalmmBalancer, ogm_coefficients
-from balmm.training.config import TrainConfig
 from balmm.training.kd import kd_loss
 
 
@@ -202,3 +202,22 @@ def test_linear_encoder_is_one_affine_map():
     x = torch.randn(4, 5)
     assert torch.allclose(enc(x), x @ lin[0].weight.T + lin[0].bias)
     assert torch.allclose(enc(2 * x) - enc(x), enc(x) - enc(0 * x), atol=1e-6)  # affine
+
+
+def test_model_package_never_imports_training() -> None:
+    """The data flow points one way: model/ is built on by training/, never the reverse."""
+    import ast
+    from pathlib import Path
+
+    import balmm.model
+
+    for path in Path(balmm.model.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            assert not any(n.startswith("balmm.training") for n in names), path.name

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
+from balmm.config import TrainConfig
 from balmm.data.simulate import make_specs, simulate
-from balmm.training.config import TrainConfig
 from balmm.training.fit import train
 from balmm.training.metrics import macro_f1
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from balmm.cli.app import main
+from balmm.config import TrainConfig, load_config
 from balmm.errors import ConfigError
-from balmm.training.config import TrainConfig, load_config
 
 
 def test_defaults_and_toml_and_overrides(tmp_path):

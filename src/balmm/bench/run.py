@@ -161,7 +161,7 @@ def cv_fold(data: MultiOmicsData, n_splits: int, seed: int, fold: int) -> MultiO
 
 
 def _train_rows(data: MultiOmicsData, spec: BenchSpec, unit: Unit) -> list[dict[str, Any]]:
-    from balmm.training.config import load_config
+    from balmm.config import load_config
     from balmm.training.fit import train
 
     cfg = load_config(None, {**spec.config, "seed": unit.seed, "balancer": unit.method})

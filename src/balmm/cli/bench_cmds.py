@@ -345,7 +345,7 @@ def bench(
     from balmm.bench.report import write_report
     from balmm.bench.run import BenchSpec, parse_shard, run_bench
     from balmm.cli.progress import make_progress
-    from balmm.training.config import load_config
+    from balmm.config import load_config
 
     overrides = parse_sets(set_)
     cfg = load_config(config, overrides)  # validates the file and keys before any work

@@ -33,7 +33,7 @@ from balmm.cli.common import (
 )
 from balmm.cli.console import out_console, print_table
 from balmm.cli.help import BalmmCommand
-from balmm.training.config import TrainConfig
+from balmm.config import TrainConfig
 
 # The defaults --help shows are TrainConfig's; a flag overrides --config only when given.
 DEFAULTS = TrainConfig()
@@ -187,7 +187,7 @@ def train(
       balmm train mrna=mrna.csv meth=meth.csv --labels y.csv --config hp.toml --out run2
     """
     from balmm.cli.progress import make_progress
-    from balmm.training.config import load_config
+    from balmm.config import load_config
     from balmm.training.fit import train as fit_train
 
     overrides = parse_sets(set_)

@@ -135,8 +135,8 @@ def _check_meta(path: Path, meta: Any) -> dict:
 
 
 def _config(path: Path, raw: dict) -> Any:
+    from balmm.config import TrainConfig, _coerce, validate
     from balmm.errors import ConfigError
-    from balmm.training.config import TrainConfig, _coerce, validate
 
     try:
         known = {k: _coerce(k, v, str(path)) for k, v in raw.items()

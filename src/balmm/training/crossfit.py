@@ -31,11 +31,11 @@ import numpy as np
 import torch
 from sklearn.model_selection import StratifiedKFold
 
+from balmm.config import TrainConfig
 from balmm.data.splits import stratified_split
 from balmm.progress import Progress
 from balmm.training import kd as kd_mod
 from balmm.training.checkpoint import Checkpointer
-from balmm.training.config import TrainConfig
 from balmm.training.distil import distil_students
 from balmm.training.metrics import bootstrap_f1, macro_f1
 from balmm.training.stage1 import train_alone

@@ -8,11 +8,11 @@ import copy
 import numpy as np
 import torch
 
+from balmm.config import TrainConfig
 from balmm.profiling.plan import distillation_plan, pair_lookup
 from balmm.progress import Progress
 from balmm.training import kd as kd_mod
 from balmm.training.checkpoint import Checkpointer
-from balmm.training.config import TrainConfig
 from balmm.training.loop import LoopSpec, TrainLoop, random_streams
 from balmm.training.metrics import bootstrap_f1
 from balmm.training.stage1 import enc_head_state

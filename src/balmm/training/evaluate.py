@@ -12,12 +12,12 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 import balmm
+from balmm.config import TrainConfig
 from balmm.data.pairing import pairing_table
 from balmm.model.bundle import versions
 from balmm.model.fusion import CONCAT
 from balmm.profiling.shapley import CachedGame, exact_shapley
 from balmm.training.balancers import FUSED
-from balmm.training.config import TrainConfig
 from balmm.training.metrics import classification_metrics, macro_f1
 from balmm.training.tensors import forward, infer, single
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from balmm.config import TrainConfig, _coerce
 from balmm.data.dataset import MultiOmicsData
 from balmm.data.splits import stratified_split
 from balmm.errors import InputError
@@ -26,7 +27,6 @@ from balmm.progress import NULL_PROGRESS, Progress
 from balmm.threads import default_threads
 from balmm.training import kd as kd_mod
 from balmm.training.checkpoint import Checkpointer, fingerprint
-from balmm.training.config import TrainConfig, _coerce
 from balmm.training.crossfit import (
     apply_paired,
     crossfit_alone,

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from balmm.config import TrainConfig
 from balmm.model.fusion import MultiModalNet
 from balmm.progress import NULL_PROGRESS, Progress
 from balmm.training.balancers import FUSED, Balancer
-from balmm.training.config import TrainConfig
 from balmm.training.tensors import Split, forward, head_f1, infer, mean_log_loss
 
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]

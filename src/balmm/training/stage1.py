@@ -5,11 +5,11 @@ from __future__ import annotations
 import copy
 import logging
 
+from balmm.config import TrainConfig
 from balmm.model.fusion import ENCODER_KEYS, MultiModalNet
 from balmm.progress import Progress
 from balmm.training.balancers import masked_ce
 from balmm.training.checkpoint import Checkpointer
-from balmm.training.config import TrainConfig
 from balmm.training.loop import LoopSpec, TrainLoop, random_streams
 from balmm.training.tensors import Split, restrict
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from balmm.config import TrainConfig
 from balmm.model.fusion import MultiModalNet, build_model
 from balmm.progress import Progress
 from balmm.training.balancers import FUSED, Balancer, make_balancer
 from balmm.training.checkpoint import Checkpointer
-from balmm.training.config import TrainConfig
 from balmm.training.loop import LoopSpec, TrainLoop, random_streams
 from balmm.training.tensors import Split
 

@@ -465,3 +465,23 @@ def test_corrupt_compressed_input_is_one_line(tmp_path: Path, capsys) -> None:
     assert main(["inspect", f"a={bad}", "--allow-unlabelled"]) == 2
     err = _lines(capsys.readouterr().err)
     assert len(err) == 1 and "a.csv.gz" in err[0]
+
+
+# ----------------------------------------------------------------------------- train resume
+TRAIN_FILES = ("metrics.json", "predictions.csv", "history.jsonl", "model/weights.safetensors")
+
+
+@pytest.mark.parametrize(("sig", "point"), [(signal.SIGKILL, "stage2"),
+                                            (signal.SIGTERM, "stage1:b")])  # fmt: skip
+def test_train_resume_is_byte_identical(tmp_path: Path, h5mu: Path, sig, point) -> None:
+    """Finding 2: SIGKILL during stage 1 left nothing behind; --resume did not exist."""
+    proc, _ = _start(["train", str(h5mu), "--out", "r", *FAST], tmp_path, point)
+    proc.send_signal(sig)
+    proc.wait(60)
+    ckpt = tmp_path / ".r.partial" / "checkpoints"
+    assert any(ckpt.iterdir()), "no checkpoint kept"
+    assert not (tmp_path / "r").exists()
+    assert main(["train", str(h5mu), "--out", str(tmp_path / "r"), "--resume", *FAST]) == 0
+    assert main(["train", str(h5mu), "--out", str(tmp_path / "f"), *FAST]) == 0
+    for name in TRAIN_FILES:
+        assert (tmp_path / "r" / name).read_bytes() == (tmp_path / "f" / name).read_bytes(), name

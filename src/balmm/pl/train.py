@@ -46,56 +46,51 @@ def _no_data(ax: Axes, what: str) -> Axes:
     return ax
 
 
-def loss_weights(result: Any, *, ax: Axes | None = None) -> Axes:
-    """Each head's loss weight per epoch of the balanced stage (as logged in history)."""
-    recs = _last_stage_with(train_history(result), "weights")
-    ax = new_axes(ax, (6.5, 3.4))
+def _per_head_curves(
+    result: Any,
+    key: str,
+    ax: Axes | None,
+    size: tuple[float, float],
+    ylabel: str,
+    title: str,
+    lw: float = 1.4,
+) -> Axes:
+    """One line per head of ``history[key]`` over the epochs of the last stage logging it,
+    the fused head drawn thicker and the selected epoch marked."""
+    recs = _last_stage_with(train_history(result), key)
+    ax = new_axes(ax, size)
     if not recs:
-        return _no_data(ax, "no per-epoch loss weights in this run's history")
-    heads = list(recs[0]["weights"])
+        return _no_data(ax, f"no per-epoch {ylabel} in this run's history")
+    heads = list(recs[0][key])
     colors = modality_colors(heads)
     epochs = [h["epoch"] for h in recs]
     for k in heads:
         ax.plot(
             epochs,
-            [h["weights"].get(k, np.nan) for h in recs],
+            [h[key].get(k, np.nan) for h in recs],
             label=k,
             color=colors[k],
-            lw=2.2 if k == FUSED else 1.4,
+            lw=2.2 if k == FUSED else lw,
         )
     _mark_selected(ax, recs)
     ax.set_xlabel(f"epoch ({recs[0].get('stage', '')})")
-    ax.set_ylabel("loss weight")
-    ax.set_title("Loss weights per head")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return ax
+
+
+def loss_weights(result: Any, *, ax: Axes | None = None) -> Axes:
+    """Each head's loss weight per epoch of the balanced stage (as logged in history)."""
+    return _per_head_curves(result, "weights", ax, (6.5, 3.4), "loss weight",
+                            "Loss weights per head")  # fmt: skip
 
 
 def validation_f1(result: Any, *, ax: Axes | None = None) -> Axes:
     """Validation macro-F1 of every head per epoch of the balanced stage, selected epoch marked."""
-    recs = _last_stage_with(train_history(result), "val_f1")
-    ax = new_axes(ax, (6.5, 3.6))
-    if not recs:
-        return _no_data(ax, "no per-epoch validation F1 in this run's history")
-    heads = list(recs[0]["val_f1"])
-    colors = modality_colors(heads)
-    epochs = [h["epoch"] for h in recs]
-    for k in heads:
-        ax.plot(
-            epochs,
-            [h["val_f1"].get(k, np.nan) for h in recs],
-            label=k,
-            color=colors[k],
-            lw=2.2 if k == FUSED else 1.3,
-        )
-    _mark_selected(ax, recs)
-    ax.set_xlabel(f"epoch ({recs[0].get('stage', '')})")
-    ax.set_ylabel("validation macro-F1")
-    ax.set_title("Validation macro-F1 per head")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return ax
+    return _per_head_curves(result, "val_f1", ax, (6.5, 3.6), "validation macro-F1",
+                            "Validation macro-F1 per head", lw=1.3)  # fmt: skip
 
 
 def _mark_selected(ax: Axes, recs: list[dict]) -> None:

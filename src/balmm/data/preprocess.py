@@ -29,7 +29,6 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scanpy as sc
 import scipy.sparse as sp
 from sklearn.impute import SimpleImputer
 from sklearn.preprocessing import StandardScaler
@@ -108,6 +107,8 @@ def _log1p(x: np.ndarray | sp.spmatrix, inplace: bool = False) -> np.ndarray | s
             x = x.astype(np.float64, copy=True)
         else:
             x = np.array(x, dtype=np.float64, order="C")
+    import scanpy as sc  # here, not at the top: importing scanpy costs seconds
+
     return sc.pp.log1p(x, copy=False)
 
 
@@ -253,6 +254,8 @@ class Preprocessor:
                 xs = np.where(np.isnan(xs), np.nan_to_num(np.nanmedian(xs, axis=0)), xs)
             tmp = ad.AnnData(X=xs)
             tmp.var_names = var_names.astype(str)
+            import scanpy as sc
+
             if v3:
                 hvg = sc.pp.highly_variable_genes(
                     tmp, n_top_genes=k, flavor="seurat_v3", inplace=False

@@ -13,6 +13,8 @@ folder, so an interrupted run resumes.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -113,11 +115,36 @@ def _train_run(data, cfg: TrainConfig, run, progress: Progress) -> TrainResult:
     from balmm.training.report import write_outputs_into
 
     progress.start("write", "write outputs", total=1)
-    write_outputs_into(result, Path(run.work), data)
+    # the same thread budget as training: the report's PCA and the markers' small fits
+    # are as small as training's matrices (2 BLAS threads made one PCA 20x slower on a
+    # busy 2-core machine)
+    with _thread_budget(data, cfg, resolve_device(cfg.device)):
+        write_outputs_into(result, Path(run.work), data)
     progress.finish("write")
     committed = run.commit()
     result.out = Path(committed) if committed is not None else Path(run.work)
     return result
+
+
+@contextmanager
+def _thread_budget(data, cfg: TrainConfig, dev: torch.device) -> Iterator[None]:
+    """torch and BLAS limited to ``cfg.threads`` (0 = auto) while inside."""
+    from threadpoolctl import threadpool_limits
+
+    threads_before = torch.get_num_threads()
+    n_cells = sum(a.n_obs * a.n_vars for a in data.mods.values())
+    # threads = 0 (auto): one thread for omics-sized data, where the matrices are so small
+    # that extra threads only add synchronisation (3x slower on a busy 2-core machine)
+    want = cfg.threads or (1 if n_cells < 100_000_000 and dev.type == "cpu" else default_threads())
+    if want:
+        torch.set_num_threads(want)
+    try:
+        # numpy/scikit-learn BLAS pools too: oversubscribed threads make PCA or a small
+        # logistic regression 50x slower on a shared machine
+        with threadpool_limits(limits=want or None):
+            yield
+    finally:
+        torch.set_num_threads(threads_before)
 
 
 def _train_threads(data, cfg: TrainConfig, run, progress: Progress) -> TrainResult:
@@ -125,22 +152,8 @@ def _train_threads(data, cfg: TrainConfig, run, progress: Progress) -> TrainResu
     budget of ``cfg``."""
     t0 = time.perf_counter()
     dev = resolve_device(cfg.device)
-    threads_before = torch.get_num_threads()
-    n_cells = sum(a.n_obs * a.n_vars for a in data.mods.values())
-    # threads = 0 (auto): one thread for omics-sized data, where the matrices are so small
-    # that extra threads only add synchronisation (3x slower on a busy 2-core machine)
-    want = cfg.threads or (1 if n_cells < 100_000_000 and dev.type == "cpu" else default_threads())
-    from threadpoolctl import threadpool_limits
-
-    if want:
-        torch.set_num_threads(want)
-    try:
-        # numpy/scikit-learn BLAS pools too: oversubscribed threads make PCA or a small
-        # logistic regression 50x slower on a shared machine
-        with threadpool_limits(limits=want or None):
-            result = _train(data, cfg, run, dev, progress)
-    finally:
-        torch.set_num_threads(threads_before)
+    with _thread_budget(data, cfg, dev):
+        result = _train(data, cfg, run, dev, progress)
     result.timing["total_s"] = time.perf_counter() - t0
     return result
 

@@ -106,6 +106,14 @@ class TrainConfig:
     stage2_select_start: bool = False  # let the stage-1 starting point compete in selection
     measure_imbalance: bool = True  # baselines too run stage 1 to measure under-optimisation
     eval_every: int = 1
+    # wall-clock seconds per stage (stage 1 with its folds, distillation, stage 2); a stage
+    # that spends it stops at an epoch boundary and says so (history "stopped", metrics.json
+    # protocol); 0 = no limit. Runs stopped by time are not reproducible.
+    time_budget: float = 0.0
+    # loop: bf16 autocast of forward and loss on CUDA (ignored on CPU); torch.compile of
+    # the forward pass (docs/benchmarks.md measures both)
+    bf16: bool = False
+    compile: bool = False
     # checkpoints (with an output run): every N epochs inside a stage, 0 = only at the end
     # of each stage, modality and fold
     checkpoint_every: int = 10
@@ -167,7 +175,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     non_negative = [
         "pretrain_epochs", "kd_epochs", "epochs", "patience", "pretrain_patience", "n_boot",
         "threads", "snf_iterations", "lr", "weight_decay", "weight_beta", "checkpoint_every",
-        "folds",
+        "folds", "time_budget",
     ]  # fmt: skip
     for key in non_negative:
         if getattr(cfg, key) < 0:

@@ -151,6 +151,26 @@ def train(
             help="Stage-2 and distillation epochs (at most: early stopping).",
         ),
     ] = DEFAULTS.epochs,
+    kd_epochs: Annotated[
+        int | None,
+        typer.Option(
+            "--kd-epochs",
+            min=0,
+            metavar="N",
+            help="Distillation epochs per student (default: --epochs when given, else the "
+            "config's kd_epochs).",
+        ),
+    ] = None,
+    time_budget: Annotated[
+        float | None,
+        typer.Option(
+            "--time-budget",
+            min=0,
+            metavar="SECONDS",
+            help="Wall-clock limit per stage (stage 1, distillation, stage 2): a stage that "
+            "spends it stops at an epoch boundary, noted in history.jsonl and metrics.json.",
+        ),
+    ] = None,
     folds: Annotated[
         int,
         typer.Option(
@@ -199,6 +219,8 @@ def train(
         "encoder": encoder.value,
         "transductive": transductive,
         "epochs": epochs,
+        "kd_epochs": kd_epochs,
+        "time_budget": time_budget,
         "folds": folds,
     }
     overrides.update({k: v for k, v in flags.items() if _given(ctx, k) and v is not None})

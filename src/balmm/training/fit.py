@@ -41,7 +41,7 @@ from balmm.training.crossfit import (
 from balmm.training.distil import distil, distil_students, make_plan
 from balmm.training.evaluate import TrainResult, evaluate
 from balmm.training.intermodal import complementarity
-from balmm.training.loop import random_streams
+from balmm.training.loop import random_streams, stage_budget
 from balmm.training.stage1 import train_alone
 from balmm.training.stage2 import train_joint
 
@@ -55,6 +55,8 @@ __all__ = ["Split", "TrainResult", "forward", "infer", "random_streams", "resolv
 def _resolve_config(config: TrainConfig | None, overrides: dict[str, Any]) -> TrainConfig:
     cfg = config if config is not None else TrainConfig()
     changes = {k: _coerce(k, v, "train() arguments") for k, v in overrides.items() if v is not None}
+    if "epochs" in changes:  # distillation epochs follow epochs unless given (as the CLI)
+        changes.setdefault("kd_epochs", changes["epochs"])
     return cfg.replace(**changes)
 
 
@@ -152,8 +154,11 @@ def _train_threads(data, cfg: TrainConfig, run, progress: Progress) -> TrainResu
     budget of ``cfg``."""
     t0 = time.perf_counter()
     dev = resolve_device(cfg.device)
-    with _thread_budget(data, cfg, dev):
+    with _thread_budget(data, cfg, dev), stage_budget(cfg.time_budget) as budget:
         result = _train(data, cfg, run, dev, progress)
+    if budget is not None:  # only then: default metrics.json stays as it was
+        result.metrics["protocol"]["time_budget_s"] = cfg.time_budget
+        result.metrics["protocol"]["stopped_by_time_budget"] = list(budget.stopped)
     result.timing["total_s"] = time.perf_counter() - t0
     return result
 

@@ -9,10 +9,13 @@ byte-identical results on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,20 +73,103 @@ def drop_modalities(
     return {**masks, **{m: kept[:, i] for i, m in enumerate(names)}}
 
 
-def grad_norms(model: MultiModalNet) -> dict[str, float]:
-    """Gradient norm per encoder (for history.jsonl)."""
-    owners, squares = [], []
-    for m, enc in model.encoders.items():
-        for p in enc.parameters():
-            if p.grad is not None:
-                owners.append(m)
-                squares.append(p.grad.pow(2).sum())
-    # one host transfer per batch instead of one per parameter tensor (a sync each on CUDA)
-    values = torch.stack(squares).tolist() if squares else []
-    sq = dict.fromkeys(model.encoders, 0.0)
-    for m, v in zip(owners, values, strict=True):
-        sq[m] += v
-    return {m: math.sqrt(v) for m, v in sq.items()}
+class StepLog:
+    """Each step's losses and squared gradient norms, kept as tensors where they are (the
+    device) and read once per epoch: a ``.item()`` or ``.tolist()`` per step would make the
+    host wait for the device at every step.
+
+    The epoch means are then summed on the host in float64, step by step, in the order and
+    precision history.jsonl has always used (so CPU outputs stay byte-identical)."""
+
+    def __init__(self, model: MultiModalNet) -> None:
+        self.encoders = list(model.encoders)
+        self.params = [(m, p) for m, enc in model.encoders.items() for p in enc.parameters()]
+        self.keys: list[list[str]] = []
+        self.values: list[torch.Tensor] = []
+
+    def add(self, total: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
+        """Record one step (after backward: the gradients are read here)."""
+        # a parameter without a gradient (frozen, or its modality absent from the batch)
+        # adds 0.0 to its encoder's sum of squares, which leaves the sum as it was
+        sq = [
+            p.grad.pow(2).sum() if p.grad is not None else p.new_zeros(()) for _, p in self.params
+        ]
+        losses = [total.detach().float(), *(v.detach().float() for v in parts.values())]
+        self.keys.append(["total", *parts])
+        self.values.append(torch.stack([*losses, *(v.float() for v in sq)]))
+
+    def means(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Mean loss per key and mean gradient norm per encoder over the steps."""
+        flat = torch.cat(self.values).tolist() if self.values else []  # one host transfer
+        sums: dict[str, float] = {}
+        gsum: dict[str, float] = {}
+        i = 0
+        for keys in self.keys:
+            for k in keys:
+                sums[k] = sums.get(k, 0.0) + flat[i]
+                i += 1
+            sq = dict.fromkeys(self.encoders, 0.0)
+            for m, _ in self.params:
+                sq[m] += flat[i]
+                i += 1
+            for m, v in sq.items():
+                gsum[m] = gsum.get(m, 0.0) + math.sqrt(v)
+        nb = max(len(self.keys), 1)
+        return {k: v / nb for k, v in sums.items()}, {k: v / nb for k, v in gsum.items()}
+
+
+class StageBudget:
+    """A wall-clock budget per training stage (``stage1``, ``kd``, ``stage2``; the
+    cross-fitting folds of a stage share it), counted from the stage's first loop. A loop
+    whose stage has spent it stops at the end of the current epoch."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.started: dict[str, float] = {}
+        self.stopped: list[str] = []  # loops stopped by the budget, in order
+
+    @staticmethod
+    def stage(key: str) -> str:
+        """``fold2/stage1:mrna`` -> ``stage1``."""
+        return key.rsplit("/", 1)[-1].split(":", 1)[0]
+
+    def start(self, key: str) -> None:
+        self.started.setdefault(self.stage(key), time.monotonic())
+
+    def spent(self, key: str) -> bool:
+        t0 = self.started.setdefault(self.stage(key), time.monotonic())
+        if time.monotonic() - t0 < self.seconds:
+            return False
+        self.stopped.append(key)
+        return True
+
+
+_BUDGET: ContextVar[StageBudget | None] = ContextVar("balmm_stage_budget", default=None)
+
+
+@contextlib.contextmanager
+def stage_budget(seconds: float) -> Iterator[StageBudget | None]:
+    """Every :class:`TrainLoop` run inside honours ``seconds`` per stage (0: no budget)."""
+    if seconds <= 0:
+        yield None
+        return
+    budget = StageBudget(seconds)
+    token = _BUDGET.set(budget)
+    try:
+        yield budget
+    finally:
+        _BUDGET.reset(token)
+
+
+_COMPILED: list[Callable] = []
+
+
+def compiled_forward() -> Callable:
+    """:func:`forward` through ``torch.compile`` (config key ``compile``), built once per
+    process so that every loop over a model of the same shape reuses its graphs."""
+    if not _COMPILED:
+        _COMPILED.append(torch.compile(forward))
+    return _COMPILED[0]
 
 
 @dataclass(frozen=True)
@@ -146,6 +232,15 @@ class TrainLoop:
         self.best_state = copy.deepcopy(model.state_dict())
         self.best_score = float("nan")
         self._started = False
+        device = next(model.parameters()).device
+        # bf16 autocast: CUDA only (config key bf16); float32 everywhere else
+        self._bf16 = cfg.bf16 and device.type == "cuda"
+        self._forward = compiled_forward() if cfg.compile else forward
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self._bf16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     # -- selection --------------------------------------------------------------------
     def score(self) -> tuple[dict[str, float], float, tuple[float, float]]:
@@ -204,12 +299,18 @@ class TrainLoop:
         self.progress.start(spec.key, spec.desc, total=spec.epochs)
         if self.epoch:
             self.progress.update(spec.key, self.epoch)
+        budget = _BUDGET.get()
+        if budget is not None:
+            budget.start(spec.key)
         stopped = bool(spec.patience and self.stale >= spec.patience)
         while self.epoch < spec.epochs and not stopped:
             self.epoch += 1
             rec = self._epoch()
             self.history.append(rec)
             stopped = bool(spec.patience and self.stale >= spec.patience)
+            if not stopped and self.epoch < spec.epochs and budget and budget.spent(spec.key):
+                rec["stopped"] = "time_budget"  # at an epoch boundary; said in history
+                stopped = True
             if self.on_epoch is not None and self.epoch < spec.epochs and not stopped:
                 self.on_epoch(self)
             self.progress.update(spec.key, 1, **self._live(rec))
@@ -222,9 +323,7 @@ class TrainLoop:
         for m in spec.frozen:  # eval mode: no dropout draws, so no effect on the others' streams
             model.encoders[m].eval()
         graph = fit.adj is not None
-        sums: dict[str, float] = {}
-        gsum: dict[str, float] = {}
-        nb = 0
+        log = StepLog(model)
         for rows in batches(len(fit), cfg.batch_size, self.rng, graph):
             r = torch.as_tensor(rows, device=fit.y.device)
             base = fit.gM if graph else {m: mk[r] for m, mk in fit.M.items()}
@@ -233,24 +332,19 @@ class TrainLoop:
                 if spec.modality_dropout
                 else base
             )
-            out = forward(model, fit, None if graph else r, masks=masks)
             sel_masks = {m: mk[fit.graph_rows] for m, mk in masks.items()} if graph else masks
             y = fit.y[r] if not graph else fit.y
-            total, parts = self.loss_fn(model, out, y, sel_masks, r)
+            with self._autocast():
+                out = self._forward(model, fit, None if graph else r, masks=masks)
+                total, parts = self.loss_fn(model, out, y, sel_masks, r)
             self.opt.zero_grad(set_to_none=True)
             total.backward()
             if bal is not None:
                 bal.after_backward(model, out, y, sel_masks, self.gen)
-            for m, g in grad_norms(model).items():
-                gsum[m] = gsum.get(m, 0.0) + g
+            log.add(total, parts)
             self.opt.step()
-            losses = torch.stack([total.detach(), *(v.detach() for v in parts.values())])
-            for k, v in zip(["total", *parts], losses.tolist(), strict=True):
-                sums[k] = sums.get(k, 0.0) + v
-            nb += 1
         rec: dict[str, Any] = {"stage": spec.key, "epoch": self.epoch}
-        rec["loss"] = {k: v / nb for k, v in sums.items()}
-        rec["grad_norm"] = {k: v / nb for k, v in gsum.items()}
+        rec["loss"], rec["grad_norm"] = log.means()
         if self.epoch % cfg.eval_every == 0 or self.epoch == spec.epochs:
             f1s, vloss, cand = self.score()
             rec["val_f1"] = f1s

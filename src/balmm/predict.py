@@ -82,11 +82,9 @@ def predict_result(
 ) -> PredictResult:
     """:func:`predict` with the embeddings and metrics too; with ``out``, writes
     predictions.csv, metrics.json and embeddings.h5ad."""
-    import anndata as ad
 
     from balmm.model.bundle import load_bundle
-    from balmm.training.evaluate import embeddings_anndata, predictions_table, split_metrics
-    from balmm.training.fit import Split, infer, resolve_device
+    from balmm.training.fit import feature_store, resolve_device
 
     dev = resolve_device(device)
     bundle = load_bundle(model_dir, dev)
@@ -120,11 +118,17 @@ def predict_result(
     ids = data.obs.index
     sub = MultiOmicsData(mods={m: a for m, a in data.mods.items() if m in model.modalities},
                          obs=data.obs)  # fmt: skip
-    proc = bundle.preprocessor.transform(sub, ids)
-    X = {m: torch.as_tensor(proc.X[m], device=dev) for m in model.modalities}
-    M = {m: torch.as_tensor(proc.mask[m], device=dev) for m in model.modalities}
-    y = torch.as_tensor(proc.y, device=dev)
-    s = Split(ids, X, M, y)
+    with feature_store(sub) as store:
+        proc = bundle.preprocessor.transform(sub, ids, store=store)
+        res = _apply(model, proc, ids, bundle, dev)
+    return _finish(res, model, model_dir, coverage, unknown, classes, out, progress)
+
+
+def _apply(model, proc, ids, bundle, dev):
+    """Class probabilities and embeddings of the preprocessed ``proc``."""
+    from balmm.training.fit import infer, split_from
+
+    s = split_from(proc, np.arange(len(ids)), dev)
     if model.encoder_kind == "gcn":
         from balmm.model.graph import adjacency_for_new, to_torch
 
@@ -138,7 +142,17 @@ def predict_result(
         s.gM = {m: torch.as_tensor(np.concatenate([M_ref[m], proc.mask[m]]), device=dev)
                 for m in model.modalities}  # fmt: skip
         s.graph_rows = torch.arange(n_ref, n_ref + len(ids), device=dev)
-    proba = infer(model, s)
+    return proc, s, infer(model, s)
+
+
+def _finish(res, model, model_dir, coverage, unknown, classes, out, progress) -> PredictResult:
+    """Predictions table, embeddings and metrics; written into ``out`` when given."""
+    import anndata as ad
+
+    from balmm.training.evaluate import embeddings_anndata, predictions_table, split_metrics
+
+    proc, s, proba = res
+    ids = s.ids
     df = predictions_table(proba, s, classes, model)
     missing_any = {m: int((~proc.mask[m]).sum()) for m in model.modalities}
     for m, n in missing_any.items():

@@ -117,6 +117,16 @@ VarKeyOpt = Annotated[
         "for every modality or NAME=COL per modality (repeatable).",
     ),
 ]
+BackedOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--backed/--in-memory",
+        help="Leave .h5ad/.h5mu matrices on disk and stream them in chunks (anndata backed "
+        "mode); preprocessed features go to a scratch file under $TMPDIR. Default: backed "
+        "only for a matrix over 4 GiB as float32.",
+        show_default=False,
+    ),
+]
 
 
 def load_from_cli(
@@ -131,6 +141,7 @@ def load_from_cli(
     no_ids: bool = False,
     layer: list[str] | None = None,
     var_key: list[str] | None = None,
+    backed: bool | None = False,
 ):
     """Load INPUTS through the data layer (errors propagate as InputError -> exit 2)."""
     from balmm.data.anndata_input import parse_per_modality
@@ -149,6 +160,7 @@ def load_from_cli(
         no_ids=no_ids,
         layer=parse_per_modality(layer, "--layer"),
         var_key=parse_per_modality(var_key, "--var-key"),
+        backed=backed,
     )
 
 

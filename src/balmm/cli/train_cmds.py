@@ -10,6 +10,7 @@ import typer
 
 from balmm.cli.app import app
 from balmm.cli.common import (
+    BackedOpt,
     Device,
     DeviceOpt,
     InputsArg,
@@ -108,6 +109,7 @@ def train(
     no_ids: NoIdsOpt = False,
     layer: LayerOpt = None,
     var_key: VarKeyOpt = None,
+    backed: BackedOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.")] = Path(
         "balmm-train"
     ),
@@ -231,7 +233,8 @@ def train(
     protect = input_paths(inputs, labels, test, config)
     with cli_output(out, "train", overwrite=overwrite, resume=resume, protect=protect) as run:
         data = load_from_cli(inputs, labels, label_col, test, split_col, test_size, cfg.seed,
-                             no_ids=no_ids, layer=layer, var_key=var_key)  # fmt: skip
+                             no_ids=no_ids, layer=layer, var_key=var_key,
+                             backed=backed)  # fmt: skip
         with make_progress() as progress:
             result = fit_train(data, cfg, out=run, progress=progress)
     _summary(result)
@@ -251,6 +254,7 @@ def predict(
     no_ids: NoIdsOpt = False,
     layer: LayerOpt = None,
     var_key: VarKeyOpt = None,
+    backed: BackedOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder.")] = Path(
         "balmm-predict"
     ),
@@ -278,7 +282,7 @@ def predict(
         read_meta(model_dir)  # a missing or damaged model fails before any data is read
         data = load_from_cli(inputs, labels, label_col, None, None, 0.3, 0,
                              require_labels=False, no_ids=no_ids, layer=layer,
-                             var_key=var_key)  # fmt: skip
+                             var_key=var_key, backed=backed)  # fmt: skip
         with make_progress() as progress:
             df = run_predict(model_dir, data, out=run, device=device.value, progress=progress)
     lab = df["true"].notna()

@@ -13,7 +13,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from balmm.data import readers
+from balmm.data import readers, validate
 from balmm.data.validate import check_modality_names
 from balmm.errors import InputError
 
@@ -98,6 +98,30 @@ def select_matrix(
     return out
 
 
+def select_backed(
+    adata: ad.AnnData, where: str, layer: str | None = None, var_key: str | None = None
+) -> ad.AnnData:
+    """A backed (on-disk) AnnData as one modality: ``.X`` stays in the file and is read in
+    row chunks by the preprocessing; sample IDs and feature names are checked as for an
+    in-memory matrix."""
+    if layer is not None or var_key is not None:
+        what = "--layer" if layer is not None else "--var-key"
+        raise InputError(f"{where}: {what} needs the matrix in memory; run without --backed")
+    if adata.X is None:
+        raise InputError(f"{where}: the file has no X matrix")
+    dtype = np.dtype(getattr(adata.X, "dtype", np.float32))
+    if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
+        raise InputError(f"{where}: X is not numeric ({dtype})")
+    obs = adata.obs.copy()
+    obs.index = pd.Index(adata.obs_names.astype(str), name="sample")
+    adata.obs = obs
+    adata.var = pd.DataFrame(index=pd.Index(adata.var_names.astype(str), name="feature"))
+    validate.check_unique(adata.obs_names, "sample ID", where)
+    validate.check_unique(adata.var_names, "feature name", where)
+    validate.check_matrix(adata, where)
+    return adata
+
+
 def from_mudata(
     mdata: object, source: str, layer: PerModality = None, var_key: PerModality = None
 ) -> readers.RawInput:
@@ -109,8 +133,9 @@ def from_mudata(
     names = list(mods_in)
     check_spec_names(layer, names, "layer")
     check_spec_names(var_key, names, "var_key")
+    select = select_backed if getattr(mdata, "isbacked", False) else select_matrix
     mods = {
-        name: select_matrix(
+        name: select(
             m,
             f"{source} (modality {name!r})",
             for_modality(layer, name),

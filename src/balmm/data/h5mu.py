@@ -77,14 +77,18 @@ def write_h5mu(data: MultiOmicsData, path: str | os.PathLike[str]) -> Path:
 
 
 def read_h5mu_raw(
-    path: Path, layer: PerModality = None, var_key: PerModality = None
+    path: Path, layer: PerModality = None, var_key: PerModality = None, backed: bool | None = False
 ) -> readers.RawInput:
+    """A .h5mu file as raw input; ``backed`` leaves the matrices on disk (mudata backed
+    mode), None only when one of them is large (``readers.BACKED_AUTO_BYTES``)."""
     readers.check_exists(path)
+    if backed is None:
+        backed = _large(path)
     try:
         try:
             with md.set_options(pull_on_update=False), warnings.catch_warnings():
                 _quiet()
-                mdata = md.read_h5mu(path)
+                mdata = md.read_h5mu(path, backed=bool(backed))
         except ValueError:
             # mudata 0.3 fails to join obs without pulling when a mod's obs index has another
             # name than the global one (e.g. 'sample' vs none); its default reading works
@@ -98,6 +102,18 @@ def read_h5mu_raw(
         raise InputError(f"{path}: the .h5mu file holds no modality")
     raw = from_mudata(mdata, f"MuData file {path}", layer, var_key)
     return raw
+
+
+def _large(path: Path) -> bool:
+    """Does any mod's X of the .h5mu exceed ``readers.BACKED_AUTO_BYTES`` in memory?"""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            names = [f"mod/{n}" for n in f.get("mod", {})]
+    except OSError:
+        return False
+    return readers.stored_x_bytes(path, names) > readers.BACKED_AUTO_BYTES
 
 
 def apply_stored_meta(raw: readers.RawInput, uns: dict) -> None:

@@ -76,6 +76,7 @@ def _read_named_file(
     no_ids: bool = False,
     layer: PerModality = None,
     var_key: PerModality = None,
+    backed: bool | None = False,
 ) -> tuple[ad.AnnData, pd.DataFrame | None]:
     readers.check_exists(path, f"input {name}={path}:")
     suffix, _ = readers.strip_compression(path)
@@ -83,7 +84,7 @@ def _read_named_file(
         raise InputError(f"input {name}={path}: a folder, expected a .csv/.tsv/.h5ad file")
     lay, mask = for_modality(layer, name), for_modality(var_key, name)
     if suffix == ".h5ad":
-        return readers.read_h5ad_file(path, name, lay, mask)
+        return readers.read_h5ad_file(path, name, lay, mask, backed)
     if suffix in readers.TABLE_SUFFIXES:
         if lay is not None or mask is not None:
             what = "--layer" if lay is not None else "--var-key"
@@ -112,9 +113,10 @@ def _read_inputs(
     no_ids: bool = False,
     layer: PerModality = None,
     var_key: PerModality = None,
+    backed: bool | None = False,
 ) -> readers.RawInput:
     if not inputs:
-        raw = read_h5mu_raw(example_path("rosmap"), layer, var_key)
+        raw = read_h5mu_raw(example_path("rosmap"), layer, var_key, backed)
         raw.source = f"bundled example {example_path('rosmap').name} ({raw.source})"
         return raw
     named = [parse_named(s) for s in inputs]
@@ -125,7 +127,7 @@ def _read_inputs(
         check_spec_names(var_key, names, "--var-key")
         mods, ann = {}, []
         for name, path in named:  # type: ignore[misc]
-            mods[name], obs = _read_named_file(name, path, no_ids, layer, var_key)
+            mods[name], obs = _read_named_file(name, path, no_ids, layer, var_key, backed)
             if obs is not None and obs.shape[1]:
                 ann.append(obs)
         return readers.RawInput(
@@ -155,7 +157,7 @@ def _read_inputs(
         )
     suffix, _ = readers.strip_compression(path)
     if suffix == ".h5mu":
-        return read_h5mu_raw(path, layer, var_key)
+        return read_h5mu_raw(path, layer, var_key, backed)
     if suffix in (".h5ad", *readers.TABLE_SUFFIXES):
         raise InputError(f"input {path}: a single {suffix} file needs a modality name: NAME={path}")
     raise InputError(
@@ -247,6 +249,7 @@ def load_inputs(
     no_ids: bool = False,
     layer: PerModality = None,
     var_key: PerModality = None,
+    backed: bool | None = False,
 ) -> MultiOmicsData:
     """Read INPUTS (see the CLI help) into a validated :class:`MultiOmicsData`.
 
@@ -267,6 +270,9 @@ def load_inputs(
             every modality or ``{modality: layer}``.
         var_key: a boolean ``.var`` column selecting the features to use (e.g.
             ``highly_variable``): one name or ``{modality: column}``.
+        backed: leave .h5ad/.h5mu matrices on disk (anndata backed mode; preprocessing and
+            training read them in chunks); None: only matrices larger than
+            ``readers.BACKED_AUTO_BYTES`` (4 GiB as float32). Other formats are read whole.
 
     Raises:
         InputError: naming the file, sample, feature or key at fault.
@@ -278,7 +284,7 @@ def load_inputs(
         raw = _read_in_memory(inputs, layer, var_key)
     else:
         early = early_labels(list(inputs), labels, label_col, split_col, no_ids, require_labels)  # type: ignore[arg-type]
-        raw = _read_inputs(list(inputs), no_ids, layer, var_key)  # type: ignore[arg-type]
+        raw = _read_inputs(list(inputs), no_ids, layer, var_key, backed)  # type: ignore[arg-type]
     if no_ids:
         _check_positional(raw, labels)
     test_ids = _apply_test_option(raw, test, layer, var_key) if test else None

@@ -33,13 +33,13 @@ import scipy.sparse as sp
 from sklearn.impute import SimpleImputer
 from sklearn.preprocessing import StandardScaler
 
+from balmm.data import matrix
 from balmm.data.dataset import LABEL, MultiOmicsData
 from balmm.errors import InputError
 
 logger = logging.getLogger("balmm")
 
 COUNT_MIN_MAX = 10.0
-CHUNK_ROWS = 8192
 STATE_JSON = "preprocess.json"
 STATE_NPZ = "preprocess.npz"
 
@@ -71,28 +71,36 @@ class _ModState:
     target_sum: float | None = None
 
 
-def _rows(adata: ad.AnnData, ids: pd.Index) -> ad.AnnData:
-    return adata[adata.obs_names.isin(ids)]
+def _scan(x: object, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """One pass over ``rows`` of ``x`` in row chunks: per feature the observed count,
+    nan-min, nan-max and whether a non-integer value occurs (sparse chunks stay sparse)."""
+    from sklearn.utils.sparsefuncs import min_max_axis
 
-
-def _dense(x: np.ndarray | sp.spmatrix, dtype: type = np.float64) -> np.ndarray:
-    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=dtype)
-
-
-def _nan_stats(x: np.ndarray | sp.spmatrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-feature (observed count, nan-min, nan-max) without densifying sparse input."""
-    if sp.issparse(x):
-        from sklearn.utils.sparsefuncs import min_max_axis
-
-        x = sp.csr_matrix(x)  # CSR: .indices are column numbers
-        n = x.shape[0] - np.bincount(x.indices[np.isnan(x.data)], minlength=x.shape[1])
-        xmin, xmax = min_max_axis(x, axis=0, ignore_nan=True)
-        return n, np.asarray(xmin, dtype=np.float64), np.asarray(xmax, dtype=np.float64)
-    observed = ~np.isnan(x)
-    with np.errstate(all="ignore"):
-        xmin = np.where(observed.any(0), np.nanmin(np.where(observed, x, np.inf), axis=0), np.nan)
-        xmax = np.where(observed.any(0), np.nanmax(np.where(observed, x, -np.inf), axis=0), np.nan)
-    return observed.sum(0), xmin, xmax
+    p = x.shape[1]
+    n_obs = np.zeros(p, dtype=np.int64)
+    lo = np.full(p, np.inf)
+    hi = np.full(p, -np.inf)
+    frac = np.zeros(p, dtype=bool)
+    for sl in matrix.row_chunks(len(rows), p):
+        c = matrix.read_rows(x, rows[sl])
+        if sp.issparse(c):
+            nan = np.isnan(c.data)
+            n_obs += c.shape[0] - np.bincount(c.indices[nan], minlength=p)
+            cmin, cmax = min_max_axis(c, axis=0, ignore_nan=True)
+            d = c.data[~nan]
+            frac |= np.bincount(c.indices[~nan][d != np.round(d)], minlength=p) > 0
+        else:
+            observed = ~np.isnan(c)
+            n_obs += observed.sum(0)
+            with np.errstate(all="ignore"):
+                cmin = np.nanmin(np.where(observed, c, np.inf), axis=0, initial=np.inf)
+                cmax = np.nanmax(np.where(observed, c, -np.inf), axis=0, initial=-np.inf)
+            frac |= (observed & (c != np.round(c))).any(0)
+        lo = np.fmin(lo, np.asarray(cmin, dtype=np.float64))
+        hi = np.fmax(hi, np.asarray(cmax, dtype=np.float64))
+    lo[n_obs == 0] = np.nan
+    hi[n_obs == 0] = np.nan
+    return {"n_obs": n_obs, "min": lo, "max": hi, "non_integer": frac}
 
 
 def _log1p(x: np.ndarray | sp.spmatrix, inplace: bool = False) -> np.ndarray | sp.spmatrix:
@@ -113,16 +121,22 @@ def _log1p(x: np.ndarray | sp.spmatrix, inplace: bool = False) -> np.ndarray | s
 
 
 def library_size(x: np.ndarray | sp.spmatrix) -> np.ndarray:
-    """Per-row total over every feature, missing values ignored (float64)."""
-    if sp.issparse(x):
-        x = sp.csr_matrix(x, copy=True)
-        x.data = np.nan_to_num(x.data, nan=0.0)
-        return np.asarray(x.sum(axis=1), dtype=np.float64).ravel()
-    # in row chunks: no float64 copy of a whole training matrix
-    return np.concatenate(
-        [np.nansum(x[i : i + CHUNK_ROWS], axis=1, dtype=np.float64)
-         for i in range(0, x.shape[0], CHUNK_ROWS)] or [np.zeros(0)]
-    )  # fmt: skip
+    """Per-row total over every feature, missing values ignored (float64). Summed over the
+    dense row in either case, so sparse and dense input give the same bits."""
+    out = np.zeros(x.shape[0], dtype=np.float64)
+    for sl in matrix.row_chunks(x.shape[0], x.shape[1]):
+        c = x[sl]
+        c = c.toarray() if sp.issparse(c) else np.asarray(c)
+        out[sl] = np.nansum(c, axis=1, dtype=np.float64)
+    return out
+
+
+def _library_sizes(x: object, rows: np.ndarray) -> np.ndarray:
+    """:func:`library_size` of ``rows`` of ``x`` (in memory or on disk), read in chunks."""
+    out = np.zeros(len(rows), dtype=np.float64)
+    for sl in matrix.row_chunks(len(rows), x.shape[1]):
+        out[sl] = library_size(matrix.read_rows(x, rows[sl]))
+    return out
 
 
 def _normalise_total(
@@ -177,61 +191,73 @@ class Preprocessor:
     # ------------------------------------------------------------------ fit
 
     def fit(self, data: MultiOmicsData, train_ids: pd.Index | list[str]) -> Preprocessor:
-        """Learn every statistic from ``train_ids`` only (never from validation/test rows)."""
+        """Learn every statistic from ``train_ids`` only (never from validation/test rows).
+
+        Statistics are computed in row chunks (observed counts, ranges, library sizes) and
+        column blocks (variances, medians, means, scales) of the kept columns, so no dense
+        copy of a whole training matrix is made; sparse and on-disk (backed) matrices give
+        the same state as the same values held dense in memory."""
         train_ids = pd.Index(train_ids)
         self.classes = data.classes
         self._mods = {}
         for name, adata in data.mods.items():
-            sub = _rows(adata, train_ids)
-            if sub.n_obs == 0:
+            # training rows in the modality's own order (the order fixes summation order)
+            rows = np.flatnonzero(adata.obs_names.isin(train_ids))
+            if len(rows) == 0:
                 raise InputError(f"modality {name!r}: no training sample has it")
-            self._mods[name] = self._fit_modality(name, sub)
+            self._mods[name] = self._fit_modality(name, adata, rows)
         return self
 
-    def _fit_modality(self, name: str, sub: ad.AnnData) -> _ModState:
-        x = sub.X
+    def _fit_modality(self, name: str, adata: ad.AnnData, rows: np.ndarray) -> _ModState:
+        x = adata.X
         n_in = x.shape[1]
-        n_obs, xmin, xmax = _nan_stats(x)
-        keep = (n_obs > 0) & (xmax > xmin)
+        st = _scan(x, rows)
+        keep = (st["n_obs"] > 0) & (st["max"] > st["min"])
         if not keep.any():
             raise InputError(
                 f"modality {name!r}: every feature is constant or missing in the training samples"
             )
         cols = np.flatnonzero(keep)
-        full = x
-        x = x[:, cols]
-        is_count = is_count_like(x) if self.log1p == "auto" else bool(self.log1p)
-        raw_counts = x
+        if self.log1p == "auto":
+            is_count = bool(
+                not st["non_integer"][cols].any()
+                and np.nanmin(st["min"][cols]) >= 0
+                and np.nanmax(st["max"][cols]) >= COUNT_MIN_MAX
+            )
+        else:
+            is_count = bool(self.log1p)
         target_sum = None
+        size = None
         if is_count:
-            size = library_size(full)  # over every feature, as for new rows in transform
+            size = _library_sizes(x, rows)  # over every feature, as for new rows in transform
             # median training library size: scanpy normalize_total's default target
             target_sum = float(np.median(size[size > 0])) if (size > 0).any() else 1.0
-            x = _log1p(_normalise_total(x, size, target_sum), inplace=not sp.issparse(x))
-        var_names = sub.var_names[cols]
+        var_names = adata.var_names[cols]
         # seurat_v3 models raw counts; only asked for when counts come from a layer
-        v3 = is_count and sub.uns.get("balmm_layer") is not None
-        # Feature selection on sparse input stays sparse; only the kept columns are densified.
+        v3 = is_count and adata.uns.get("balmm_layer") is not None
+        reader = matrix.ColumnReader(x, rows, cols)
         if self.max_features is not None and len(cols) > self.max_features:
-            sel = self._select(raw_counts if v3 else x, var_names, is_count, v3)
-            x = x[:, sel]
-            cols = cols[sel]
-            var_names = var_names[sel]
-        # float32 working copy: single-cell sized training sets stay affordable.
-        xd = _dense(x, np.float32)
-        imputer = SimpleImputer(strategy="median", keep_empty_features=True).fit(xd)
-        median = imputer.statistics_.astype(np.float64)
-        gaps = np.isnan(xd)
-        if gaps.any():  # fill in place rather than through a second full copy
-            xd[gaps] = median[np.nonzero(gaps)[1]]
-        del gaps
-        if self.scale:
-            scaler = StandardScaler().fit(xd)
-            mean, scale = scaler.mean_, scaler.scale_
+            sel = self._select(reader, var_names, is_count, v3, size, target_sum)
+            cols, var_names = cols[sel], var_names[sel]
         else:
-            mean, scale = np.zeros(xd.shape[1]), np.ones(xd.shape[1])
+            sel = np.arange(len(cols))
+        k = len(sel)
+        median, mean, scale = np.zeros(k), np.zeros(k), np.ones(k)
+        for blk in matrix.column_blocks(k, len(rows)):
+            xb = reader.block(sel[blk])
+            if is_count:
+                xb = _log1p(_normalise_total(xb, size, target_sum), inplace=True)
+                xb = xb.astype(np.float32)  # float32 statistics, as for dense input before
+            imputer = SimpleImputer(strategy="median", keep_empty_features=True).fit(xb)
+            median[blk] = imputer.statistics_
+            gaps = np.isnan(xb)
+            if gaps.any():  # fill in place rather than through a second copy
+                xb[gaps] = imputer.statistics_[np.nonzero(gaps)[1]]
+            if self.scale:
+                scaler = StandardScaler().fit(xb)
+                mean[blk], scale[blk] = scaler.mean_, scaler.scale_
         info = {
-            "n_train_samples": int(sub.n_obs),
+            "n_train_samples": int(len(rows)),
             "n_features_in": int(n_in),
             "n_dropped_constant_or_missing": int(n_in - keep.sum()),
             "n_features_out": len(var_names),
@@ -243,45 +269,65 @@ class Preprocessor:
                          target_sum)  # fmt: skip
 
     def _select(
-        self, x: np.ndarray | sp.spmatrix, var_names: pd.Index, is_count: bool, v3: bool = False
+        self,
+        reader: matrix.ColumnReader,
+        var_names: pd.Index,
+        is_count: bool,
+        v3: bool,
+        size: np.ndarray | None,
+        target_sum: float | None,
     ) -> np.ndarray:
+        """Positions (in ``var_names``) of the kept features, in input order."""
         k = int(self.max_features or 0)
-        if is_count:
-            if sp.issparse(x):
-                xs = sp.csr_matrix(x)
-            else:  # HVG needs complete data: fill gaps with the training median first
-                xs = _dense(x)
-                xs = np.where(np.isnan(xs), np.nan_to_num(np.nanmedian(xs, axis=0)), xs)
-            tmp = ad.AnnData(X=xs)
-            tmp.var_names = var_names.astype(str)
-            import scanpy as sc
+        n_rows, n_cols = len(reader.rows), len(var_names)
+        blocks = matrix.column_blocks(n_cols, n_rows)
+        if not is_count:
+            var = np.zeros(n_cols)
+            for blk in blocks:  # training variance per feature, missing values ignored
+                var[blk] = np.nanvar(reader.block(blk).astype(np.float64), axis=0)
+            return np.sort(np.argsort(-var, kind="stable")[:k])
+        # HVG on a sparse copy of the kept columns (dense count input too: scanpy's sparse
+        # and dense statistics differ in their last bits, so one format for both); missing
+        # values get the feature's training median first, as HVG needs complete data
+        parts = []
+        for blk in blocks:
+            xb = reader.block(blk).astype(np.float64)
+            if not v3:
+                xb = _log1p(_normalise_total(xb, size, target_sum), inplace=True)
+            gaps = np.isnan(xb)
+            if gaps.any():
+                med = np.nan_to_num(np.nanmedian(xb, axis=0))
+                xb[gaps] = med[np.nonzero(gaps)[1]]
+            parts.append(sp.csc_matrix(xb))
+        tmp = ad.AnnData(X=sp.hstack(parts, format="csr"))
+        del parts
+        tmp.var_names = var_names.astype(str)
+        import scanpy as sc
 
-            if v3:
-                hvg = sc.pp.highly_variable_genes(
-                    tmp, n_top_genes=k, flavor="seurat_v3", inplace=False
-                )
-                rank = hvg["highly_variable_rank"].to_numpy(dtype=np.float64)
-                order = np.argsort(np.nan_to_num(rank, nan=np.inf), kind="stable")[:k]
-            else:
-                hvg = sc.pp.highly_variable_genes(
-                    tmp, n_top_genes=k, flavor="seurat", inplace=False
-                )
-                disp = hvg["dispersions_norm"].to_numpy(dtype=np.float64)
-                order = np.argsort(-np.nan_to_num(disp, nan=-np.inf), kind="stable")[:k]
+        if v3:
+            hvg = sc.pp.highly_variable_genes(tmp, n_top_genes=k, flavor="seurat_v3", inplace=False)
+            rank = hvg["highly_variable_rank"].to_numpy(dtype=np.float64)
+            order = np.argsort(np.nan_to_num(rank, nan=np.inf), kind="stable")[:k]
         else:
-            if sp.issparse(x):
-                from sklearn.utils.sparsefuncs import mean_variance_axis
-
-                var = mean_variance_axis(sp.csr_matrix(x), axis=0)[1]
-            else:
-                var = np.nanvar(_dense(x), axis=0)
-            order = np.argsort(-var, kind="stable")[:k]
+            hvg = sc.pp.highly_variable_genes(tmp, n_top_genes=k, flavor="seurat", inplace=False)
+            disp = hvg["dispersions_norm"].to_numpy(dtype=np.float64)
+            order = np.argsort(-np.nan_to_num(disp, nan=-np.inf), kind="stable")[:k]
         return np.sort(order)
 
     # ------------------------------------------------------------ transform
 
-    def transform(self, data: MultiOmicsData, ids: pd.Index | list[str]) -> ProcessedData:
-        """Apply the fitted steps to ``ids`` (statistics are never re-estimated)."""
+    def transform(
+        self,
+        data: MultiOmicsData,
+        ids: pd.Index | list[str],
+        store: str | os.PathLike[str] | None = None,
+    ) -> ProcessedData:
+        """Apply the fitted steps to ``ids`` (statistics are never re-estimated).
+
+        Columns are selected before rows and rows are read in chunks, so the float64 working
+        copy is one chunk of the model's features. With ``store`` (a folder) each
+        modality's features are written to a :class:`balmm.data.matrix.DiskMatrix` there
+        instead of being held in memory (``--backed``)."""
         if not self._mods:
             raise RuntimeError("Preprocessor.transform called before fit/load")
         ids = pd.Index(ids)
@@ -289,18 +335,39 @@ class Preprocessor:
         if len(unknown):
             raise InputError(f"sample {unknown[0]!r} is not in the data")
         X, mask = {}, {}
-        for name, state in self._mods.items():
-            out = np.zeros((len(ids), len(state.features)), dtype=np.float32)
-            have = np.zeros(len(ids), dtype=bool)
+        for i, (name, state) in enumerate(self._mods.items()):
+            d = len(state.features)
+            out: np.ndarray | matrix.DiskMatrix
+            if store is None:
+                out = np.zeros((len(ids), d), dtype=np.float32)
+            else:
+                out = matrix.DiskMatrix(Path(store) / f"m{i}.f32", len(ids), d)
             adata = data.mods.get(name)
+            have = np.zeros(len(ids), dtype=bool)
             if adata is not None:
                 have = ids.isin(adata.obs_names)
-                rows = np.flatnonzero(have)
+                src = adata.obs_names.get_indexer(ids)
                 pos = self._feature_positions(name, state, adata)
-                # Chunks bound the float64 working copy (single-cell sized inputs).
-                for start in range(0, len(rows), CHUNK_ROWS):
-                    r = rows[start : start + CHUNK_ROWS]
-                    out[r] = self._transform_modality(state, adata, ids[r], pos)
+                counts = state.is_count and state.target_sum is not None
+                x = adata.X
+                if sp.issparse(x) and not counts:
+                    x = sp.csr_matrix(x[:, np.where(pos < 0, 0, pos)])  # columns first
+                    pos_in = np.where(pos < 0, -1, np.arange(len(pos)))
+                else:
+                    pos_in = pos
+                width = x.shape[1] if (counts or matrix.is_backed(x)) else d
+                for sl in matrix.row_chunks(len(ids), width):
+                    block = np.zeros((sl.stop - sl.start, d), dtype=np.float32)
+                    sel = np.flatnonzero(have[sl])
+                    if len(sel):
+                        block[sel] = self._transform_rows(state, x, src[sl][sel], pos_in, counts)
+                    if store is None:
+                        out[sl] = block
+                    else:
+                        out.append(block)
+            elif store is not None:
+                for sl in matrix.row_chunks(len(ids), d):
+                    out.append(np.zeros((sl.stop - sl.start, d), dtype=np.float32))
             X[name], mask[name] = out, have
         if LABEL in data.obs:
             y = data.y(ids, classes=self.classes)
@@ -326,26 +393,35 @@ class Preprocessor:
             )
         return pos
 
-    def _transform_modality(
-        self, state: _ModState, adata: ad.AnnData, ids: pd.Index, pos: np.ndarray
+    def _transform_rows(
+        self, state: _ModState, x: object, rows: np.ndarray, pos: np.ndarray, counts: bool
     ) -> np.ndarray:
+        """Rows ``rows`` of ``x`` through the fitted steps (``pos``: the model features'
+        columns in ``x``, -1 where absent)."""
         missing = pos < 0
-        rows = adata.obs_names.get_indexer(ids)
-        full = adata.X[rows]
-        x = full[:, np.where(missing, 0, pos)]
-        # ``x`` is a float64 array of its own (fancy indexing copies): log1p works in place.
-        x = _dense(x)
-        x[:, missing] = np.nan
+        cols = np.where(missing, 0, pos)
+        if counts or matrix.is_backed(x):
+            full = matrix.read_rows(x, rows)  # library sizes need every feature of the row
+            size = library_size(full) if counts else None
+            xs = full[:, cols]
+            del full
+        elif sp.issparse(x):
+            xs, size = x[rows][:, cols], None
+        else:
+            xs, size = x[np.ix_(rows, cols)], None
+        # a float64 array of its own: every later step works in place
+        xs = matrix.to_dense(xs)
+        xs[:, missing] = np.nan
         if state.is_count:
-            np.clip(x, 0, None, out=x)
-            if state.target_sum is not None:
-                x = _normalise_total(x, library_size(full), state.target_sum)
-            x = _log1p(x, inplace=True)
-        x = np.where(np.isnan(x), state.median, x)
-        x = (x - state.mean) / np.where(state.scale > 0, state.scale, 1.0)
+            np.clip(xs, 0, None, out=xs)
+            if size is not None:
+                xs = _normalise_total(xs, size, state.target_sum)
+            xs = _log1p(xs, inplace=True)
+        xs = np.where(np.isnan(xs), state.median, xs)
+        xs = (xs - state.mean) / np.where(state.scale > 0, state.scale, 1.0)
         if self.clip is not None:
-            np.clip(x, -self.clip, self.clip, out=x)
-        return x.astype(np.float32)
+            np.clip(xs, -self.clip, self.clip, out=xs)
+        return xs.astype(np.float32)
 
     # ----------------------------------------------------------- save / load
 

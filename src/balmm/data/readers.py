@@ -234,20 +234,55 @@ def read_table(path: Path, name: str, transpose: bool = False, no_ids: bool = Fa
     return frame_to_anndata(df, path, name)
 
 
+# --backed auto: a matrix larger than this in memory (float32) stays on disk
+BACKED_AUTO_BYTES = 4 * 2**30
+
+
+def stored_x_bytes(path: Path, groups: list[str]) -> int:
+    """The largest in-memory size (float32) of the X matrices stored at ``groups`` of an
+    HDF5 file (h5ad: ``[""]``; h5mu: ``mod/NAME``), read from the file's metadata; 0 when
+    unreadable (the reader then names the problem)."""
+    import h5py
+
+    sizes = [0]
+    try:
+        with h5py.File(path, "r") as f:
+            for g in groups:
+                x = (f[g] if g else f).get("X")
+                if isinstance(x, h5py.Dataset):
+                    sizes.append(int(np.prod(x.shape)) * 4)
+                elif x is not None:
+                    sizes.append(int(x["data"].shape[0]) * 8 + int(x["indptr"].shape[0]) * 8)
+    except (OSError, KeyError, TypeError):
+        return 0
+    return max(sizes)
+
+
 def read_h5ad_file(
-    path: Path, name: str, layer: str | None = None, var_key: str | None = None
+    path: Path,
+    name: str,
+    layer: str | None = None,
+    var_key: str | None = None,
+    backed: bool | None = False,
 ) -> tuple[ad.AnnData, pd.DataFrame]:
     """An .h5ad modality: X (or ``layer``) as float32 (sparse stays sparse), restricted to
-    the features of the boolean ``.var[var_key]``, and its obs (label candidates)."""
-    from balmm.data.anndata_input import select_matrix
+    the features of the boolean ``.var[var_key]``, and its obs (label candidates).
+    ``backed``: leave X on disk (anndata backed mode); None: only when it is large."""
+    from balmm.data.anndata_input import select_backed, select_matrix
 
     check_exists(path)
+    if backed is None:
+        backed = stored_x_bytes(path, [""]) > BACKED_AUTO_BYTES
     try:
-        adata = ad.read_h5ad(path)
+        adata = ad.read_h5ad(path, backed="r" if backed else None)
     except Exception as exc:  # h5py/anndata raise many types for damaged files
         raise InputError(f"{path}: not a readable .h5ad file ({type(exc).__name__})") from exc
+    where = f"{path} (modality {name!r})"
+    if adata.isbacked:
+        clean = select_backed(adata, where, layer, var_key)
+        return clean, clean.obs.copy()
     adata.obs_names = adata.obs_names.astype(str)
-    clean = select_matrix(adata, f"{path} (modality {name!r})", layer, var_key)
+    clean = select_matrix(adata, where, layer, var_key)
     return clean, clean.obs.copy()
 
 

@@ -59,6 +59,17 @@ def check_matrix(adata: ad.AnnData, where: str) -> None:
     if adata.n_vars == 0:
         raise InputError(f"{where}: 0 features")
     x = adata.X
+    if adata.isbacked:  # on disk: checked in row chunks, never read whole
+        for start in range(0, adata.n_obs, 8192):
+            chunk = x[start : start + 8192]
+            vals = chunk.data if sp.issparse(chunk) else np.asarray(chunk)
+            if np.issubdtype(vals.dtype, np.floating) and np.isinf(vals).any():
+                i, j = (int(v[0]) for v in np.nonzero(np.isinf(_dense_chunk(chunk))))
+                raise InputError(
+                    f"{where}: infinite value in sample {adata.obs_names[start + i]!r}, feature "
+                    f"{adata.var_names[j]!r} (use NaN or leave the cell empty for a missing value)"
+                )
+        return
     data = x.data if sp.issparse(x) else np.asarray(x)
     if np.isinf(data).any():
         if sp.issparse(x):
@@ -71,6 +82,10 @@ def check_matrix(adata: ad.AnnData, where: str) -> None:
             f"{where}: infinite value in sample {adata.obs_names[i]!r}, feature "
             f"{adata.var_names[j]!r} (use NaN or leave the cell empty for a missing value)"
         )
+
+
+def _dense_chunk(chunk: object) -> np.ndarray:
+    return chunk.toarray() if sp.issparse(chunk) else np.asarray(chunk)
 
 
 def check_modality_names(names: list[str]) -> None:
@@ -135,6 +150,12 @@ def drop_unmeasured_rows(mods: dict[str, ad.AnnData]) -> list[str]:
                 empty[start : start + len(x)] = np.isnan(np.asarray(x)).all(axis=1)
         if empty.all():
             raise InputError(f"modality {name!r}: every sample has only missing values (NaN)")
+        if empty.any() and m.isbacked:
+            raise InputError(
+                f"modality {name!r}: {int(empty.sum())} samples have only missing values (e.g. "
+                f"{m.obs_names[np.flatnonzero(empty)[0]]!r}); --backed cannot leave them out of "
+                "the file: remove them, or read the data into memory (--in-memory)"
+            )
         if empty.any():
             mods[name] = m[~empty].copy()
             first = m.obs_names[np.flatnonzero(empty)[0]]

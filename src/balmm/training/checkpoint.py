@@ -38,7 +38,9 @@ def fingerprint(config: dict[str, Any], processed, split_idx: dict[str, np.ndarr
     h.update(np.ascontiguousarray(processed.y).tobytes())
     for m in sorted(processed.X):
         h.update(m.encode())
-        h.update(np.ascontiguousarray(processed.X[m]).tobytes())
+        x = processed.X[m]  # in row chunks: features on disk (--backed) are never read whole
+        for start in range(0, len(x), 8192):
+            h.update(np.ascontiguousarray(x[start : start + 8192]).tobytes())
         h.update(np.ascontiguousarray(processed.mask[m]).tobytes())
     for name in sorted(split_idx):
         h.update(name.encode())

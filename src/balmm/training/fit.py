@@ -23,7 +23,7 @@ import torch
 
 from balmm.config import TrainConfig, _coerce
 from balmm.data.dataset import MultiOmicsData
-from balmm.data.splits import stratified_split
+from balmm.data.splits import stratified_split, stratified_subsample
 from balmm.errors import InputError
 from balmm.progress import NULL_PROGRESS, Progress
 from balmm.threads import default_threads
@@ -46,7 +46,15 @@ from balmm.training.stage1 import train_alone
 from balmm.training.stage2 import train_joint
 
 # re-exported: predict.py, benchmarks and tests use these names from here
-from balmm.training.tensors import Split, forward, infer, resolve_device, single, split_from
+from balmm.training.tensors import (
+    Split,
+    feature_store,
+    forward,
+    infer,
+    resolve_device,
+    single,
+    split_from,
+)
 
 __all__ = ["Split", "TrainResult", "forward", "infer", "random_streams", "resolve_device",
            "train"]  # fmt: skip
@@ -154,8 +162,12 @@ def _train_threads(data, cfg: TrainConfig, run, progress: Progress) -> TrainResu
     budget of ``cfg``."""
     t0 = time.perf_counter()
     dev = resolve_device(cfg.device)
-    with _thread_budget(data, cfg, dev), stage_budget(cfg.time_budget) as budget:
-        result = _train(data, cfg, run, dev, progress)
+    with (
+        _thread_budget(data, cfg, dev),
+        stage_budget(cfg.time_budget) as budget,
+        feature_store(data) as store,
+    ):
+        result = _train(data, cfg, run, dev, progress, store)
     if budget is not None:  # only then: default metrics.json stays as it was
         result.metrics["protocol"]["time_budget_s"] = cfg.time_budget
         result.metrics["protocol"]["stopped_by_time_budget"] = list(budget.stopped)
@@ -163,7 +175,7 @@ def _train_threads(data, cfg: TrainConfig, run, progress: Progress) -> TrainResu
     return result
 
 
-def _train(data, cfg: TrainConfig, run, dev, progress) -> TrainResult:
+def _train(data, cfg: TrainConfig, run, dev, progress, store=None) -> TrainResult:
     from balmm.data.preprocess import Preprocessor
 
     timing: dict[str, float] = {}
@@ -178,7 +190,7 @@ def _train(data, cfg: TrainConfig, run, dev, progress) -> TrainResult:
         max_features=cfg.max_features, log1p=cfg.log1p, scale=cfg.scale, clip=cfg.clip
     ).fit(data, fit_ids)
     all_ids = fit_ids.append(val_ids).append(test_ids)
-    proc = pre.transform(data, all_ids)
+    proc = pre.transform(data, all_ids, store=store)
     progress.finish("prep")
     n_fit, n_val = len(fit_ids), len(val_ids)
     idx = {
@@ -213,8 +225,10 @@ def _train(data, cfg: TrainConfig, run, dev, progress) -> TrainResult:
     tv = slice(0, n_fit + n_val)  # the fit and validation samples (contiguous in proc)
     y_train = proc.y[tv]
     for m in mods:
-        has = proc.mask[m][tv]
-        xm = proc.X[m][tv][has]
+        # only the probe's subsample is read (features may be on disk: --backed)
+        has = np.flatnonzero(proc.mask[m][tv])
+        has = has[stratified_subsample(len(has), y_train[has], kd_mod.PROBE_MAX, cfg.seed)]
+        xm = np.asarray(proc.X[m][has])
         est, lo, hi = kd_mod.label_mi_probe(xm, y_train[has], n_classes, cfg.n_boot, cfg.seed)
         label_mi[m] = (est, lo)
         label_mi_ci[m] = (lo, hi)

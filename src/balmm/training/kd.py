@@ -66,13 +66,16 @@ def kd_loss(
     return (per * m).sum() / m.sum().clamp_min(1.0)
 
 
+PROBE_MAX = 5000  # samples a label-MI probe fits on (enough for bits-level MI)
+
+
 def label_mi_probe(
     x: np.ndarray,
     y: np.ndarray,
     n_classes: int,
     n_boot: int,
     seed: int,
-    max_samples: int = 5000,
+    max_samples: int = PROBE_MAX,
 ) -> tuple[float, float, float]:
     """I(X; Y) in bits from out-of-fold logistic-regression probabilities:
     (estimate, lower, upper) of a 95% bootstrap interval."""

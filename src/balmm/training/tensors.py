@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,12 +19,60 @@ from balmm.training.balancers import FUSED
 from balmm.training.metrics import macro_f1
 
 
+class RowSource:
+    """One modality's features of a split, kept off the device: ``src[rows]`` reads those
+    rows (of a numpy array or an on-disk :class:`balmm.data.matrix.DiskMatrix`) as a dense
+    float32 tensor on the device, one minibatch at a time (pinned host memory on CUDA, so
+    the copy can overlap compute)."""
+
+    def __init__(self, matrix: Any, rows: np.ndarray, device: torch.device) -> None:
+        self.matrix, self.rows, self.device = matrix, np.asarray(rows, dtype=np.int64), device
+        self.shape = (len(self.rows), int(matrix.shape[1]))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _positions(self, r: Any) -> np.ndarray:
+        if isinstance(r, torch.Tensor):
+            r = r.cpu().numpy()
+        if isinstance(r, slice):
+            return self.rows[r]
+        r = np.asarray(r)
+        return self.rows[np.flatnonzero(r) if r.dtype == bool else r]
+
+    def __getitem__(self, r: Any) -> torch.Tensor:
+        host = torch.from_numpy(np.ascontiguousarray(self.matrix[self._positions(r)]))
+        if self.device.type == "cuda":
+            return host.pin_memory().to(self.device, non_blocking=True)
+        return host.to(self.device)
+
+    def take(self, r: Any) -> RowSource:
+        """The rows ``r`` as a new source (nothing read)."""
+        return RowSource(self.matrix, self._positions(r), self.device)
+
+    def dense(self) -> torch.Tensor:
+        """Every row as one tensor (small splits only)."""
+        return self[slice(None)]
+
+
+Features = torch.Tensor | RowSource
+
+
+def _take_rows(x: Features, r: torch.Tensor) -> Features:
+    return x.take(r) if isinstance(x, RowSource) else x[r]
+
+
+def _dense(x: Features) -> torch.Tensor:
+    return x.dense() if isinstance(x, RowSource) else x
+
+
 @dataclass
 class Split:
-    """One set of samples as tensors: features and presence per modality, labels."""
+    """One set of samples: features (tensors, or row sources read a batch at a time) and
+    presence per modality, labels."""
 
     ids: pd.Index
-    X: dict[str, torch.Tensor]
+    X: dict[str, Features]
     M: dict[str, torch.Tensor]
     y: torch.Tensor
     adj: torch.Tensor | None = None  # gcn: adjacency over [graph nodes]; see graph_rows
@@ -33,11 +84,31 @@ class Split:
         return len(self.ids)
 
 
+def _rows_of(x: Any, idx: np.ndarray, device: torch.device) -> Features:
+    if not isinstance(x, np.ndarray):  # on disk: read a batch at a time
+        return RowSource(x, idx, device)
+    if len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
+        # a range of rows: a view, and on CPU a tensor sharing its memory (no copy)
+        return torch.as_tensor(x[idx[0] : idx[0] + len(idx)], device=device)
+    return torch.as_tensor(np.ascontiguousarray(x[idx]), device=device)
+
+
+@contextmanager
+def feature_store(data) -> Iterator[str | None]:
+    """A scratch folder (under ``$TMPDIR``) for the preprocessed features when a modality
+    of ``data`` is on disk (``--backed``): they are written there and read a batch at a
+    time; None (features in memory) otherwise. Removed on exit."""
+    if not any(a.isbacked for a in data.mods.values()):
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="balmm-features-") as folder:
+        yield folder
+
+
 def split_from(processed, idx: np.ndarray, device: torch.device) -> Split:
     """The rows ``idx`` of preprocessed data as a :class:`Split` on ``device``."""
     ids = processed.ids[idx]
-    X = {m: torch.as_tensor(np.ascontiguousarray(x[idx]), device=device)
-         for m, x in processed.X.items()}  # fmt: skip
+    X = {m: _rows_of(x, idx, device) for m, x in processed.X.items()}
     M = {m: torch.as_tensor(mk[idx], device=device) for m, mk in processed.mask.items()}
     y = torch.as_tensor(processed.y[idx], device=device)
     return Split(ids, X, M, y)
@@ -53,10 +124,11 @@ def single(s: Split, m: str) -> Split:
 
 def restrict(s: Split, m: str) -> Split:
     """Only the samples that have modality ``m`` (mlp); the whole graph for gcn."""
-    if s.adj is not None:
-        return single(s, m)
+    if s.adj is not None or bool(s.M[m].all()):
+        return single(s, m)  # every sample has it: no copy of its features
     keep = s.M[m].nonzero().squeeze(1)
-    return Split(s.ids[keep.cpu().numpy()], {m: s.X[m][keep]}, {m: s.M[m][keep]}, s.y[keep])
+    return Split(s.ids[keep.cpu().numpy()], {m: _take_rows(s.X[m], keep)}, {m: s.M[m][keep]},
+                 s.y[keep])  # fmt: skip
 
 
 def resolve_device(device: str) -> torch.device:
@@ -75,7 +147,7 @@ def forward(
         gm = s.gM if masks is None else masks
         return _take(model(s.gX, gm, s.adj), s.graph_rows)
     if rows is None:
-        return model(s.X, s.M if masks is None else masks)
+        return model({m: _dense(x) for m, x in s.X.items()}, s.M if masks is None else masks)
     xs = {m: x[rows] for m, x in s.X.items()}
     ms = {m: mk[rows] for m, mk in s.M.items()} if masks is None else masks
     return model(xs, ms)

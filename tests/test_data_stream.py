@@ -94,3 +94,25 @@ def test_backed_file_with_an_unmeasured_row_is_refused(files, tmp_path):
     a.write_h5ad(path)
     with pytest.raises(InputError, match="only missing values"):
         load_inputs([f"m={path}"], require_labels=False, backed=True)
+
+
+def test_gcn_refuses_more_samples_than_its_limit(monkeypatch):
+    from balmm.model import graph
+
+    specs = make_specs(["a", "b"], n_features=[6, 6], signal=[2.0, 1.0])
+    sim = simulate(n_samples=40, n_classes=2, modalities=specs, seed=0)
+    monkeypatch.setattr(graph, "GCN_MAX_SAMPLES", 30)
+    with pytest.raises(InputError, match="gcn: 40 samples is above its limit of 30"):
+        train(sim, encoder="gcn", **FAST)
+
+
+def test_row_topk_keeps_the_k_largest_entries_of_each_row():
+    from balmm.model.graph import _row_topk
+
+    m = sp.random(300, 300, density=0.1, format="csr", random_state=1)
+    got = _row_topk(m, 5)
+    for i in range(m.shape[0]):
+        row = m[i].toarray().ravel()
+        want = np.sort(row[row > 0])[::-1][:5]
+        have = np.sort(got[i].data)[::-1]
+        np.testing.assert_array_equal(have, want)

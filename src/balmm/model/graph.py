@@ -26,6 +26,23 @@ import scipy.sparse as sp
 import torch
 from sklearn.neighbors import NearestNeighbors
 
+from balmm.errors import InputError
+
+# gcn trains full-batch: every epoch runs the whole graph (all samples' features on the
+# device) and the graph needs an exact kNN search, O(n^2) distances; above this many samples
+# the mlp encoder, which trains on minibatches, is the one to use
+GCN_MAX_SAMPLES = 50_000
+
+
+def check_graph_size(n_samples: int) -> None:
+    """Refuse a gcn run over more than :data:`GCN_MAX_SAMPLES` samples, saying why."""
+    if n_samples > GCN_MAX_SAMPLES:
+        raise InputError(
+            f"--encoder gcn: {n_samples:,} samples is above its limit of {GCN_MAX_SAMPLES:,} "
+            "(it trains full-batch on one graph over every sample, built by an exact kNN "
+            "search); use --encoder mlp, which trains on minibatches"
+        )
+
 
 def _knn(ref: np.ndarray, query: np.ndarray, k: int, same: bool):
     k_eff = min(k + (1 if same else 0), len(ref))
@@ -42,20 +59,30 @@ def _kernel(dist: np.ndarray, eps_q: np.ndarray, eps_r: np.ndarray, ind: np.ndar
 
 
 def _row_topk(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
-    """Keep the k largest entries of every row."""
+    """Keep the k largest entries of every row, vectorised: the rows holding more than k
+    entries are padded into one dense block and partitioned together."""
     m = m.tocsr()
-    rows, cols, vals = [], [], []
-    for i in range(m.shape[0]):
-        s, e = m.indptr[i], m.indptr[i + 1]
-        top = np.argpartition(-m.data[s:e], k - 1)[:k] + s if e - s > k else np.arange(s, e)
-        rows.append(np.full(len(top), i))
-        cols.append(m.indices[top])
-        vals.append(m.data[top])
-    if not rows:
+    counts = np.diff(m.indptr)
+    long = np.flatnonzero(counts > k)
+    if len(long) == 0:
         return m
-    return sp.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=m.shape
-    )
+    width = int(counts[long].max())
+    keep = np.ones(m.nnz, dtype=bool)
+    # blocks of rows bound the padded copy (rows x widest row)
+    step = max(1, (1 << 24) // width)
+    for start in range(0, len(long), step):
+        rows = long[start : start + step]
+        n_in = counts[rows]
+        owner = np.repeat(np.arange(len(rows)), n_in)  # block row of each entry
+        within = np.arange(len(owner)) - np.repeat(np.cumsum(n_in) - n_in, n_in)
+        flat = m.indptr[rows][owner] + within  # the entries' positions in m.data
+        pad = np.full((len(rows), width), np.inf)
+        pad[owner, within] = -m.data[flat]
+        top = np.argpartition(pad, k - 1, axis=1)[:, :k]
+        keep[flat] = False
+        keep[(m.indptr[rows][:, None] + top).ravel()] = True
+    indptr = np.concatenate([[0], np.cumsum(np.minimum(counts, k))])
+    return sp.csr_matrix((m.data[keep], m.indices[keep], indptr), shape=m.shape)
 
 
 def _row_normalise(m: sp.csr_matrix) -> sp.csr_matrix:

@@ -109,6 +109,10 @@ def train(
         overrides["device"] = device
     cfg = _resolve_config(config, overrides)
     _check_data(data)
+    if cfg.encoder == "gcn":
+        from balmm.model.graph import check_graph_size
+
+        check_graph_size(len(data.samples))
     if out is None:
         return _train_threads(data, cfg, None, progress)
     if _is_run(out):

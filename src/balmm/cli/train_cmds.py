@@ -35,6 +35,7 @@ from balmm.cli.common import (
 from balmm.cli.console import out_console, print_table
 from balmm.cli.help import BalmmCommand
 from balmm.config import TrainConfig
+from balmm.errors import InputError
 
 # The defaults --help shows are TrainConfig's; a flag overrides --config only when given.
 DEFAULTS = TrainConfig()
@@ -230,6 +231,17 @@ def train(
         overrides.setdefault("kd_epochs", overrides["epochs"])
     cfg = load_config(config, overrides)
     check_device(cfg.device)
+    from balmm.training import distributed
+
+    if distributed.launched():  # under torchrun (docs/hpc.md)
+        if resume:
+            raise InputError("--resume is not available under torchrun (rank 0 alone holds "
+                             "the checkpoints): resume it as a single process")  # fmt: skip
+        if distributed.env_rank() > 0:  # rank 0 alone checks --out, writes and prints
+            data = load_from_cli(inputs, labels, label_col, test, split_col, test_size,
+                                 cfg.seed, no_ids=no_ids, layer=layer, var_key=var_key)  # fmt: skip
+            fit_train(data, cfg)
+            return
     protect = input_paths(inputs, labels, test, config)
     with cli_output(out, "train", overwrite=overwrite, resume=resume, protect=protect) as run:
         data = load_from_cli(inputs, labels, label_col, test, split_col, test_size, cfg.seed,

@@ -27,6 +27,7 @@ from balmm.data.splits import stratified_split, stratified_subsample
 from balmm.errors import InputError
 from balmm.progress import NULL_PROGRESS, Progress
 from balmm.threads import default_threads
+from balmm.training import distributed
 from balmm.training import kd as kd_mod
 from balmm.training.checkpoint import Checkpointer, fingerprint
 from balmm.training.crossfit import (
@@ -113,14 +114,22 @@ def train(
         from balmm.model.graph import check_graph_size
 
         check_graph_size(len(data.samples))
+    # under torchrun: join the process group; rank 0 alone writes (the others train their
+    # shards of every minibatch and wait for it at the end)
+    group = distributed.init(cfg.device)
+    if group is not None and group.rank > 0:
+        out, progress = None, NULL_PROGRESS
     if out is None:
-        return _train_threads(data, cfg, None, progress)
-    if _is_run(out):
-        return _train_run(data, cfg, out, progress)
-    from balmm.outputs import open_output
+        result = _train_threads(data, cfg, None, progress)
+    elif _is_run(out):
+        result = _train_run(data, cfg, out, progress)
+    else:
+        from balmm.outputs import open_output
 
-    with open_output(Path(out), "train") as run:
-        return _train_run(data, cfg, run, progress)
+        with open_output(Path(out), "train") as run:
+            result = _train_run(data, cfg, run, progress)
+    distributed.barrier()
+    return result
 
 
 def _train_run(data, cfg: TrainConfig, run, progress: Progress) -> TrainResult:
@@ -172,6 +181,9 @@ def _train_threads(data, cfg: TrainConfig, run, progress: Progress) -> TrainResu
         feature_store(data) as store,
     ):
         result = _train(data, cfg, run, dev, progress, store)
+    group = distributed.current()
+    result.metrics["protocol"]["world_size"] = 1 if group is None else group.world_size
+    result.metrics["protocol"]["backend"] = None if group is None else group.backend
     if budget is not None:  # only then: default metrics.json stays as it was
         result.metrics["protocol"]["time_budget_s"] = cfg.time_budget
         result.metrics["protocol"]["stopped_by_time_budget"] = list(budget.stopped)

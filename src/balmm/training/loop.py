@@ -25,6 +25,7 @@ import torch
 from balmm.config import TrainConfig
 from balmm.model.fusion import MultiModalNet
 from balmm.progress import NULL_PROGRESS, Progress
+from balmm.training import distributed
 from balmm.training.balancers import FUSED, Balancer
 from balmm.training.tensors import Split, forward, head_f1, infer, mean_log_loss
 
@@ -100,7 +101,12 @@ class StepLog:
 
     def means(self) -> tuple[dict[str, float], dict[str, float]]:
         """Mean loss per key and mean gradient norm per encoder over the steps."""
-        flat = torch.cat(self.values).tolist() if self.values else []  # one host transfer
+        if not self.values:
+            return {}, {}
+        flat = torch.cat(self.values)
+        if distributed.current() is not None:  # the ranks' mean (losses are per shard)
+            flat = distributed.mean_over_ranks(flat)
+        flat = flat.tolist()  # the epoch's one host transfer
         sums: dict[str, float] = {}
         gsum: dict[str, float] = {}
         i = 0
@@ -236,6 +242,14 @@ class TrainLoop:
         # bf16 autocast: CUDA only (config key bf16); float32 everywhere else
         self._bf16 = cfg.bf16 and device.type == "cuda"
         self._forward = compiled_forward() if cfg.compile else forward
+        # under torchrun: a DDP replica, each global minibatch split over the ranks
+        self._dist = distributed.current() is not None
+        self.net = distributed.wrap(model)
+        # gradients DDP does not reduce, or that the balancer rescales after it did
+        touches = balancer is not None and (
+            bool(extra) or balancer.name == "ogm-ge" or bool(cfg.grad_modulation)
+        )
+        self._resync = params if self._dist and touches else []
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self._bf16:
@@ -308,7 +322,12 @@ class TrainLoop:
             rec = self._epoch()
             self.history.append(rec)
             stopped = bool(spec.patience and self.stale >= spec.patience)
-            if not stopped and self.epoch < spec.epochs and budget and budget.spent(spec.key):
+            if (
+                not stopped
+                and self.epoch < spec.epochs
+                and budget is not None
+                and distributed.agree(budget.spent(spec.key))
+            ):
                 rec["stopped"] = "time_budget"  # at an epoch boundary; said in history
                 stopped = True
             if self.on_epoch is not None and self.epoch < spec.epochs and not stopped:
@@ -332,15 +351,19 @@ class TrainLoop:
                 if spec.modality_dropout
                 else base
             )
+            if self._dist and not graph:  # this rank's share of the global minibatch
+                pos = torch.as_tensor(distributed.shard(rows), device=r.device)
+                r, masks = r[pos], {m: mk[pos] for m, mk in masks.items()}
             sel_masks = {m: mk[fit.graph_rows] for m, mk in masks.items()} if graph else masks
             y = fit.y[r] if not graph else fit.y
             with self._autocast():
-                out = self._forward(model, fit, None if graph else r, masks=masks)
+                out = self._forward(self.net, fit, None if graph else r, masks=masks)
                 total, parts = self.loss_fn(model, out, y, sel_masks, r)
             self.opt.zero_grad(set_to_none=True)
             total.backward()
             if bal is not None:
                 bal.after_backward(model, out, y, sel_masks, self.gen)
+            distributed.average_grads(self._resync)
             log.add(total, parts)
             self.opt.step()
         rec: dict[str, Any] = {"stage": spec.key, "epoch": self.epoch}

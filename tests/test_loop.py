@@ -73,3 +73,24 @@ def test_distillation_epochs_follow_epochs_unless_given():
     assert _resolve_config(None, {"epochs": 3}).kd_epochs == 3
     assert _resolve_config(None, {"epochs": 3, "kd_epochs": 7}).kd_epochs == 7
     assert _resolve_config(TrainConfig(kd_epochs=9), {}).kd_epochs == 9
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bf16_autocast_on_cuda_trains_as_well_as_float32(sim, monkeypatch):
+    from balmm.training.loop import TrainLoop
+
+    seen = []
+    original = TrainLoop._autocast
+
+    def spy(self):
+        seen.append(self._bf16)
+        return original(self)
+
+    monkeypatch.setattr(TrainLoop, "_autocast", spy)
+    bf16 = train(sim, seed=0, device="cuda", bf16=True, **FAST)
+    assert seen and all(seen)  # every step ran under bf16 autocast
+    monkeypatch.undo()
+    fp32 = train(sim, seed=0, device="cuda", **FAST)
+    a, b = bf16.metrics["test"]["fused"], fp32.metrics["test"]["fused"]
+    assert abs(a["auroc"] - b["auroc"]) < 0.1

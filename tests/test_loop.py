@@ -94,3 +94,24 @@ def test_bf16_autocast_on_cuda_trains_as_well_as_float32(sim, monkeypatch):
     fp32 = train(sim, seed=0, device="cuda", **FAST)
     a, b = bf16.metrics["test"]["fused"], fp32.metrics["test"]["fused"]
     assert abs(a["auroc"] - b["auroc"]) < 0.1
+
+
+def test_cli_time_budget_and_kd_epochs(sim, tmp_path):
+    import json
+
+    from balmm.cli import main
+    from balmm.data.io import write_h5mu
+
+    data = tmp_path / "sim.h5mu"
+    write_h5mu(sim, data)
+    out = tmp_path / "out"
+    args = ["-q", "train", str(data), "--out", str(out), "--epochs", "5", "--kd-epochs", "2",
+            "--time-budget", "0.000001", "--folds", "0", "--set", "pretrain_epochs=4",
+            "--set", "n_boot=10"]  # fmt: skip
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["protocol"]["time_budget_s"] == 1e-6
+    assert "stage2" in metrics["protocol"]["stopped_by_time_budget"]
+    config = json.loads((out / "model" / "model.json").read_text())["config"]
+    assert (config["epochs"], config["kd_epochs"], config["time_budget"]) == (5, 2, 1e-6)
+    assert main(["train", str(data), "--out", str(tmp_path / "bad"), "--time-budget", "-1"]) == 2

@@ -95,19 +95,23 @@ def balmm_epochs(fit: Split, val: Split, cfg: TrainConfig, epochs: int) -> float
 
 def plain_epochs(fit: Split, cfg: TrainConfig, epochs: int) -> float:
     """Seconds for ``epochs`` epochs of a plain PyTorch loop: same model, loss, optimiser,
-    batch size and row gathering; nothing recorded."""
+    batch size, row gathering and precision; nothing recorded."""
     device = fit.y.device
     model, bal = _model_and_balancer(cfg, device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(0)
     model.train()
+    # the same precision as balmm's loop: bf16 autocast with bf16 on CUDA
+    use_bf16 = cfg.bf16 and device.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16)
 
     def epoch() -> None:
         for rows in batches(len(fit), cfg.batch_size, rng, False):
             r = torch.as_tensor(rows, device=device)
             ms = {m: mk[r] for m, mk in fit.M.items()}
-            out = model({m: x[r] for m, x in fit.X.items()}, ms)
-            loss, _ = bal.loss(model, out, fit.y[r], ms)
+            with autocast:
+                out = model({m: x[r] for m, x in fit.X.items()}, ms)
+                loss, _ = bal.loss(model, out, fit.y[r], ms)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CUDA checks, run on a GPU machine from the repository root: every test marked `gpu`,
-# the training throughput benchmark on CUDA, and one end-to-end `balmm train --device cuda`.
+# the training throughput and loop benchmarks on CUDA, and one end-to-end `balmm train --device cuda`.
 # Where balmm's dependencies are not installed, put their wheels in .whl/ (see
 # docs/benchmarks.md); they are installed into /tmp/site for this run only.
 set -uo pipefail
@@ -17,6 +17,9 @@ python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_devic
 python3 -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu_tests.log"
 python3 benchmarks/bench_train.py --device cuda --threads 8 --repeats 2 --skip-e2e 2>&1 \
   | tee "$OUT/bench_train_cuda.log"
+# the loop against a plain PyTorch loop on the GPU, large batches, eager / compile / bf16
+python3 benchmarks/bench_loop.py --device cuda --n 200000 --batch 4096 16384 --compile --bf16 \
+  2>&1 | tee "$OUT/bench_loop_cuda.log"
 /usr/bin/time -v python3 -m balmm --log-format json train --device cuda --out "$OUT/train_rosmap" \
   >"$OUT/train_cli.log" 2>&1
 echo "balmm train --device cuda exit code: $?"

@@ -10,8 +10,9 @@ import torch
 from balmm.config import TrainConfig
 from balmm.data.simulate import make_specs, simulate
 from balmm.model.fusion import MultiModalNet
+from balmm.training.budget import StageBudget
 from balmm.training.fit import _resolve_config, train
-from balmm.training.loop import StageBudget, StepLog
+from balmm.training.loop import StepLog
 
 FAST = dict(pretrain_epochs=6, pretrain_patience=0, kd_epochs=4, epochs=8, patience=0,
             n_boot=20, hidden=16, embed_dim=8, lr=0.01, folds=0)  # fmt: skip

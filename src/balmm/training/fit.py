@@ -29,6 +29,7 @@ from balmm.progress import NULL_PROGRESS, Progress
 from balmm.threads import default_threads
 from balmm.training import distributed
 from balmm.training import kd as kd_mod
+from balmm.training.budget import stage_budget
 from balmm.training.checkpoint import Checkpointer, fingerprint
 from balmm.training.crossfit import (
     apply_paired,
@@ -42,7 +43,7 @@ from balmm.training.crossfit import (
 from balmm.training.distil import distil, distil_students, make_plan
 from balmm.training.evaluate import TrainResult, evaluate
 from balmm.training.intermodal import complementarity
-from balmm.training.loop import random_streams, stage_budget
+from balmm.training.loop import random_streams
 from balmm.training.stage1 import train_alone
 from balmm.training.stage2 import train_joint
 

@@ -12,10 +12,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import time
 import zlib
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +25,7 @@ from balmm.model.fusion import MultiModalNet
 from balmm.progress import NULL_PROGRESS, Progress
 from balmm.training import distributed
 from balmm.training.balancers import FUSED, Balancer
+from balmm.training.budget import BUDGET
 from balmm.training.tensors import Split, forward, head_f1, infer, mean_log_loss
 
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -57,6 +56,14 @@ def batches(n: int, batch_size: int, rng: np.random.Generator, graph: bool) -> l
     return out
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device``; to CUDA through pinned memory without blocking, so the
+    host does not wait for the device's queue at every step."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def drop_modalities(
     masks: dict[str, torch.Tensor], p: float, gen: torch.Generator, skip: set[str] = frozenset()
 ) -> dict[str, torch.Tensor]:
@@ -67,7 +74,7 @@ def drop_modalities(
     if p <= 0 or len(names) < 2:
         return masks
     present = torch.stack([masks[m] for m in names], 1)
-    drop = torch.rand(present.shape, generator=gen).to(present.device) < p
+    drop = to_device(torch.rand(present.shape, generator=gen), present.device) < p
     kept = present & ~drop
     empty = kept.sum(1) == 0
     kept[empty] = present[empty]
@@ -122,49 +129,6 @@ class StepLog:
                 gsum[m] = gsum.get(m, 0.0) + math.sqrt(v)
         nb = max(len(self.keys), 1)
         return {k: v / nb for k, v in sums.items()}, {k: v / nb for k, v in gsum.items()}
-
-
-class StageBudget:
-    """A wall-clock budget per training stage (``stage1``, ``kd``, ``stage2``; the
-    cross-fitting folds of a stage share it), counted from the stage's first loop. A loop
-    whose stage has spent it stops at the end of the current epoch."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.started: dict[str, float] = {}
-        self.stopped: list[str] = []  # loops stopped by the budget, in order
-
-    @staticmethod
-    def stage(key: str) -> str:
-        """``fold2/stage1:mrna`` -> ``stage1``."""
-        return key.rsplit("/", 1)[-1].split(":", 1)[0]
-
-    def start(self, key: str) -> None:
-        self.started.setdefault(self.stage(key), time.monotonic())
-
-    def spent(self, key: str) -> bool:
-        t0 = self.started.setdefault(self.stage(key), time.monotonic())
-        if time.monotonic() - t0 < self.seconds:
-            return False
-        self.stopped.append(key)
-        return True
-
-
-_BUDGET: ContextVar[StageBudget | None] = ContextVar("balmm_stage_budget", default=None)
-
-
-@contextlib.contextmanager
-def stage_budget(seconds: float) -> Iterator[StageBudget | None]:
-    """Every :class:`TrainLoop` run inside honours ``seconds`` per stage (0: no budget)."""
-    if seconds <= 0:
-        yield None
-        return
-    budget = StageBudget(seconds)
-    token = _BUDGET.set(budget)
-    try:
-        yield budget
-    finally:
-        _BUDGET.reset(token)
 
 
 _COMPILED: list[Callable] = []
@@ -313,7 +277,7 @@ class TrainLoop:
         self.progress.start(spec.key, spec.desc, total=spec.epochs)
         if self.epoch:
             self.progress.update(spec.key, self.epoch)
-        budget = _BUDGET.get()
+        budget = BUDGET.get()
         if budget is not None:
             budget.start(spec.key)
         stopped = bool(spec.patience and self.stale >= spec.patience)
@@ -343,8 +307,13 @@ class TrainLoop:
             model.encoders[m].eval()
         graph = fit.adj is not None
         log = StepLog(model)
-        for rows in batches(len(fit), cfg.batch_size, self.rng, graph):
-            r = torch.as_tensor(rows, device=fit.y.device)
+        epoch_batches = batches(len(fit), cfg.batch_size, self.rng, graph)
+        # the epoch's row order goes to the device in one copy, not one per step
+        order = to_device(torch.as_tensor(np.concatenate(epoch_batches)), fit.y.device)
+        start = 0
+        for rows in epoch_batches:
+            r = order[start : start + len(rows)]
+            start += len(rows)
             base = fit.gM if graph else {m: mk[r] for m, mk in fit.M.items()}
             masks = (
                 drop_modalities(base, spec.modality_dropout, self.gen, model.fusion_off)

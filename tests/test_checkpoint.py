@@ -73,8 +73,9 @@ def reference(data, tmp_path_factory):
     "key,n",
     [
         ("stage1:strong", 3),
-        ("stage1:weak", 6),
-        ("fold2/stage1:weak", 4),
+        ("stage1:weak", 0),  # the final unimodal models train the cross-fitted epoch count
+        ("fold2/trace:weak", 4),  # a fold's epoch curve (held-out log-probabilities)
+        ("fold3/stage1:strong", 0),
         ("fold1/kd:weak", 3),
         ("stage2", 5),
         ("write", 0),

@@ -233,3 +233,24 @@ def test_profile_pair_mi_uses_every_dimension_of_two_6_feature_modalities() -> N
     pairs = balmm.profile(data, n_boot=5, seed=0, estimators=("gaussian",)).pairs
     assert pairs[0]["embedding"] == "PCA(6) vs PCA(6)"
     assert close(pairs[0]["mi_bits"], gaussian_mi_true(rhos)), pairs[0]["mi_bits"]
+
+
+def test_train_pair_mi_uses_as_many_dims_as_the_sample_supports() -> None:
+    """train's I(Z_a; Z_b) (the CCH gap) on 16-wide embeddings whose correlation is spread
+    over 8 directions: the automatic width (mi_pca_dims = 0) keeps the known MI; a fixed 4
+    components, the old default, misses part of it."""
+    from balmm.training.kd import pair_mi
+
+    n, rhos = 600, [0.6] * 8
+    a, b = gaussian_pair(n, rhos, seed=5)
+    rng = np.random.default_rng(5)
+    # embed in 16 dimensions with independent filler, then rotate (what an encoder gives)
+    pad = lambda x: np.hstack([x, 0.5 * rng.standard_normal((n, 8))])  # noqa: E731
+    rot_a, _ = np.linalg.qr(rng.standard_normal((16, 16)))
+    rot_b, _ = np.linalg.qr(rng.standard_normal((16, 16)))
+    za, zb = pad(a) @ rot_a, pad(b) @ rot_b
+    truth = gaussian_mi_true(rhos)
+    est, lo, hi = pair_mi(za, zb, "gaussian", 0, 20, seed=0)
+    assert close(est, truth), (est, truth)
+    fixed, _, _ = pair_mi(za, zb, "gaussian", 4, 20, seed=0)
+    assert fixed < 0.9 * truth

@@ -32,6 +32,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "device": DEVICES,
     "mi_estimator": MI_ESTIMATORS,
     "stage1_select": ("f1", "loss"),
+    "stage2_select": ("f1", "loss"),
     "fusion_head": ("joint", "stack"),
     "report_embedding": ("auto", "umap", "pca"),
 }
@@ -85,11 +86,12 @@ class TrainConfig:
     kd_alpha: float = 0.5
     kd_temperature: float = 2.0
     mi_estimator: str = "gaussian"
-    mi_pca_dims: int = 4
+    mi_pca_dims: int = 0  # I(Z_a; Z_b) on this many PCs each; 0 = as many as n supports
     n_boot: int = 100
     # stage 2: joint balanced training
     epochs: int = 80
     patience: int = 20
+    stage2_select: str = "f1"  # joint model: best validation fused macro-F1 ("f1") or loss
     modality_dropout: float = 0.15
     fused_weight: float = 1.0
     weight_beta: float = 2.0  # lag term: a head behind the best one gets up to 1 + beta
@@ -168,14 +170,14 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     """Type- and range-check every field (also after programmatic changes)."""
     for key in _FIELDS:
         _coerce(key, getattr(cfg, key), "config")
-    positive = ["hidden", "embed_dim", "batch_size", "knn_k", "mi_pca_dims", "eval_every"]
+    positive = ["hidden", "embed_dim", "batch_size", "knn_k", "eval_every"]
     for key in positive:
         if getattr(cfg, key) < 1:
             raise ConfigError(f"config key {key!r} must be >= 1, got {getattr(cfg, key)}")
     non_negative = [
         "pretrain_epochs", "kd_epochs", "epochs", "patience", "pretrain_patience", "n_boot",
         "threads", "snf_iterations", "lr", "weight_decay", "weight_beta", "checkpoint_every",
-        "folds", "time_budget",
+        "folds", "time_budget", "mi_pca_dims",
     ]  # fmt: skip
     for key in non_negative:
         if getattr(cfg, key) < 0:

@@ -25,6 +25,7 @@ these decisions (and K fits would cost too much), so cross-fitting turns itself 
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,8 +39,10 @@ from balmm.training import kd as kd_mod
 from balmm.training.checkpoint import Checkpointer
 from balmm.training.distil import distil_students
 from balmm.training.metrics import bootstrap_f1, macro_f1
-from balmm.training.stage1 import train_alone
-from balmm.training.tensors import Split, infer, mean_log_loss, single
+from balmm.training.stage1 import enc_head_state, train_one, unimodal_net
+from balmm.training.tensors import Split, infer, mean_log_loss, restrict, single
+
+logger = logging.getLogger("balmm")
 
 # 20 % of 5 000 samples is a 1 000-sample validation carve: macro-F1 to about +-0.03
 CROSSFIT_MAX_SAMPLES = 5000
@@ -81,6 +84,37 @@ class CrossFit:
     fold_stage1: list[dict[str, dict]] = field(default_factory=list)  # per fold: train_alone
     fold_sets: list[dict[str, Split]] = field(default_factory=list)
     fold_fit_rows: list[np.ndarray] = field(default_factory=list)  # positions in ``train``
+    # stage-1 epoch counts: for the final model (all folds' curves) and per fold (the other
+    # folds' curves only, so a fold's OOF predictions never depend on its own labels)
+    epochs: dict[str, int] = field(default_factory=dict)
+    fold_epochs: dict[str, list[int]] = field(default_factory=dict)
+    oof_loss_curve: dict[str, list[float]] = field(default_factory=dict)
+
+
+def choose_epochs(
+    traces: list[np.ndarray], y_held: list[np.ndarray], ok: list[np.ndarray]
+) -> tuple[int, list[int], np.ndarray]:
+    """The epoch count with the lowest pooled out-of-fold log-loss, from per-fold held-out
+    log-probability curves ``traces[k]`` (epochs x held samples x classes).
+
+    Returns the count over all folds (for the model fitted on all training samples), the
+    count for each fold k chosen on the *other* folds' curves (fold k's OOF predictions are
+    taken at it), and the pooled curve. Ties go to the fewer epochs."""
+    n_ep = min(t.shape[0] for t in traces)
+    sums = np.zeros((len(traces), n_ep))
+    counts = np.zeros(len(traces))
+    for k, (t, y, mk) in enumerate(zip(traces, y_held, ok, strict=True)):
+        if mk.any():
+            sums[k] = -t[:n_ep, np.flatnonzero(mk), y[mk]].sum(1)
+            counts[k] = mk.sum()
+    total = counts.sum()
+    curve = sums.sum(0) / max(total, 1)
+    best_all = int(np.argmin(curve)) + 1
+    per_fold = []
+    for k in range(len(traces)):
+        rest = sums.sum(0) - sums[k]
+        per_fold.append(int(np.argmin(rest)) + 1 if total - counts[k] > 0 else best_all)
+    return best_all, per_fold, curve
 
 
 def _fold_sets(
@@ -93,7 +127,8 @@ def _fold_sets(
     fit_rows = inside[fit_pos.astype(int)]
     val_rows = inside[val_pos.astype(int)]
     sets = {"fit": take(train, fit_rows), "val": take(train, val_rows),
-            "held": take(train, np.flatnonzero(folds == k))}  # fmt: skip
+            "held": take(train, np.flatnonzero(folds == k)),
+            "inside": take(train, inside)}  # fmt: skip
     return sets, fit_rows
 
 
@@ -107,20 +142,51 @@ def crossfit_alone(
     progress: Progress,
     ckpt: Checkpointer,
 ) -> CrossFit:
-    """Each modality alone in each fold; OOF logits and embeddings of every sample."""
+    """Each modality alone in each fold; OOF logits and embeddings of every sample.
+
+    In each fold a modality trains on all the fold's inside rows for ``pretrain_epochs``,
+    and its held-out log-probabilities are recorded after every epoch. The epoch count is
+    the one with the lowest pooled OOF log-loss (per fold on the other folds' curves, see
+    :func:`choose_epochs`); the fold's model is then trained for exactly that count (the
+    same random streams, so the same trajectory) to give its OOF logits and embeddings."""
     n = len(train)
     y = train.y.cpu().numpy()
     present = {m: train.M[m].cpu().numpy() for m in mods}
     logits = {m: np.full((n, n_classes), np.nan, dtype=np.float32) for m in mods}
     z: dict[str, np.ndarray] = {}
     cf = CrossFit(folds, logits, z, present, y)
-    for k in range(int(folds.max()) + 1):
-        sets, fit_rows = _fold_sets(train, folds, k, cfg)
-        st, _ = train_alone(mods, n_features, n_classes, sets, cfg, progress, ckpt,
-                            scope=f"fold{k}/")  # fmt: skip
-        held = np.flatnonzero(folds == k)
-        for m, rec in st.items():
-            out = infer(rec["net"], single(sets["held"], m))
+    n_folds = int(folds.max()) + 1
+    all_sets = [_fold_sets(train, folds, k, cfg) for k in range(n_folds)]
+    held_rows = [np.flatnonzero(folds == k) for k in range(n_folds)]
+    trainable = []
+    traces: dict[str, list[np.ndarray]] = {}
+    for m in mods:
+        inside = [restrict(sets["inside"], m) for sets, _ in all_sets]
+        if min(len(s) for s in inside) < 4:
+            logger.warning("modality %s: too few samples to cross-fit; no stage 1", m)
+            continue
+        trainable.append(m)
+        for k, (sets, _) in enumerate(all_sets):
+            done = train_one(m, n_features[m], n_classes, inside[k], None, cfg, progress, ckpt,
+                             f"fold{k}/trace:{m}", (f"fold{k}/", "stage1", m),
+                             epochs=cfg.pretrain_epochs, held=sets["held"])  # fmt: skip
+            traces.setdefault(m, []).append(done["trace"].numpy())
+    for m in trainable:
+        ok = [present[m][h] & (y[h] >= 0) for h in held_rows]
+        best, per_fold, curve = choose_epochs(traces[m], [y[h] for h in held_rows], ok)
+        cf.epochs[m], cf.fold_epochs[m] = best, per_fold
+        cf.oof_loss_curve[m] = [float(v) for v in curve]
+    for k, (sets, fit_rows) in enumerate(all_sets):
+        st: dict[str, dict] = {}
+        held = held_rows[k]
+        for m in trainable:
+            done = train_one(m, n_features[m], n_classes, restrict(sets["inside"], m), None, cfg,
+                             progress, ckpt, f"fold{k}/stage1:{m}", (f"fold{k}/", "stage1", m),
+                             epochs=cf.fold_epochs[m][k])  # fmt: skip
+            net = unimodal_net(m, n_features[m], n_classes, cfg).to(train.y.device)
+            net.load_state_dict(done["state"])
+            st[m] = {"net": net, "state": enc_head_state(net, m), "val_f1": float("nan")}
+            out = infer(net, single(sets["held"], m))
             with np.errstate(divide="ignore"):
                 lg = np.log(np.clip(out[m], 1e-12, 1.0))
             has = present[m][held]

@@ -253,10 +253,19 @@ def _train(data, cfg: TrainConfig, run, dev, progress, store=None) -> TrainResul
     kappa: dict[str, float] | None = None
     cf = None
     if (cfg.balancer == "balmm" or cfg.measure_imbalance) and cfg.pretrain_epochs > 0:
-        stage1, h1 = train_alone(mods, n_features, n_classes, sets, cfg, progress, ckpt)
+        n_train = n_fit + n_val
+        if use_crossfit(cfg, n_train):
+            # the unimodal models of every fold first: their OOF curves choose the epoch
+            # count of each final unimodal model
+            train_split = split_from(proc, np.arange(n_train), dev)
+            folds = fold_assignment(proc.y[:n_train], cfg.folds, cfg.seed)
+            cf = crossfit_alone(mods, n_features, n_classes, train_split, folds, cfg, progress,
+                                ckpt)  # fmt: skip
+        stage1, h1 = train_alone(mods, n_features, n_classes, sets, cfg, progress, ckpt,
+                                 epochs=cf.epochs if cf is not None else None)  # fmt: skip
         history += h1
-        plan, h_kd, decisions, kappa, cf = _stage1_decisions(
-            mods, n_features, n_classes, proc, sets, stage1, label_mi, cfg, dev, progress, ckpt
+        plan, h_kd, decisions, kappa = _stage1_decisions(
+            mods, n_classes, sets, stage1, label_mi, cfg, dev, progress, ckpt, cf
         )
         history += h_kd
     timing["stage1_s"] = time.perf_counter() - t
@@ -295,12 +304,12 @@ def _train(data, cfg: TrainConfig, run, dev, progress, store=None) -> TrainResul
     return result
 
 
-def _stage1_decisions(mods, n_features, n_classes, proc, sets, stage1, label_mi, cfg, dev,
-                      progress, ckpt):  # fmt: skip
+def _stage1_decisions(mods, n_classes, sets, stage1, label_mi, cfg, dev, progress, ckpt,
+                      cf):  # fmt: skip
     """The distillation plan, distillation and the intermodal term of the stage-2 weights,
-    decided by cross-fitting over all training samples (or, above the cross-fitting
-    threshold, on the validation carve). Returns (plan, history, decisions, kappa)."""
-    n_train = len(sets["fit"]) + len(sets["val"])
+    decided on the cross-fitted OOF outputs ``cf`` over all training samples (or, with
+    ``cf`` None, above the cross-fitting threshold, on the validation carve). Returns
+    (plan, history, decisions, kappa)."""
     want_kappa = cfg.balancer == "balmm" and cfg.mi_weights and cfg.weight_gamma > 0
     # complementarity only among the modalities with label information: an assay left out
     # of the fusion must not move the others' weights (a pure-noise assay costs nothing)
@@ -308,7 +317,7 @@ def _stage1_decisions(mods, n_features, n_classes, proc, sets, stage1, label_mi,
     want_kd = cfg.kd and len(mods) > 1
     plan: list[dict] = []
     history: list[dict] = []
-    if not use_crossfit(cfg, n_train):
+    if cf is None:
         decisions = {"cross_fitted": False, "evidence": "validation carve"}
         if want_kd:
             plan, history = distil(mods, n_classes, sets, stage1, label_mi, cfg, progress, ckpt)
@@ -321,14 +330,13 @@ def _stage1_decisions(mods, n_features, n_classes, proc, sets, stage1, label_mi,
             comp = complementarity(z, present, val.y.cpu().numpy(), n_classes, cfg.seed)
             kappa = {m: v["kappa"] for m, v in comp.items()}
             decisions["complementarity"] = comp
-        return plan, history, decisions, kappa, None
-    train_split = split_from(proc, np.arange(n_train), dev)
-    folds = fold_assignment(proc.y[:n_train], cfg.folds, cfg.seed)
-    cf = crossfit_alone(mods, n_features, n_classes, train_split, folds, cfg, progress, ckpt)
+        return plan, history, decisions, kappa
     decisions = {
         "cross_fitted": True,
-        "evidence": f"out-of-fold predictions over {n_train} training samples, "
-        f"{int(folds.max()) + 1} stratified folds",
+        "evidence": f"out-of-fold predictions over {len(cf.y)} training samples, "
+        f"{int(cf.folds.max()) + 1} stratified folds",
+        "stage1_epochs": dict(cf.epochs),
+        "stage1_epochs_rule": "lowest pooled out-of-fold log-loss of the unimodal head",
     }
     if want_kd:
         strength, pair, paired = oof_evidence(cf, n_classes, cfg)
@@ -353,7 +361,7 @@ def _stage1_decisions(mods, n_features, n_classes, proc, sets, stage1, label_mi,
         comp = complementarity(oof, cf.present, cf.y, n_classes, cfg.seed)
         kappa = {m: v["kappa"] for m, v in comp.items()}
         decisions["complementarity"] = comp
-    return plan, history, decisions, kappa, cf
+    return plan, history, decisions, kappa
 
 
 def _informative(mi: tuple[float, float], cfg: TrainConfig) -> bool:

@@ -106,18 +106,24 @@ def label_mi_probe(
 def pair_mi(
     za: np.ndarray, zb: np.ndarray, estimator: str, dims: int, n_boot: int, seed: int
 ) -> tuple[float, float, float]:
-    """I(Z_a; Z_b) in bits between two embeddings of the same samples (PCA to ``dims``)."""
+    """I(Z_a; Z_b) in bits between two embeddings of the same samples, on their leading
+    principal components: ``dims`` each, or (``dims`` 0) as many as the sample size
+    supports (:func:`balmm.profiling.mi.pair_dims`, the rule ``balmm profile`` uses)."""
     n = za.shape[0]
     if n < 10:
         return float("nan"), float("nan"), float("nan")
+    if dims > 0:
+        da = db = dims
+    else:
+        da, db = mi_mod.pair_dims(n, za.shape[1], zb.shape[1])
 
-    def reduce(z: np.ndarray) -> np.ndarray:
-        k = max(1, min(dims, z.shape[1], n - 2))
+    def reduce(z: np.ndarray, d: int) -> np.ndarray:
+        k = max(1, min(d, z.shape[1], n - 2))
         if np.allclose(z.std(axis=0), 0):
             return z[:, :k]
         return PCA(n_components=k, random_state=seed).fit_transform(z)
 
-    a, b = reduce(za), reduce(zb)
+    a, b = reduce(za, da), reduce(zb, db)
     fn = mi_mod.estimator_fn(estimator)  # Gaussian bias-corrected, as in ``balmm profile``
     # half-samples re-centred on the estimate, as in profile: with-replacement resamples
     # duplicate rows, which shrinks the effective n and inflates both estimators

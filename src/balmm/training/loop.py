@@ -156,6 +156,9 @@ class LoopSpec:
     modality_dropout: float = 0.0
     lr_scale: float = 1.0
     frozen: frozenset[str] = frozenset()  # encoders kept as they are (eval, no gradient)
+    # no selection: train exactly ``epochs`` and keep the last state (an epoch count chosen
+    # by cross-fitting); the validation split, if any, is only scored for the history
+    keep_last: bool = False
 
 
 @dataclass
@@ -176,7 +179,7 @@ class TrainLoop:
         model: MultiModalNet,
         loss_fn: LossFn,
         fit: Split,
-        val: Split,
+        val: Split | None,
         cfg: TrainConfig,
         spec: LoopSpec,
         streams: tuple[np.random.Generator, torch.Generator],
@@ -269,7 +272,7 @@ class TrainLoop:
     def run(self) -> LoopResult:
         """Train until ``epochs`` or early stopping (continuing a restored state)."""
         spec = self.spec
-        if not self._started and not spec.require_epoch:
+        if not self._started and not spec.require_epoch and not spec.keep_last:
             # epoch 0 = the starting point (e.g. stage-1 encoders) competes too
             f0, _, self.best_key = self.score()
             self.best_score = f0[spec.score_head]
@@ -298,6 +301,8 @@ class TrainLoop:
                 self.on_epoch(self)
             self.progress.update(spec.key, 1, **self._live(rec))
         self.progress.finish(spec.key)
+        if spec.keep_last:
+            self.best_state = copy.deepcopy(self.model.state_dict())
         return LoopResult(self.best_state, self.history, self.best_score)
 
     def _epoch(self) -> dict[str, Any]:
@@ -337,11 +342,14 @@ class TrainLoop:
             self.opt.step()
         rec: dict[str, Any] = {"stage": spec.key, "epoch": self.epoch}
         rec["loss"], rec["grad_norm"] = log.means()
-        if self.epoch % cfg.eval_every == 0 or self.epoch == spec.epochs:
+        scored = self.val is not None and len(self.val) > 0
+        if scored and (self.epoch % cfg.eval_every == 0 or self.epoch == spec.epochs):
             f1s, vloss, cand = self.score()
             rec["val_f1"] = f1s
             rec["val_loss"] = vloss
-            if self.best_key is None or cand > self.best_key:
+            if spec.keep_last:
+                self.best_score = f1s[spec.score_head]
+            elif self.best_key is None or cand > self.best_key:
                 self.best_key, self.best_state = cand, copy.deepcopy(model.state_dict())
                 self.best_score = f1s[spec.score_head]
                 self.stale = 0
@@ -350,6 +358,8 @@ class TrainLoop:
                 self.stale += cfg.eval_every
             if bal is not None:
                 bal.end_epoch(f1s)
+        if spec.keep_last and self.epoch == spec.epochs:
+            rec["selected"] = True
         if bal is not None:
             rec["weights"] = bal.weights()
             rec["ogm_coef"] = dict(bal.last_coef)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import copy
 import logging
 
+import torch
+
 from balmm.config import TrainConfig
 from balmm.model.fusion import ENCODER_KEYS, MultiModalNet
 from balmm.progress import Progress
 from balmm.training.balancers import masked_ce
 from balmm.training.checkpoint import Checkpointer
 from balmm.training.loop import LoopSpec, TrainLoop, random_streams
-from balmm.training.tensors import Split, restrict
+from balmm.training.tensors import Split, infer, restrict, single
 
 logger = logging.getLogger("balmm")
 
@@ -38,6 +40,71 @@ def enc_head_state(net: MultiModalNet, m: str) -> dict:
     }
 
 
+def train_one(
+    m: str,
+    n_in: int,
+    n_classes: int,
+    fit: Split,
+    val: Split | None,
+    cfg: TrainConfig,
+    progress: Progress,
+    ckpt: Checkpointer,
+    unit: str,
+    streams_scope: tuple[str, ...],
+    epochs: int | None = None,
+    held: Split | None = None,
+) -> dict:
+    """Train modality ``m`` alone on ``fit``: selected on ``val`` (``epochs`` None), or for
+    exactly ``epochs`` epochs keeping the last state (an epoch count chosen by cross-fitting;
+    ``val`` then only scored for the history). With ``held``, the held-out log-probabilities
+    after every epoch are returned too, as ``trace`` (epochs x samples x classes): the curve
+    cross-fitting chooses the epoch count on. The model never reads ``held``'s labels.
+    Returns ``{"state", "history", "score"[, "trace"]}`` (checkpointed as ``unit``)."""
+    done = ckpt.done(unit)
+    if done is not None:
+        return done
+    dev = fit.y.device
+    streams = random_streams(cfg.seed, *streams_scope)
+    net = unimodal_net(m, n_in, n_classes, cfg).to(dev)
+    fixed = epochs is not None
+    spec = LoopSpec(
+        unit, f"stage 1: {m} alone", epochs if fixed else cfg.pretrain_epochs,
+        0 if fixed else cfg.pretrain_patience, m, require_epoch=True,
+        select_on_loss=cfg.stage1_select == "loss", keep_last=fixed,
+    )  # fmt: skip
+    hooks = []
+    if held is not None:
+        one = single(held, m)
+
+        def record(lp: TrainLoop) -> None:
+            if "held_logp" not in lp.history[-1]:
+                p = torch.as_tensor(infer(lp.model, one)[m])
+                lp.history[-1]["held_logp"] = torch.log(p.clamp_min(1e-12))
+
+        hooks.append(record)
+    save = ckpt.loop_hook(unit)
+    if save is not None:
+        hooks.append(save)
+
+    def on_epoch(lp: TrainLoop) -> None:
+        for h in hooks:
+            h(lp)
+
+    loop = TrainLoop(net, unimodal_loss(m, cfg.label_smoothing), fit, val, cfg, spec, streams,
+                     progress=progress, on_epoch=on_epoch if hooks else None)  # fmt: skip
+    ckpt.resume_loop(unit, loop)
+    res = loop.run()
+    if held is not None and res.history:
+        hooks[0](loop)  # the last epoch (on_epoch is not called after it)
+    done = {"state": res.best_state, "history": res.history, "score": res.best_score}
+    if held is not None:
+        done["trace"] = torch.stack([r.pop("held_logp") for r in res.history])
+    for r in res.history:
+        r["modality"] = m
+    ckpt.save_done(unit, done)
+    return done
+
+
 def train_alone(
     mods: list[str],
     n_features: dict[str, int],
@@ -47,8 +114,10 @@ def train_alone(
     progress: Progress,
     ckpt: Checkpointer,
     scope: str = "",
+    epochs: dict[str, int] | None = None,
 ) -> tuple[dict[str, dict], list[dict]]:
-    """Train each modality alone (encoder + its head), selected on its validation F1.
+    """Train each modality alone (encoder + its head), selected on its validation F1, or
+    for ``epochs[m]`` epochs (chosen by cross-fitting) keeping the last state.
     Returns ``{modality: {"net", "state", "val_f1"}}`` and the history records.
     ``scope`` (e.g. ``"fold2/"``) names a cross-fitting fold: its own random streams and
     checkpoint units."""
@@ -60,23 +129,10 @@ def train_alone(
         if len(fit) < 4 or len(val) < 2:
             logger.warning("modality %s: too few samples to train alone; no stage 1", m)
             continue
-        unit = f"{scope}stage1:{m}"
-        done = ckpt.done(unit)
-        if done is None:
-            streams = random_streams(cfg.seed, *([scope] if scope else []), "stage1", m)
-            net = unimodal_net(m, n_features[m], n_classes, cfg).to(dev)
-            spec = LoopSpec(
-                unit, f"stage 1: {m} alone", cfg.pretrain_epochs, cfg.pretrain_patience, m,
-                require_epoch=True, select_on_loss=cfg.stage1_select == "loss",
-            )  # fmt: skip
-            loop = TrainLoop(net, unimodal_loss(m, cfg.label_smoothing), fit, val, cfg, spec,
-                             streams, progress=progress, on_epoch=ckpt.loop_hook(unit))  # fmt: skip
-            ckpt.resume_loop(unit, loop)
-            res = loop.run()
-            for r in res.history:
-                r["modality"] = m
-            done = {"state": res.best_state, "history": res.history, "score": res.best_score}
-            ckpt.save_done(unit, done)
+        words = (*([scope] if scope else []), "stage1", m)
+        n_ep = None if epochs is None else epochs.get(m)
+        done = train_one(m, n_features[m], n_classes, fit, val, cfg, progress, ckpt,
+                         f"{scope}stage1:{m}", words, epochs=n_ep)  # fmt: skip
         net = unimodal_net(m, n_features[m], n_classes, cfg).to(dev)
         net.load_state_dict(done["state"])
         hist += done["history"]

@@ -59,6 +59,7 @@ def train_joint(
         spec = LoopSpec(
             unit, f"stage 2 ({cfg.balancer})", cfg.epochs, cfg.patience, FUSED,
             require_epoch=not (warm and cfg.stage2_select_start),
+            select_on_loss=cfg.stage2_select == "loss",
             modality_dropout=cfg.modality_dropout if cfg.balancer != "concat" else 0.0,
             lr_scale=cfg.stage2_lr_scale if warm else 1.0,
             frozen=frozenset(balancer.excluded) if warm else frozenset(),

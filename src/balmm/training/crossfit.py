@@ -92,28 +92,36 @@ class CrossFit:
 
 
 def choose_epochs(
-    traces: list[np.ndarray], y_held: list[np.ndarray], ok: list[np.ndarray]
+    traces: list[np.ndarray], y_held: list[np.ndarray]
 ) -> tuple[int, list[int], np.ndarray]:
     """The epoch count with the lowest pooled out-of-fold log-loss, from per-fold held-out
-    log-probability curves ``traces[k]`` (epochs x held samples x classes).
+    log-probability curves ``traces[k]`` (epochs x held samples x classes; a curve may stop
+    early) and the held-out labels ``y_held[k]`` (-1: unlabelled, skipped).
 
-    Returns the count over all folds (for the model fitted on all training samples), the
-    count for each fold k chosen on the *other* folds' curves (fold k's OOF predictions are
-    taken at it), and the pooled curve. Ties go to the fewer epochs."""
-    n_ep = min(t.shape[0] for t in traces)
-    sums = np.zeros((len(traces), n_ep))
+    Returns the count over all folds (for the final model), the count for each fold k
+    chosen on the *other* folds' curves only (fold k's OOF predictions are taken at it), and
+    the pooled curve. Only epochs that every curve used reaches are candidates; ties go to
+    the fewer epochs."""
+    lengths = np.array([t.shape[0] for t in traces])
+    sums = np.zeros((len(traces), lengths.max()))
     counts = np.zeros(len(traces))
-    for k, (t, y, mk) in enumerate(zip(traces, y_held, ok, strict=True)):
-        if mk.any():
-            sums[k] = -t[:n_ep, np.flatnonzero(mk), y[mk]].sum(1)
-            counts[k] = mk.sum()
-    total = counts.sum()
-    curve = sums.sum(0) / max(total, 1)
-    best_all = int(np.argmin(curve)) + 1
+    for k, (t, y) in enumerate(zip(traces, y_held, strict=True)):
+        ok = np.flatnonzero(y >= 0)
+        sums[k, : len(t)] = -t[:, ok, y[ok]].sum(1)
+        counts[k] = len(ok)
+
+    def best(use: np.ndarray) -> tuple[int, np.ndarray]:
+        n_ep = int(lengths[use].min())
+        curve = sums[use, :n_ep].sum(0) / max(counts[use].sum(), 1)
+        return int(np.argmin(curve)) + 1, curve
+
+    every = np.ones(len(traces), dtype=bool)
+    best_all, curve = best(every)
     per_fold = []
     for k in range(len(traces)):
-        rest = sums.sum(0) - sums[k]
-        per_fold.append(int(np.argmin(rest)) + 1 if total - counts[k] > 0 else best_all)
+        others = every.copy()
+        others[k] = False
+        per_fold.append(best(others)[0] if others.any() else best_all)
     return best_all, per_fold, curve
 
 
@@ -144,8 +152,10 @@ def crossfit_alone(
 ) -> CrossFit:
     """Each modality alone in each fold; OOF logits and embeddings of every sample.
 
-    In each fold a modality trains on all the fold's inside rows for ``pretrain_epochs``,
-    and its held-out log-probabilities are recorded after every epoch. The epoch count is
+    In each fold a modality trains on all the fold's inside rows for up to
+    ``pretrain_epochs`` (stopping after ``pretrain_patience`` epochs without a lower
+    held-out log-loss), and its held-out log-probabilities are recorded after every epoch.
+    The epoch count is
     the one with the lowest pooled OOF log-loss (per fold on the other folds' curves, see
     :func:`choose_epochs`); the fold's model is then trained for exactly that count (the
     same random streams, so the same trajectory) to give its OOF logits and embeddings."""
@@ -172,8 +182,9 @@ def crossfit_alone(
                              epochs=cfg.pretrain_epochs, held=sets["held"])  # fmt: skip
             traces.setdefault(m, []).append(done["trace"].numpy())
     for m in trainable:
-        ok = [present[m][h] & (y[h] >= 0) for h in held_rows]
-        best, per_fold, curve = choose_epochs(traces[m], [y[h] for h in held_rows], ok)
+        # a trace covers the held-out samples that have m, in order
+        y_held = [y[h][present[m][h]] for h in held_rows]
+        best, per_fold, curve = choose_epochs(traces[m], y_held)
         cf.epochs[m], cf.fold_epochs[m] = best, per_fold
         cf.oof_loss_curve[m] = [float(v) for v in curve]
     for k, (sets, fit_rows) in enumerate(all_sets):

@@ -159,6 +159,9 @@ class LoopSpec:
     # no selection: train exactly ``epochs`` and keep the last state (an epoch count chosen
     # by cross-fitting); the validation split, if any, is only scored for the history
     keep_last: bool = False
+    # record the score head's validation log-probabilities in each epoch's history record
+    # (``val_logp``): the held-out curve cross-fitting chooses an epoch count on
+    trace_val: bool = False
 
 
 @dataclass
@@ -228,6 +231,7 @@ class TrainLoop:
         """Validation macro-F1 of every head, the validation loss of the score head, and
         the selection key (higher is better; ties broken by the other criterion)."""
         proba = infer(self.model, self.val)
+        self._val_proba = proba[self.spec.score_head]
         f1s = head_f1(proba, self.val, self.model.n_classes)
         head = self.spec.score_head
         vloss = mean_log_loss(proba[head], self.val.y.cpu().numpy())
@@ -347,15 +351,21 @@ class TrainLoop:
             f1s, vloss, cand = self.score()
             rec["val_f1"] = f1s
             rec["val_loss"] = vloss
-            if spec.keep_last:
-                self.best_score = f1s[spec.score_head]
-            elif self.best_key is None or cand > self.best_key:
-                self.best_key, self.best_state = cand, copy.deepcopy(model.state_dict())
-                self.best_score = f1s[spec.score_head]
+            if spec.trace_val:
+                p = torch.as_tensor(self._val_proba).clamp_min(1e-12)
+                rec["val_logp"] = torch.log(p)
+            improved = self.best_key is None or cand > self.best_key
+            if improved:
+                self.best_key = cand
                 self.stale = 0
-                rec["selected"] = True
             else:
                 self.stale += cfg.eval_every
+            if spec.keep_last:  # early stopping still applies; the state kept is the last
+                self.best_score = f1s[spec.score_head]
+            elif improved:
+                self.best_state = copy.deepcopy(model.state_dict())
+                self.best_score = f1s[spec.score_head]
+                rec["selected"] = True
             if bal is not None:
                 bal.end_epoch(f1s)
         if spec.keep_last and self.epoch == spec.epochs:

@@ -13,7 +13,7 @@ from balmm.progress import Progress
 from balmm.training.balancers import masked_ce
 from balmm.training.checkpoint import Checkpointer
 from balmm.training.loop import LoopSpec, TrainLoop, random_streams
-from balmm.training.tensors import Split, infer, restrict, single
+from balmm.training.tensors import Split, restrict
 
 logger = logging.getLogger("balmm")
 
@@ -56,9 +56,14 @@ def train_one(
 ) -> dict:
     """Train modality ``m`` alone on ``fit``: selected on ``val`` (``epochs`` None), or for
     exactly ``epochs`` epochs keeping the last state (an epoch count chosen by cross-fitting;
-    ``val`` then only scored for the history). With ``held``, the held-out log-probabilities
-    after every epoch are returned too, as ``trace`` (epochs x samples x classes): the curve
-    cross-fitting chooses the epoch count on. The model never reads ``held``'s labels.
+    ``val`` then only scored for the history).
+
+    With ``held`` (a cross-fitting fold's held-out samples; ``val`` unused), the
+    log-probabilities of its samples that have ``m`` after every epoch are returned as
+    ``trace`` (epochs x samples x classes), the curve cross-fitting chooses the epoch count
+    on; the curve stops early after ``pretrain_patience`` epochs without a lower held-out
+    log-loss. The held-out labels only decide where the curve ends: the weights never see
+    them.
     Returns ``{"state", "history", "score"[, "trace"]}`` (checkpointed as ``unit``)."""
     done = ckpt.done(unit)
     if done is not None:
@@ -67,38 +72,21 @@ def train_one(
     streams = random_streams(cfg.seed, *streams_scope)
     net = unimodal_net(m, n_in, n_classes, cfg).to(dev)
     fixed = epochs is not None
+    tracing = held is not None
     spec = LoopSpec(
         unit, f"stage 1: {m} alone", epochs if fixed else cfg.pretrain_epochs,
-        0 if fixed else cfg.pretrain_patience, m, require_epoch=True,
-        select_on_loss=cfg.stage1_select == "loss", keep_last=fixed,
+        cfg.pretrain_patience if tracing or not fixed else 0, m, require_epoch=True,
+        select_on_loss=tracing or cfg.stage1_select == "loss", keep_last=fixed,
+        trace_val=tracing,
     )  # fmt: skip
-    hooks = []
-    if held is not None:
-        one = single(held, m)
-
-        def record(lp: TrainLoop) -> None:
-            if "held_logp" not in lp.history[-1]:
-                p = torch.as_tensor(infer(lp.model, one)[m])
-                lp.history[-1]["held_logp"] = torch.log(p.clamp_min(1e-12))
-
-        hooks.append(record)
-    save = ckpt.loop_hook(unit)
-    if save is not None:
-        hooks.append(save)
-
-    def on_epoch(lp: TrainLoop) -> None:
-        for h in hooks:
-            h(lp)
-
-    loop = TrainLoop(net, unimodal_loss(m, cfg.label_smoothing), fit, val, cfg, spec, streams,
-                     progress=progress, on_epoch=on_epoch if hooks else None)  # fmt: skip
+    loop = TrainLoop(net, unimodal_loss(m, cfg.label_smoothing),
+                     fit, restrict(held, m) if tracing else val, cfg, spec, streams,
+                     progress=progress, on_epoch=ckpt.loop_hook(unit))  # fmt: skip
     ckpt.resume_loop(unit, loop)
     res = loop.run()
-    if held is not None and res.history:
-        hooks[0](loop)  # the last epoch (on_epoch is not called after it)
     done = {"state": res.best_state, "history": res.history, "score": res.best_score}
-    if held is not None:
-        done["trace"] = torch.stack([r.pop("held_logp") for r in res.history])
+    if tracing:
+        done["trace"] = torch.stack([r.pop("val_logp") for r in res.history])
     for r in res.history:
         r["modality"] = m
     ckpt.save_done(unit, done)

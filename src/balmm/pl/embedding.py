@@ -35,6 +35,36 @@ def _adata(obj: Any, use_rep: str) -> ad.AnnData:
     raise TypeError(f"expected a TrainResult, an AnnData or a path, not {type(obj).__name__}")
 
 
+# scanpy computes neighbours exactly below this many samples, with pynndescent above it
+# (scanpy 1.11's rule for euclidean distances)
+EXACT_KNN_MAX = 8192
+
+
+def _knn_transformer(n_obs: int, n_neighbors: int, seed: int) -> Any:
+    """None (scanpy's exact kNN) below :data:`EXACT_KNN_MAX` samples; above, the
+    pynndescent transformer scanpy itself would build, returning a scipy ``csr_matrix``:
+    pynndescent 0.7 returns a ``csr_array``, whose missing ``getnnz`` made scanpy 1.11's
+    neighbours fail (every ``train`` report of 8192 samples or more)."""
+    if n_obs < EXACT_KNN_MAX:
+        return None
+    import scanpy as sc
+    import scipy.sparse as sp
+    from pynndescent import PyNNDescentTransformer
+
+    class CsrMatrixKnn(PyNNDescentTransformer):
+        def fit_transform(self, X, y=None, **kwargs):
+            return sp.csr_matrix(super().fit_transform(X, y, **kwargs))
+
+        def transform(self, X):
+            return sp.csr_matrix(super().transform(X))
+
+    # the settings of scanpy's own default (UMAP's nearest_neighbors defaults)
+    return CsrMatrixKnn(n_neighbors=n_neighbors, metric="euclidean", metric_kwds={},
+                        random_state=seed, n_jobs=sc.settings.n_jobs,
+                        n_trees=min(64, 5 + round(n_obs**0.5 / 20.0)),
+                        n_iters=max(5, round(np.log2(n_obs))))  # fmt: skip
+
+
 def umap_coordinates(
     adata: ad.AnnData, *, use_rep: str = "X_fused", n_neighbors: int = 15, seed: int = 0
 ) -> ad.AnnData:
@@ -47,7 +77,8 @@ def umap_coordinates(
         raise InputError(f"embedding {use_rep!r} not in .obsm (present: {have})")
     out = adata.copy()
     n_neighbors = max(2, min(n_neighbors, out.n_obs - 1))
-    sc.pp.neighbors(out, use_rep=use_rep, n_neighbors=n_neighbors, random_state=seed)
+    sc.pp.neighbors(out, use_rep=use_rep, n_neighbors=n_neighbors, random_state=seed,
+                    transformer=_knn_transformer(out.n_obs, n_neighbors, seed))  # fmt: skip
     sc.tl.umap(out, random_state=seed)
     return out
 

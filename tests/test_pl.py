@@ -134,7 +134,7 @@ def test_embedding_umap_coloured_by_class_name(run) -> None:
 
 
 def test_embedding_pca_basis_and_the_reports_choice(run) -> None:
-    from balmm.training.report import UMAP_MIN_SAMPLES, embedding_basis
+    from balmm.training.report import UMAP_MAX_SAMPLES, UMAP_MIN_SAMPLES, embedding_basis
 
     ax = pl.embedding(run, basis="pca", ax=_ax())
     assert sum(len(c.get_offsets()) for c in ax.collections) == run.embeddings.n_obs
@@ -142,6 +142,7 @@ def test_embedding_pca_basis_and_the_reports_choice(run) -> None:
     # the report: PCA for a bulk cohort, UMAP at single-cell sizes or when asked
     assert embedding_basis("auto", UMAP_MIN_SAMPLES - 1) == "pca"
     assert embedding_basis("auto", UMAP_MIN_SAMPLES) == "umap"
+    assert embedding_basis("auto", UMAP_MAX_SAMPLES + 1) == "pca"  # 10^5-10^6 cells
     assert embedding_basis("umap", 10) == "umap"
     page = (run.out / "report.html").read_text("utf-8")
     assert "principal components of the fused embedding" in page

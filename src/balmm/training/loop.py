@@ -77,7 +77,8 @@ def drop_modalities(
     drop = to_device(torch.rand(present.shape, generator=gen), present.device) < p
     kept = present & ~drop
     empty = kept.sum(1) == 0
-    kept[empty] = present[empty]
+    # where(), not kept[empty] = ...: boolean-mask indexing waits for the device (CUDA)
+    kept = torch.where(empty.unsqueeze(1), present, kept)
     return {**masks, **{m: kept[:, i] for i, m in enumerate(names)}}
 
 

@@ -55,7 +55,7 @@ def generate(n: int, path: Path, seed: int = 0) -> None:
         yc = y[start : start + 100_000]
         cols = np.sort(rng.integers(0, FEATURES["rna"], (len(yc), per_row)), axis=1)
         vals = rng.poisson(2.0, cols.shape).astype(np.float32) + 1
-        vals *= 1 + 2 * ((cols // 20) == yc[:, None])  # class c: genes 20c..20c+19 up
+        vals *= 1 + 3 * ((cols // 200) == yc[:, None])  # class c: genes 200c..200c+199 up
         indptr = np.arange(0, cols.size + 1, per_row)
         m = sp.csr_matrix((vals.ravel(), cols.ravel(), indptr), shape=(len(yc), FEATURES["rna"]))
         m.sum_duplicates()
@@ -64,7 +64,7 @@ def generate(n: int, path: Path, seed: int = 0) -> None:
     del chunks
     for name in ("adt", "atac"):
         p = FEATURES[name]
-        centres = rng.normal(0, 0.5, (N_CLASSES, p)).astype(np.float32)
+        centres = rng.normal(0, 0.03, (N_CLASSES, p)).astype(np.float32)  # a weak signal
         x = np.empty((n, p), dtype=np.float32)
         for start in range(0, n, 100_000):
             sl = slice(start, start + 100_000)

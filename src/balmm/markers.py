@@ -62,6 +62,10 @@ class _Pathway(nn.Module):
         return self.head(self.encoder(x))
 
 
+# markers are computed on at most this many training samples (a stratified subsample)
+MAX_SAMPLES = 2000
+
+
 def path_gradients(net: nn.Module, x: torch.Tensor, steps: int) -> torch.Tensor:
     """(classes, features): d centred-logit_c / d x_j averaged over the straight path from 0
     to each row of ``x`` (integrated gradients' path integral) and over the rows."""
@@ -199,6 +203,11 @@ def _markers(result: Any, data: MultiOmicsData, top: int, n_folds: int, seed: in
     classes = list(result.metrics["classes"])
     mapping = getattr(result, "label_mapping", None) or {}
     train_ids = data.ids("train")
+    if len(train_ids) > MAX_SAMPLES:  # thousands of samples rank features; millions only cost
+        from balmm.data.splits import stratified_subsample
+
+        keep = stratified_subsample(len(train_ids), data.y(train_ids), MAX_SAMPLES, seed)
+        train_ids = train_ids[keep]
     proc = pre.transform(data, train_ids)
     steps = 1 if model.encoder_kind == "linear" else IG_STEPS  # linear: exact with one step
     method = "effective weight x sd" if steps == 1 else "integrated gradients x sd"

@@ -84,3 +84,14 @@ def test_rank0_alone_writes(runs) -> None:
     assert sorted(p.name for p in two.parent.iterdir()) == ["one", "sim.h5mu", "two"]
     hist = [json.loads(line) for line in (two / "history.jsonl").read_text().splitlines()]
     assert hist and all("loss" in h for h in hist)
+
+
+def test_commands_other_than_train_refuse_torchrun(tmp_path) -> None:
+    """Only train is rank-aware: N copies of profile would race for one --out, so a command
+    started with WORLD_SIZE > 1 exits 2 with one line and leaves --out alone."""
+    env = dict(_env(), WORLD_SIZE="2", RANK="0", LOCAL_RANK="0")
+    cmd = [sys.executable, "-m", "balmm", "profile", "--out", "prof"]
+    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "does not run under torchrun" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "prof").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shlex
 import sys
 import tomllib
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from balmm.errors import ConfigError
+from balmm.errors import ConfigError, InputError
 from balmm.testpoints import pause_point
 
 if TYPE_CHECKING:
@@ -252,6 +253,12 @@ def cli_output(
     from balmm.cli.state import state
     from balmm.outputs import open_output
 
+    if command != "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # only train is rank-aware; N copies of another command would race for one --out
+        raise InputError(
+            f"balmm {command} does not run under torchrun (WORLD_SIZE="
+            f"{os.environ['WORLD_SIZE']}): only balmm train does; run {command} as one process"
+        )
     state.out = out
     run = None
     try:

@@ -75,7 +75,7 @@ def reference(data, tmp_path_factory):
         ("stage1:strong", 3),
         ("stage1:weak", 0),  # the final unimodal models train the cross-fitted epoch count
         ("fold2/trace:weak", 4),  # a fold's epoch curve (held-out log-probabilities)
-        ("fold3/stage1:strong", 0),
+        ("fold3/trace:strong", 0),
         ("fold1/kd:weak", 3),
         ("stage2", 5),
         ("write", 0),

@@ -129,3 +129,24 @@ def test_stacked_fused_head_is_fitted_out_of_fold_and_travels_in_the_bundle(tmp_
     mine = res.predictions.set_index("sample")[cols]
     again = pred.set_index("sample").loc[mine.index, cols]
     np.testing.assert_allclose(again.to_numpy(), mine.to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_fold_models_kept_from_the_curve_equal_fold_models_trained_again(monkeypatch):
+    """A fold's model at the chosen epoch is taken from the epoch curve's in-memory states;
+    training it again for that many epochs (what happens after a resume, or when the states
+    are too large to keep) gives the same OOF logits and embeddings, bit for bit."""
+    from balmm.training import crossfit
+
+    rng = np.random.default_rng(3)
+    train_split = _split(rng)
+    folds = fold_assignment(train_split.y.numpy(), 4, seed=0)
+    cfg = TrainConfig(**{**FAST, "folds": 4, "pretrain_epochs": 12, "pretrain_patience": 3})
+    off = Checkpointer(None, "", 0)
+    args = (["a", "b"], {"a": 10, "b": 10}, 2, train_split, folds, cfg, NULL_PROGRESS, off)
+    kept = crossfit_alone(*args)
+    monkeypatch.setattr(crossfit, "SNAPSHOT_MAX_BYTES", 0)
+    again = crossfit_alone(*args)
+    assert kept.fold_epochs == again.fold_epochs
+    for m in ("a", "b"):
+        np.testing.assert_array_equal(kept.logits[m], again.logits[m])
+        np.testing.assert_array_equal(kept.z[m], again.z[m])

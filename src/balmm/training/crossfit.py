@@ -44,6 +44,10 @@ from balmm.training.tensors import Split, infer, mean_log_loss, restrict, single
 
 logger = logging.getLogger("balmm")
 
+# keep a fold's per-epoch states in memory (instead of training the fold again for the
+# chosen epoch count) when one curve's states take at most this much
+SNAPSHOT_MAX_BYTES = 32 * 2**20
+
 # 20 % of 5 000 samples is a 1 000-sample validation carve: macro-F1 to about +-0.03
 CROSSFIT_MAX_SAMPLES = 5000
 
@@ -89,6 +93,13 @@ class CrossFit:
     epochs: dict[str, int] = field(default_factory=dict)
     fold_epochs: dict[str, list[int]] = field(default_factory=dict)
     oof_loss_curve: dict[str, list[float]] = field(default_factory=dict)
+
+
+def _snapshot_bytes(n_in: int, n_classes: int, cfg: TrainConfig) -> int:
+    net = unimodal_net("m", n_in, n_classes, cfg)
+    return sum(p.numel() * p.element_size() for p in net.state_dict().values()) * max(
+        cfg.pretrain_epochs, 1
+    )
 
 
 def choose_epochs(
@@ -157,8 +168,9 @@ def crossfit_alone(
     held-out log-loss), and its held-out log-probabilities are recorded after every epoch.
     The epoch count is
     the one with the lowest pooled OOF log-loss (per fold on the other folds' curves, see
-    :func:`choose_epochs`); the fold's model is then trained for exactly that count (the
-    same random streams, so the same trajectory) to give its OOF logits and embeddings."""
+    :func:`choose_epochs`); the fold's model at that count (kept from the curve, or trained
+    again with the same random streams: the same trajectory) gives its OOF logits and
+    embeddings."""
     n = len(train)
     y = train.y.cpu().numpy()
     present = {m: train.M[m].cpu().numpy() for m in mods}
@@ -170,17 +182,22 @@ def crossfit_alone(
     held_rows = [np.flatnonzero(folds == k) for k in range(n_folds)]
     trainable = []
     traces: dict[str, list[np.ndarray]] = {}
+    snapshots: dict[tuple[int, str], list[dict]] = {}  # (fold, m): state after each epoch
     for m in mods:
         inside = [restrict(sets["inside"], m) for sets, _ in all_sets]
         if min(len(s) for s in inside) < 4:
             logger.warning("modality %s: too few samples to cross-fit; no stage 1", m)
             continue
         trainable.append(m)
+        keep = _snapshot_bytes(n_features[m], n_classes, cfg) <= SNAPSHOT_MAX_BYTES
         for k, (sets, _) in enumerate(all_sets):
+            kept: list[dict] | None = [] if keep else None
             done = train_one(m, n_features[m], n_classes, inside[k], None, cfg, progress, ckpt,
                              f"fold{k}/trace:{m}", (f"fold{k}/", "stage1", m),
-                             epochs=cfg.pretrain_epochs, held=sets["held"])  # fmt: skip
+                             epochs=cfg.pretrain_epochs, held=sets["held"],
+                             snapshots=kept)  # fmt: skip
             traces.setdefault(m, []).append(done["trace"].numpy())
+            snapshots[(k, m)] = kept or []
     for m in trainable:
         # a trace covers the held-out samples that have m, in order
         y_held = [y[h][present[m][h]] for h in held_rows]
@@ -191,9 +208,16 @@ def crossfit_alone(
         st: dict[str, dict] = {}
         held = held_rows[k]
         for m in trainable:
-            done = train_one(m, n_features[m], n_classes, restrict(sets["inside"], m), None, cfg,
-                             progress, ckpt, f"fold{k}/stage1:{m}", (f"fold{k}/", "stage1", m),
-                             epochs=cf.fold_epochs[m][k])  # fmt: skip
+            unit, n_ep, kept = f"fold{k}/stage1:{m}", cf.fold_epochs[m][k], snapshots[(k, m)]
+            done = ckpt.done(unit)
+            if done is None and len(kept) >= n_ep:
+                # the curve's model at that epoch: what training again would give, bit for bit
+                done = {"state": kept[n_ep - 1], "history": [], "score": float("nan")}
+                ckpt.save_done(unit, done)
+            if done is None:
+                done = train_one(m, n_features[m], n_classes, restrict(sets["inside"], m), None,
+                                 cfg, progress, ckpt, unit, (f"fold{k}/", "stage1", m),
+                                 epochs=n_ep)  # fmt: skip
             net = unimodal_net(m, n_features[m], n_classes, cfg).to(train.y.device)
             net.load_state_dict(done["state"])
             st[m] = {"net": net, "state": enc_head_state(net, m), "val_f1": float("nan")}

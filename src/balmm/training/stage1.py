@@ -40,6 +40,10 @@ def enc_head_state(net: MultiModalNet, m: str) -> dict:
     }
 
 
+def _snapshot(net: MultiModalNet) -> dict:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
 def train_one(
     m: str,
     n_in: int,
@@ -53,6 +57,7 @@ def train_one(
     streams_scope: tuple[str, ...],
     epochs: int | None = None,
     held: Split | None = None,
+    snapshots: list[dict] | None = None,
 ) -> dict:
     """Train modality ``m`` alone on ``fit``: selected on ``val`` (``epochs`` None), or for
     exactly ``epochs`` epochs keeping the last state (an epoch count chosen by cross-fitting;
@@ -63,7 +68,9 @@ def train_one(
     ``trace`` (epochs x samples x classes), the curve cross-fitting chooses the epoch count
     on; the curve stops early after ``pretrain_patience`` epochs without a lower held-out
     log-loss. The held-out labels only decide where the curve ends: the weights never see
-    them.
+    them. ``snapshots`` (a list) receives the state after every epoch when the whole run
+    happens in this call (left empty when resumed from a checkpoint or already done), so
+    cross-fitting can take a fold's model at a chosen epoch without training it again.
     Returns ``{"state", "history", "score"[, "trace"]}`` (checkpointed as ``unit``)."""
     done = ckpt.done(unit)
     if done is not None:
@@ -79,11 +86,25 @@ def train_one(
         select_on_loss=tracing or cfg.stage1_select == "loss", keep_last=fixed,
         trace_val=tracing,
     )  # fmt: skip
+    save = ckpt.loop_hook(unit)
+
+    def on_epoch(lp: TrainLoop) -> None:
+        if snapshots is not None:
+            snapshots.append(_snapshot(lp.model))
+        if save is not None:
+            save(lp)
+
     loop = TrainLoop(net, unimodal_loss(m, cfg.label_smoothing),
                      fit, restrict(held, m) if tracing else val, cfg, spec, streams,
-                     progress=progress, on_epoch=ckpt.loop_hook(unit))  # fmt: skip
+                     progress=progress, on_epoch=on_epoch)  # fmt: skip
     ckpt.resume_loop(unit, loop)
+    resumed = loop.epoch > 0
     res = loop.run()
+    if snapshots is not None:
+        if resumed:
+            snapshots.clear()  # the epochs before the interruption are not in memory
+        elif len(snapshots) < loop.epoch:  # on_epoch does not run after the last epoch
+            snapshots.append(_snapshot(loop.model))
     done = {"state": res.best_state, "history": res.history, "score": res.best_score}
     if tracing:
         done["trace"] = torch.stack([r.pop("val_logp") for r in res.history])

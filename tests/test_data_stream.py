@@ -116,3 +116,25 @@ def test_row_topk_keeps_the_k_largest_entries_of_each_row():
         want = np.sort(row[row > 0])[::-1][:5]
         have = np.sort(got[i].data)[::-1]
         np.testing.assert_array_equal(have, want)
+
+
+def test_features_on_disk_are_read_in_batches_with_the_same_results(files, tmp_path):
+    from balmm.model.fusion import MultiModalNet
+    from balmm.training.tensors import RowSource, infer, split_from, unimodal_logits
+
+    data = _variants(files)["backed-csr"]
+    pre = Preprocessor(max_features=25).fit(data, data.ids("train"))
+    proc_disk = pre.transform(data, data.samples, store=tmp_path)
+    proc_mem = pre.transform(data, data.samples)
+    idx = np.arange(len(data.samples))
+    on_disk = split_from(proc_disk, idx, torch.device("cpu"))
+    in_mem = split_from(proc_mem, idx, torch.device("cpu"))
+    assert isinstance(on_disk.X["rna"], RowSource)
+    torch.manual_seed(0)
+    alone = MultiModalNet({"adt": len(pre.features["adt"])}, 2, encoder="linear")
+    whole = unimodal_logits(alone, "adt", in_mem)
+    torch.testing.assert_close(unimodal_logits(alone, "adt", on_disk, batch=16), whole)
+    net = MultiModalNet({m: len(f) for m, f in pre.features.items()}, 2, encoder="linear")
+    a, b = infer(net, on_disk, batch=16), infer(net, in_mem)
+    for k in b:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-6)

@@ -180,9 +180,12 @@ class DiskMatrix:
         buf = np.empty_like(out)
         for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
             view = memoryview(buf[a:b]).cast("B")
-            got = os.preadv(fd, [view], int(srt[a]) * self._row_bytes)
-            if got != len(view):
-                raise OSError(f"{self.path}: short read ({got} of {len(view)} bytes)")
+            offset, done = int(srt[a]) * self._row_bytes, 0
+            while done < len(view):  # one read returns at most 2 GiB on Linux
+                got = os.preadv(fd, [view[done : done + (1 << 30)]], offset + done)
+                if got <= 0:
+                    raise OSError(f"{self.path}: short read ({done} of {len(view)} bytes)")
+                done += got
         out[order] = buf
         return out
 

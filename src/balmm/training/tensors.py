@@ -183,10 +183,16 @@ def infer(model: MultiModalNet, s: Split, batch: int = 8192) -> dict[str, np.nda
 
 
 @torch.no_grad()
-def unimodal_logits(net: MultiModalNet, m: str, s: Split) -> torch.Tensor:
+def unimodal_logits(net: MultiModalNet, m: str, s: Split, batch: int = 8192) -> torch.Tensor:
     """Logits of modality ``m``'s head over the samples of ``s`` (eval mode)."""
     net.eval()
-    return forward(net, single(s, m))["logits"][m]
+    one = single(s, m)
+    if s.adj is not None or len(s) <= batch:
+        return forward(net, one)["logits"][m]
+    # in batches: a large split's features may be on disk (--backed), never read whole
+    dev = s.y.device
+    return torch.cat([forward(net, one, torch.arange(i, min(i + batch, len(s)), device=dev))
+                      ["logits"][m] for i in range(0, len(s), batch)])  # fmt: skip
 
 
 def head_f1(proba: dict[str, np.ndarray], s: Split, n_classes: int) -> dict[str, float]:

@@ -12,9 +12,10 @@ whose logits the fusion combines) is explained on the training samples:
   sd, on the scale of the original feature's variation; for ``mlp`` it is the
   integrated-gradients attribution per unit of sd. Positive: raising the feature pushes a
   sample towards the class.
-- **stability**: the same pathway is retrained from scratch on each of K stratified folds'
-  training part; the fraction of folds whose top ``top`` features for the class include
-  the feature (with a positive score).
+- **stability**: the same pathway trained on each of K stratified folds' training part
+  (the run's own cross-fitting fold models when it cross-fitted with K folds; otherwise
+  retrained from scratch); the fraction of folds whose top ``top`` features for the class
+  include the feature (with a positive score).
 - **permutation importance**: on each fold's held-out part, the mean rise in log-loss
   (scikit-learn's permutation_importance) when the feature is shuffled, averaged over
   folds; it checks the score on samples the fold model never saw.
@@ -118,6 +119,30 @@ def _fit(net: _Pathway, x: np.ndarray, y: np.ndarray, cfg, seed: int) -> _Pathwa
     return net.eval()
 
 
+def _crossfit_fold_of(result: Any, ids: pd.Index) -> np.ndarray | None:
+    """Each sample's cross-fitting fold in the run (None when the run did not cross-fit or
+    a sample is not one of its training samples)."""
+    folds = getattr(result, "crossfit_folds", None)
+    if folds is None or not ids.isin(folds.index).all():
+        return None
+    return folds.loc[ids].to_numpy()
+
+
+def _crossfit_models(result: Any, pathway: _Pathway, m: str, n_folds: int) -> list | None:
+    """The run's cross-fitting fold models of modality ``m`` as pathways (the unimodal
+    encoder and head trained without each fold), or None to retrain instead."""
+    states = getattr(result, "crossfit_states", None) or []
+    if len(states) != n_folds or any(m not in st for st in states):
+        return None
+    nets = []
+    for st in states:
+        net = copy.deepcopy(pathway)
+        net.encoder.load_state_dict(st[m]["encoder"])
+        net.head.load_state_dict(st[m]["head"])
+        nets.append(net.eval())
+    return nets
+
+
 class _Scorer:
     """A fitted pathway as scikit-learn sees a classifier, over a few candidate columns of a
     fixed matrix (so that permutation_importance shuffles only those)."""
@@ -172,7 +197,8 @@ def markers(
     seed: int | None = None,
 ) -> pd.DataFrame:
     """Per modality and class, the ``top`` features by score, with stability across
-    ``n_folds`` refits and held-out permutation importance (columns: :data:`COLUMNS`).
+    ``n_folds`` fold models (the run's cross-fitting models when it has ``n_folds`` of them,
+    else refits) and held-out permutation importance (columns: :data:`COLUMNS`).
 
     ``result``: a TrainResult of a ``linear`` or ``mlp`` run (``balmm.train``); ``data``:
     the data it was trained on (only its training split is used).
@@ -209,6 +235,7 @@ def _markers(result: Any, data: MultiOmicsData, top: int, n_folds: int, seed: in
         keep = stratified_subsample(len(train_ids), data.y(train_ids), MAX_SAMPLES, seed)
         train_ids = train_ids[keep]
     proc = pre.transform(data, train_ids)
+    fold_of = _crossfit_fold_of(result, proc.ids)
     steps = 1 if model.encoder_kind == "linear" else IG_STEPS  # linear: exact with one step
     method = "effective weight x sd" if steps == 1 else "integrated gradients x sd"
     frames = []
@@ -226,15 +253,27 @@ def _markers(result: Any, data: MultiOmicsData, top: int, n_folds: int, seed: in
         cand = np.unique(np.argsort(-score, axis=1)[:, :k])  # every class's top features
         hits = np.zeros_like(score)
         perm = np.zeros(len(cand))
-        folds = StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(x, y)
+        n_perm = 0
+        fold_models = _crossfit_models(result, pathway, m, n_folds)
+        if fold_models is not None and fold_of is not None:
+            fr = fold_of[rows]
+            folds = [(np.flatnonzero(fr != f), np.flatnonzero(fr == f)) for f in range(n_folds)]
+        else:
+            fold_models = None
+            folds = list(StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(x, y))
         for f, (tr, te) in enumerate(folds):
-            net = _fit(_fresh(pathway, seed + f), x[tr], y[tr], cfg, seed + f)
+            if fold_models is not None:
+                net = fold_models[f]
+            else:
+                net = _fit(_fresh(pathway, seed + f), x[tr], y[tr], cfg, seed + f)
             fs = _scores(net, x[tr], sd, steps)
             for c in range(len(classes)):
                 top_f = np.argsort(-fs[c])[:k]
                 hits[c, top_f] += fs[c, top_f] > 0
-            perm += _log_loss_rise(net, x[te], y[te], cand, len(classes), seed + f)
-        perm_of = dict(zip(cand.tolist(), (perm / n_folds).tolist(), strict=True))
+            if len(te):
+                perm += _log_loss_rise(net, x[te], y[te], cand, len(classes), seed + f)
+                n_perm += 1
+        perm_of = dict(zip(cand.tolist(), (perm / max(n_perm, 1)).tolist(), strict=True))
         for c, code in enumerate(classes):
             order = np.argsort(-score[c])[:k]
             frames.append(pd.DataFrame({

@@ -37,6 +37,10 @@ class TrainResult:
     graph_state: dict | None = None  # gcn: training graph for inductive prediction
     # stage 1 per modality: encoder/head state trained alone ("state") and after KD
     stage1_states: dict = field(default_factory=dict)
+    # cross-fitting: each training sample's fold (index: sample ID) and, per fold, each
+    # modality's unimodal encoder/head state trained without that fold (markers reuse them)
+    crossfit_folds: pd.Series | None = None
+    crossfit_states: list[dict] = field(default_factory=list)
     # one row per sample: which modalities it has, label, split (written as pairing.csv)
     pairing: pd.DataFrame | None = None
     # wall-clock seconds per phase (timing.json; kept out of metrics.json, which is

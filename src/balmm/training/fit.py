@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from balmm.config import TrainConfig, _coerce
@@ -301,6 +302,9 @@ def _train(data, cfg: TrainConfig, run, dev, progress, store=None) -> TrainResul
         m: {k: st[k] for k in ("state", "kd_state") if k in st} for m, st in stage1.items()
     }
     result.graph_state = graph_state
+    if cf is not None:
+        result.crossfit_folds = pd.Series(cf.folds, index=proc.ids[: len(cf.folds)])
+        result.crossfit_states = [{m: st[m]["state"] for m in st} for st in cf.fold_stage1]
     return result
 
 

@@ -150,3 +150,20 @@ def test_fold_models_kept_from_the_curve_equal_fold_models_trained_again(monkeyp
     for m in ("a", "b"):
         np.testing.assert_array_equal(kept.logits[m], again.logits[m])
         np.testing.assert_array_equal(kept.z[m], again.z[m])
+
+
+def test_crossfit_copes_with_a_fold_whose_held_out_samples_lack_a_modality():
+    """Partial coverage: modality b is measured only outside fold 0, so fold 0's epoch curve
+    for b is empty; the epoch counts come from the other folds and b gets no OOF logits
+    where it is absent."""
+    rng = np.random.default_rng(4)
+    s = _split(rng)
+    folds = np.arange(len(s)) % 4
+    s.M["b"] = torch.as_tensor(folds != 0)
+    cfg = TrainConfig(**{**FAST, "folds": 4, "eval_every": 3})
+    cf = crossfit_alone(["a", "b"], {"a": 10, "b": 10}, 2, s, folds, cfg, NULL_PROGRESS,
+                        Checkpointer(None, "", 0))  # fmt: skip
+    assert 1 <= cf.epochs["b"] <= cfg.pretrain_epochs
+    assert np.isnan(cf.logits["b"][folds == 0]).all()
+    assert np.isfinite(cf.logits["b"][folds != 0]).all()
+    assert np.isfinite(cf.logits["a"]).all()

@@ -348,7 +348,8 @@ class TrainLoop:
         rec: dict[str, Any] = {"stage": spec.key, "epoch": self.epoch}
         rec["loss"], rec["grad_norm"] = log.means()
         scored = self.val is not None and len(self.val) > 0
-        if scored and (self.epoch % cfg.eval_every == 0 or self.epoch == spec.epochs):
+        every = spec.trace_val or self.epoch % cfg.eval_every == 0  # a curve needs each epoch
+        if scored and (every or self.epoch == spec.epochs):
             f1s, vloss, cand = self.score()
             rec["val_f1"] = f1s
             rec["val_loss"] = vloss

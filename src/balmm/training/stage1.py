@@ -106,8 +106,9 @@ def train_one(
         elif len(snapshots) < loop.epoch:  # on_epoch does not run after the last epoch
             snapshots.append(_snapshot(loop.model))
     done = {"state": res.best_state, "history": res.history, "score": res.best_score}
-    if tracing:
-        done["trace"] = torch.stack([r.pop("val_logp") for r in res.history])
+    if tracing:  # a fold whose held-out samples all lack m has an empty curve
+        empty = torch.zeros((0, n_classes))
+        done["trace"] = torch.stack([r.pop("val_logp", empty) for r in res.history])
     for r in res.history:
         r["modality"] = m
     ckpt.save_done(unit, done)

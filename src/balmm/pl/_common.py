@@ -53,13 +53,20 @@ def new_axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
     return ax
 
 
-def read_json(path: PathLike, default_name: str) -> dict:
-    """A JSON file, or ``default_name`` inside a folder; InputError naming the file if absent."""
+def output_file(path: PathLike, default_name: str, expected: str) -> Path:
+    """``path``, or ``default_name`` inside it when it is a folder; InputError naming the
+    file (and what was ``expected``) when it does not exist."""
     p = Path(path)
     if p.is_dir():
         p = p / default_name
     if not p.is_file():
-        raise InputError(f"{p}: no such file (expected a balmm output folder or {default_name})")
+        raise InputError(f"{p}: no such file (expected {expected})")
+    return p
+
+
+def read_json(path: PathLike, default_name: str) -> dict:
+    """A JSON file, or ``default_name`` inside a folder; InputError naming the file if absent."""
+    p = output_file(path, default_name, f"a balmm output folder or {default_name}")
     try:
         return json.loads(p.read_text("utf-8"))
     except json.JSONDecodeError as exc:
@@ -82,10 +89,7 @@ def train_history(obj: Any) -> list[dict]:
     if isinstance(obj, list):
         return obj
     if isinstance(obj, (str, Path)):
-        p = Path(obj)
-        p = p / "history.jsonl" if p.is_dir() else p
-        if not p.is_file():
-            raise InputError(f"{p}: no such file (expected a train output folder)")
+        p = output_file(obj, "history.jsonl", "a train output folder")
         return [json.loads(line) for line in p.read_text("utf-8").splitlines() if line.strip()]
     if hasattr(obj, "history"):
         return obj.history

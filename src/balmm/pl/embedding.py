@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from balmm.errors import InputError
-from balmm.pl._common import class_names, new_axes
+from balmm.pl._common import class_names, new_axes, output_file
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -27,11 +27,7 @@ def _adata(obj: Any, use_rep: str) -> ad.AnnData:
     if hasattr(obj, "embeddings") and isinstance(obj.embeddings, ad.AnnData):
         return obj.embeddings
     if isinstance(obj, (str, Path)):
-        p = Path(obj)
-        p = p / "embeddings.h5ad" if p.is_dir() else p
-        if not p.is_file():
-            raise InputError(f"{p}: no such file (expected a train output folder)")
-        return ad.read_h5ad(p)
+        return ad.read_h5ad(output_file(obj, "embeddings.h5ad", "a train output folder"))
     raise TypeError(f"expected a TrainResult, an AnnData or a path, not {type(obj).__name__}")
 
 

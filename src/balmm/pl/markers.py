@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from balmm.errors import InputError
-from balmm.pl._common import modality_colors, new_axes
+from balmm.pl._common import modality_colors, new_axes, output_file
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -19,11 +19,8 @@ def _table(obj: Any) -> pd.DataFrame:
     if isinstance(obj, pd.DataFrame):
         return obj
     if isinstance(obj, (str, Path)):
-        p = Path(obj)
-        p = p / "markers.csv" if p.is_dir() else p
-        if not p.is_file():
-            raise InputError(f"{p}: no such file (markers.csv of a linear or mlp train run)")
-        return pd.read_csv(p)
+        path = output_file(obj, "markers.csv", "markers.csv of a linear or mlp train run")
+        return pd.read_csv(path)
     raise TypeError(f"expected a markers table or a path, not {type(obj).__name__}")
 
 

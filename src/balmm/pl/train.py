@@ -20,6 +20,7 @@ from balmm.pl._common import (
     class_names,
     modality_colors,
     new_axes,
+    output_file,
     train_history,
     train_metrics,
 )
@@ -194,10 +195,7 @@ def _predictions(obj: Any) -> pd.DataFrame:
     if isinstance(obj, pd.DataFrame):
         return obj
     if isinstance(obj, (str, Path)):
-        p = Path(obj)
-        p = p / "predictions.csv" if p.is_dir() else p
-        if not p.is_file():
-            raise InputError(f"{p}: no such file (expected a train output folder)")
+        p = output_file(obj, "predictions.csv", "a train output folder")
         return pd.read_csv(p, dtype={"true": str, "predicted": str})
     if hasattr(obj, "predictions"):
         return obj.predictions

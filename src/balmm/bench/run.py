@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -279,6 +280,30 @@ def _worker_unit(unit: Unit) -> tuple[Unit, list[dict[str, Any]], float]:
     return unit, rows, time.perf_counter() - t0
 
 
+def _spread_units(todo: list[Unit], data: MultiOmicsData, spec: BenchSpec, threads: int,
+                  finished) -> None:  # fmt: skip
+    """The units shared out over torchrun's ranks, each run by one rank alone; every rank
+    gets every unit's rows (rank 0 stores and writes them)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from balmm.training import distributed
+
+    def one(unit: Unit) -> tuple[list[dict[str, Any]], float]:
+        t0 = time.perf_counter()
+        return run_unit(data, spec, unit), time.perf_counter() - t0
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            done = distributed.spread(todo, one)
+    finally:
+        torch.set_num_threads(before)
+    for unit, (rows, secs) in zip(todo, done, strict=True):
+        finished(unit, rows, secs)
+
+
 def run_bench(
     data: MultiOmicsData,
     spec: BenchSpec,
@@ -326,8 +351,15 @@ def run_bench(
         progress.update("bench", method=unit.method, seed=unit.seed)
         pause_point(f"unit{len(results)}")
 
-    threads = threads or default_threads(jobs)
-    if jobs <= 1 or len(todo) <= 1:
+    from balmm.training import distributed
+
+    # sfast (issue 12): under torchrun the units are shared out over the ranks
+    ranks = distributed.current() is not None
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if ranks else jobs
+    threads = threads or default_threads(per_node)
+    if ranks:
+        _spread_units(todo, data, spec, threads, finished)
+    elif jobs <= 1 or len(todo) <= 1:
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:

@@ -364,6 +364,18 @@ def bench(
     )
     shard_t = parse_shard(shard)
     check_device(device.value)
+    from balmm.training import distributed
+
+    if distributed.launched():  # sfast (issue 12): torchrun shares the units over the ranks
+        if resume:
+            raise InputError("--resume is not available under torchrun (rank 0 alone holds "
+                             "the checkpoints): resume it as a single process")  # fmt: skip
+        distributed.init_units(device.value)
+        if distributed.env_rank() > 0:  # rank 0 alone checks --out, writes and prints
+            data = load_from_cli(inputs, labels, label_col, test, split_col, test_size, seed,
+                                 no_ids=no_ids, layer=layer, var_key=var_key)  # fmt: skip
+            run_bench(data, spec, shard=shard_t, threads=threads or 0)
+            return
     protect = input_paths(inputs, labels, test, config)
     with cli_output(out, "bench", overwrite=overwrite, resume=resume, protect=protect) as run:
         data = load_from_cli(inputs, labels, label_col, test, split_col, test_size, seed,

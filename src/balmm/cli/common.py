@@ -253,11 +253,12 @@ def cli_output(
     from balmm.cli.state import state
     from balmm.outputs import open_output
 
-    if command != "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # only train is rank-aware; N copies of another command would race for one --out
+    if command not in ("train", "bench") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # only train and bench are rank-aware; N copies of another would race for one --out
         raise InputError(
             f"balmm {command} does not run under torchrun (WORLD_SIZE="
-            f"{os.environ['WORLD_SIZE']}): only balmm train does; run {command} as one process"
+            f"{os.environ['WORLD_SIZE']}): only balmm train and bench do; run {command} as "
+            "one process"
         )
     state.out = out
     run = None

@@ -35,6 +35,7 @@ from sklearn.model_selection import StratifiedKFold
 from balmm.config import TrainConfig
 from balmm.data.splits import stratified_split
 from balmm.progress import Progress
+from balmm.training import distributed
 from balmm.training import kd as kd_mod
 from balmm.training.checkpoint import Checkpointer
 from balmm.training.distil import distil_students
@@ -183,6 +184,7 @@ def crossfit_alone(
     trainable = []
     traces: dict[str, list[np.ndarray]] = {}
     snapshots: dict[tuple[int, str], list[dict]] = {}  # (fold, m): state after each epoch
+    curves: list[tuple[str, int, Split, bool]] = []  # (m, fold, inside rows with m, keep)
     for m in mods:
         inside = [restrict(sets["inside"], m) for sets, _ in all_sets]
         if min(len(s) for s in inside) < 4:
@@ -190,14 +192,25 @@ def crossfit_alone(
             continue
         trainable.append(m)
         keep = _snapshot_bytes(n_features[m], n_classes, cfg) <= SNAPSHOT_MAX_BYTES
-        for k, (sets, _) in enumerate(all_sets):
-            kept: list[dict] | None = [] if keep else None
-            done = train_one(m, n_features[m], n_classes, inside[k], None, cfg, progress, ckpt,
-                             f"fold{k}/trace:{m}", (f"fold{k}/", "stage1", m),
-                             epochs=cfg.pretrain_epochs, held=sets["held"],
-                             snapshots=kept)  # fmt: skip
-            traces.setdefault(m, []).append(done["trace"].numpy())
-            snapshots[(k, m)] = kept or []
+        curves += [(m, k, inside[k], keep) for k in range(len(all_sets))]
+
+    def curve(task: tuple[str, int, Split, bool]) -> tuple[dict, list[dict]]:
+        m, k, inside_k, keep = task
+        kept: list[dict] | None = [] if keep else None
+        done = train_one(m, n_features[m], n_classes, inside_k, None, cfg, progress, ckpt,
+                         f"fold{k}/trace:{m}", (f"fold{k}/", "stage1", m),
+                         epochs=cfg.pretrain_epochs, held=all_sets[k][0]["held"],
+                         snapshots=kept)  # fmt: skip
+        return done, kept or []
+
+    # sfast (issue 12): under torchrun the curves are shared out over the ranks, each
+    # trained by one rank alone (bit for bit the single-process curve); rank 0 then keeps
+    # the checkpoints of all of them
+    for (m, k, _, _), (done, kept) in zip(curves, distributed.spread(curves, curve), strict=True):
+        if distributed.current() is not None:
+            ckpt.save_done(f"fold{k}/trace:{m}", done)
+        traces.setdefault(m, []).append(done["trace"].numpy())
+        snapshots[(k, m)] = kept
     for m in trainable:
         # a trace covers the held-out samples that have m, in order
         y_held = [y[h][present[m][h]] for h in held_rows]

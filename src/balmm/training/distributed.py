@@ -8,13 +8,21 @@ rank) is split over the ranks by torch's ``DistributedSampler``, and DDP average
 gradients, so the ranks hold identical weights and take identical decisions. Rank 0 alone
 writes outputs, checkpoints and logs; the others wait for it at a barrier.
 
+Independent pieces of work (cross-fitting's per-fold epoch curves, ``balmm bench`` units)
+are shared out instead (:func:`spread`): each rank runs its share by itself, as one process
+would, and every rank receives every result.
+
 Backend: ``nccl`` on CUDA (one device per local rank), ``gloo`` on CPU.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -30,6 +38,13 @@ class DistInfo:
     world_size: int
     local_rank: int
     backend: str
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# inside spread(): this rank works alone (no DDP, no collective), whatever the group
+_ALONE = contextvars.ContextVar("balmm_dist_alone", default=False)
 
 
 def launched() -> bool:
@@ -50,7 +65,10 @@ def is_main() -> bool:
 
 
 def current() -> DistInfo | None:
-    """The group this process has joined, or None (single process)."""
+    """The group this process has joined, or None (single process, or inside
+    :func:`alone`)."""
+    if _ALONE.get():
+        return None
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
         return None
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -60,7 +78,7 @@ def current() -> DistInfo | None:
 def init(device: str) -> DistInfo | None:
     """Join torchrun's process group (once): ``nccl`` when training on CUDA, else ``gloo``.
     On CUDA each local rank takes its own device. None when not launched by torchrun."""
-    if not launched():
+    if not launched() or _ALONE.get():
         return None
     info = current()
     if info is not None:
@@ -69,6 +87,19 @@ def init(device: str) -> DistInfo | None:
     if use_cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return current()
+
+
+def init_units(device: str) -> DistInfo | None:
+    """Join torchrun's group for work shared out by :func:`spread` only (``balmm bench``):
+    ``gloo``, since the ranks exchange results, never tensors of a model; on CUDA each
+    local rank trains on its own device. None when not launched by torchrun."""
+    if not launched():
+        return None
+    if device in ("cuda", "auto") and torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if current() is None:
+        dist.init_process_group(backend="gloo")
     return current()
 
 
@@ -152,3 +183,47 @@ def average_grads(params: list[nn.Parameter]) -> None:
         if f > 0:
             p.grad = flat[i : i + g.numel()].view_as(p).clone()
         i += g.numel()
+
+
+@contextlib.contextmanager
+def alone() -> Iterator[None]:
+    """Inside this block the process computes by itself: :func:`current` is None, so a
+    :class:`~balmm.training.loop.TrainLoop` is a plain single-process loop (no DDP)."""
+    token = _ALONE.set(True)
+    try:
+        yield
+    finally:
+        _ALONE.reset(token)
+
+
+def spread(tasks: Sequence[T], run: Callable[[T], R]) -> list[R]:
+    """``[run(t) for t in tasks]``, shared out over the ranks under torchrun.
+
+    Rank r runs tasks r, r + W, r + 2W, ... (W ranks) by itself (:func:`alone`), so each
+    result is exactly what a single process computes; then every rank receives every
+    result, in task order (``all_gather_object``). A task that fails on one rank raises on
+    every rank (no rank is left waiting). One process: the tasks in order."""
+    info = current()
+    if info is None:
+        return [run(t) for t in tasks]
+    mine: dict[int, R] = {}
+    error: Exception | None = None
+    with alone():
+        for i in range(info.rank, len(tasks), info.world_size):
+            try:
+                mine[i] = run(tasks[i])
+            except Exception as exc:  # noqa: BLE001 - raised on every rank after the gather
+                error = exc
+                break
+    failed = None if error is None else f"rank {info.rank}: {type(error).__name__}: {error}"
+    parts: list[tuple[dict[int, R], str | None] | None] = [None] * info.world_size
+    dist.all_gather_object(parts, ({} if error else mine, failed))
+    if error is not None:
+        raise error
+    results: dict[int, R] = {}
+    for part in parts:
+        assert part is not None
+        if part[1] is not None:
+            raise RuntimeError(f"a task shared out over the ranks failed ({part[1]})")
+        results.update(part[0])
+    return [results[i] for i in range(len(tasks))]

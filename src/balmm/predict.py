@@ -22,7 +22,7 @@ import torch
 
 from balmm.data.dataset import MultiOmicsData
 from balmm.errors import InputError
-from balmm.outputs import OutputRun, output_dir, write_json_atomic
+from balmm.outputs import OutputRun, output_dir, output_path, write_json_atomic
 from balmm.progress import NULL_PROGRESS, Progress
 
 logger = logging.getLogger("balmm")
@@ -57,9 +57,23 @@ class PredictResult:
     and the metrics (with scores when labels were given)."""
 
     predictions: pd.DataFrame
-    embeddings: Any
+    embedding_source: Any  # balmm.training.embeddings.EmbeddingSource, or None
     metrics: dict
     classes: list[str]
+    out: Path | None = None
+    _embeddings: Any = None
+
+    @property
+    def embeddings(self) -> Any:
+        """The AnnData (built in memory on first access; read from ``out``'s
+        embeddings.h5ad where it was computed from features on disk that are gone)."""
+        if self._embeddings is None and self.embedding_source is not None:
+            self._embeddings = self.embedding_source.anndata()
+        elif self._embeddings is None and self.out is not None:
+            import anndata as ad
+
+            self._embeddings = ad.read_h5ad(Path(self.out) / "embeddings.h5ad")
+        return self._embeddings
 
 
 def predict(
@@ -121,7 +135,14 @@ def predict_result(
     with feature_store(sub) as store:
         proc = bundle.preprocessor.transform(sub, ids, store=store)
         res = _apply(model, proc, ids, bundle, dev)
-    return _finish(res, model, model_dir, coverage, unknown, classes, out, progress)
+        # while the features on disk (--backed) exist: the embeddings are computed from
+        # them a block at a time as they are written, or now when nothing is written
+        result = _finish(res, model, model_dir, coverage, unknown, classes, out, progress)
+        if store is not None:
+            if out is None:
+                result.embeddings  # noqa: B018
+            result.embedding_source = None
+    return result
 
 
 def _apply(model, proc, ids, bundle, dev):
@@ -142,14 +163,13 @@ def _apply(model, proc, ids, bundle, dev):
         s.gM = {m: torch.as_tensor(np.concatenate([M_ref[m], proc.mask[m]]), device=dev)
                 for m in model.modalities}  # fmt: skip
         s.graph_rows = torch.arange(n_ref, n_ref + len(ids), device=dev)
-    return proc, s, infer(model, s)
+    return proc, s, infer(model, s, embeddings=False)
 
 
 def _finish(res, model, model_dir, coverage, unknown, classes, out, progress) -> PredictResult:
     """Predictions table, embeddings and metrics; written into ``out`` when given."""
-    import anndata as ad
-
-    from balmm.training.evaluate import embeddings_anndata, predictions_table, split_metrics
+    from balmm.training.embeddings import EmbeddingSource, write_h5ad
+    from balmm.training.evaluate import predictions_table, split_metrics
 
     proc, s, proba = res
     ids = s.ids
@@ -158,7 +178,7 @@ def _finish(res, model, model_dir, coverage, unknown, classes, out, progress) ->
     for m, n in missing_any.items():
         if 0 < n < len(ids):
             logger.info("%d samples lack %s: predicted from their other modalities", n, m)
-    emb = embeddings_anndata({"predict": proba}, {"predict": s}, classes, model, ("predict",))
+    emb = EmbeddingSource(model, {"predict": s}, ("predict",), classes, {"predict": proba["fused"]})
     progress.finish("predict")
     metrics: dict = {
         "model": str(model_dir),
@@ -169,11 +189,12 @@ def _finish(res, model, model_dir, coverage, unknown, classes, out, progress) ->
     }
     if (proc.y >= 0).any():
         metrics.update(split_metrics(proba, s, classes, model))
+    written = None
     if out is not None:
         with output_dir(out, "predict") as tmp:
             df.to_csv(tmp / "predictions.csv", index=False)
             write_json_atomic(tmp / "metrics.json", metrics)
-            # nullable-string indexes (pandas >= 3) are written only when allowed
-            with ad.settings.override(allow_write_nullable_strings=True):
-                emb.write_h5ad(tmp / "embeddings.h5ad")
-    return PredictResult(predictions=df, embeddings=emb, metrics=metrics, classes=list(classes))
+            write_h5ad(emb, tmp / "embeddings.h5ad")  # a block of rows at a time
+        written = output_path(out)
+    return PredictResult(predictions=df, embedding_source=emb, metrics=metrics,
+                         classes=list(classes), out=written)  # fmt: skip

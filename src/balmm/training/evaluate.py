@@ -15,11 +15,11 @@ import balmm
 from balmm.config import TrainConfig
 from balmm.data.pairing import pairing_table
 from balmm.model.bundle import versions
-from balmm.model.fusion import CONCAT
 from balmm.profiling.shapley import CachedGame, exact_shapley
 from balmm.training.balancers import FUSED
+from balmm.training.embeddings import EmbeddingSource
 from balmm.training.metrics import classification_metrics, macro_f1
-from balmm.training.tensors import forward, infer, single
+from balmm.training.tensors import infer, single
 
 
 @dataclass
@@ -31,7 +31,9 @@ class TrainResult:
     plan: list[dict] = field(default_factory=list)
     model: Any = None  # MultiModalNet
     preprocessor: Any = None
-    embeddings: Any = None  # AnnData
+    # computes embeddings.h5ad's rows on demand (balmm.training.embeddings); ``embeddings``
+    # builds the AnnData from it when first asked for
+    embedding_source: Any = None
     out: Path | None = None
     label_mapping: dict = field(default_factory=dict)
     graph_state: dict | None = None  # gcn: training graph for inductive prediction
@@ -48,6 +50,25 @@ class TrainResult:
     timing: dict[str, float] = field(default_factory=dict)
     # units restored from checkpoints (finished ones, and "unit@epoch" for partial ones)
     resumed_units: list[str] = field(default_factory=list)
+    _embeddings: Any = field(default=None, repr=False)
+
+    @property
+    def embeddings(self) -> Any:
+        """AnnData: one row per sample (fit, validation, test), fused class probabilities in
+        ``.X``, the embeddings in ``.obsm`` (built in memory on first access; read from
+        the run's embeddings.h5ad, in input order, where they were computed from features
+        on disk that are gone)."""
+        if self._embeddings is None and self.embedding_source is not None:
+            self._embeddings = self.embedding_source.anndata()
+        elif self._embeddings is None and self.out is not None:
+            import anndata as ad
+
+            self._embeddings = ad.read_h5ad(Path(self.out) / "embeddings.h5ad")
+        return self._embeddings
+
+    @embeddings.setter
+    def embeddings(self, value: Any) -> None:
+        self._embeddings = value
 
 
 def _masked_copy(s, keep: set[str]):
@@ -58,11 +79,11 @@ def _masked_copy(s, keep: set[str]):
 
 @torch.no_grad()
 def _fused_f1_with(model, s, keep: set[str], n_classes: int) -> float:
-    model.eval()
-    out = forward(model, s, masks=_masked_copy(s, keep))
+    # in batches: a large split's features may be on disk (--backed), never read whole
+    fused = infer(model, s, masks=_masked_copy(s, keep), embeddings=False)[FUSED]
     y = s.y.cpu().numpy()
     lab = y >= 0
-    return macro_f1(y[lab], out["fused"].argmax(1).cpu().numpy()[lab], n_classes)
+    return macro_f1(y[lab], fused.argmax(1)[lab], n_classes)
 
 
 def shapley_contributions(model, s, n_classes: int) -> dict[str, float]:
@@ -140,22 +161,25 @@ def predictions_table(
     p = proba[FUSED]
     y = s.y.cpu().numpy()
     pres = {m: s.M[m].cpu().numpy() for m in s.M}
-    used = [
-        ";".join(m for m in s.M if pres[m][i] and m not in model.fusion_off) for i in range(len(s))
-    ]
+    names = np.array(classes, dtype=object)
+    # modalities_used: one string per combination of present modalities, shared by its rows
+    on = [m for m in s.M if m not in model.fusion_off]
+    used = np.full(len(s), "", dtype=object)
+    if on and len(s):
+        combos, code = np.unique(np.stack([pres[m] for m in on], 1), axis=0, return_inverse=True)
+        names_of = [";".join(m for m, h in zip(on, c, strict=True) if h) for c in combos]
+        used = np.array(names_of, dtype=object)[code.reshape(-1)]
     cols: dict[str, Any] = {"sample": s.ids.astype(str)}
     if split is not None:
         cols["split"] = split
-    cols["true"] = [classes[v] if v >= 0 else None for v in y]
-    cols["predicted"] = [classes[i] for i in p.argmax(1)]
+    cols["true"] = np.where(y >= 0, names[np.maximum(y, 0)], None)
+    cols["predicted"] = names[p.argmax(1)]
     df = pd.DataFrame(cols)
     for j, c in enumerate(classes):
         df[f"proba_{c}"] = p[:, j]
     df["modalities_used"] = used
     for m in model.heads:
-        df[f"predicted_{m}"] = [
-            classes[i] if pres[m][k] else None for k, i in enumerate(proba[m].argmax(1))
-        ]
+        df[f"predicted_{m}"] = np.where(pres[m], names[proba[m].argmax(1)], None)
     return df
 
 
@@ -232,7 +256,11 @@ def evaluate(
         predictions["graph"] = graph_mode
         for h in history:
             h["graph"] = graph_mode
-    emb = embeddings_anndata(proba, sets, classes, model)
+    for p in proba.values():  # the embeddings are recomputed a block at a time when written
+        for k in [k for k in p if k.startswith("z:")]:
+            del p[k]
+    emb = EmbeddingSource(model, sets, ("fit", "val", "test"), classes,
+                          {n: proba[n][FUSED] for n in ("fit", "val", "test")})  # fmt: skip
     emb.uns["balmm"] = {
         k: v
         for k, v in metrics["protocol"].items()
@@ -246,59 +274,6 @@ def evaluate(
         plan=plan,
         model=model,
         preprocessor=preprocessor,
-        embeddings=emb,
+        embedding_source=emb,
         pairing=pairing_table(data),
     )
-
-
-def embeddings_anndata(proba, sets, classes, model, names=("fit", "val", "test")):
-    """AnnData: one row per sample of ``sets[name]`` for each of ``names`` (split ``train``
-    for ``fit``, else the name), fused and per-modality embeddings in .obsm."""
-    import anndata as ad
-
-    ids = np.concatenate([sets[n].ids.astype(str).to_numpy() for n in names])
-    split = np.concatenate([[("train" if n == "fit" else n)] * len(sets[n]) for n in names])
-    y = np.concatenate([sets[n].y.cpu().numpy() for n in names])
-    fused_p = np.concatenate([proba[n][FUSED] for n in names])
-    obs = pd.DataFrame(
-        {
-            "label": pd.Categorical(
-                [classes[v] if v >= 0 else None for v in y], categories=classes
-            ),
-            "split": pd.Categorical(split),
-            "predicted": pd.Categorical(
-                [classes[i] for i in fused_p.argmax(1)], categories=classes
-            ),
-        },
-        # object dtype: pandas 3 would infer a nullable string dtype, which anndata 0.12
-        # refuses to write by default
-        index=pd.Index(ids, dtype=object, name="sample"),
-    )
-    zmods = [k[2:] for k in proba[names[0]] if k.startswith("z:")]
-    obsm = {}
-    for m in zmods:
-        z = np.concatenate([proba[n][f"z:{m}"] for n in names]).astype(np.float32)
-        obsm["X_" + ("concat" if m == CONCAT else m)] = z
-    if model.early_fusion:
-        fused = obsm["X_concat"]
-    else:
-        masks = np.concatenate(
-            [np.stack([sets[n].M[m].cpu().numpy() for m in zmods], 1) for n in names]
-        )
-        fused = np.concatenate(
-            [
-                obsm[f"X_{m}"] * masks[:, [i]]
-                for i, m in enumerate(zmods)
-                if m not in model.fusion_off
-            ]
-            or [obsm[f"X_{zmods[0]}"] * 0],
-            axis=1,
-        )
-    obsm["X_fused"] = fused.astype(np.float32)
-    adata = ad.AnnData(
-        X=fused_p.astype(np.float32),
-        obs=obs,
-        var=pd.DataFrame(index=pd.Index([f"proba_{c}" for c in classes], name="class")),
-        obsm=obsm,
-    )
-    return adata

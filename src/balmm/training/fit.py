@@ -136,16 +136,18 @@ def train(
 
 def _train_run(data, cfg: TrainConfig, run, progress: Progress) -> TrainResult:
     """Train with checkpoints in ``run.checkpoints``, write into ``run.work``, commit."""
-    result = _train_threads(data, cfg, run, progress)
     from balmm.training.report import write_outputs_into
 
-    progress.start("write", "write outputs", total=1)
-    # the same thread budget as training: the report's PCA and the markers' small fits
-    # are as small as training's matrices (2 BLAS threads made one PCA 20x slower on a
-    # busy 2-core machine)
-    with _thread_budget(data, cfg, resolve_device(cfg.device)):
+    def write(result: TrainResult) -> None:
+        # inside training's thread budget: the report's PCA and the markers' small fits are
+        # as small as training's matrices (2 BLAS threads made one PCA 20x slower on a busy
+        # 2-core machine); and while on-disk features (--backed) still exist, since the
+        # embeddings are computed from them a block at a time as they are written
+        progress.start("write", "write outputs", total=1)
         write_outputs_into(result, Path(run.work), data)
-    progress.finish("write")
+        progress.finish("write")
+
+    result = _train_threads(data, cfg, run, progress, write)
     committed = run.commit()
     result.out = Path(committed) if committed is not None else Path(run.work)
     return result
@@ -172,9 +174,9 @@ def _thread_budget(data, cfg: TrainConfig, dev: torch.device) -> Iterator[None]:
         torch.set_num_threads(threads_before)
 
 
-def _train_threads(data, cfg: TrainConfig, run, progress: Progress) -> TrainResult:
+def _train_threads(data, cfg: TrainConfig, run, progress: Progress, write=None) -> TrainResult:
     """Train (checkpointing into ``run.checkpoints`` when a run is given) with the thread
-    budget of ``cfg``."""
+    budget of ``cfg``; ``write(result)``, when given, writes the outputs."""
     t0 = time.perf_counter()
     dev = resolve_device(cfg.device)
     with (
@@ -183,13 +185,19 @@ def _train_threads(data, cfg: TrainConfig, run, progress: Progress) -> TrainResu
         feature_store(data) as store,
     ):
         result = _train(data, cfg, run, dev, progress, store)
-    group = distributed.current()
-    result.metrics["protocol"]["world_size"] = 1 if group is None else group.world_size
-    result.metrics["protocol"]["backend"] = None if group is None else group.backend
-    if budget is not None:  # only then: default metrics.json stays as it was
-        result.metrics["protocol"]["time_budget_s"] = cfg.time_budget
-        result.metrics["protocol"]["stopped_by_time_budget"] = list(budget.stopped)
-    result.timing["total_s"] = time.perf_counter() - t0
+        group = distributed.current()
+        result.metrics["protocol"]["world_size"] = 1 if group is None else group.world_size
+        result.metrics["protocol"]["backend"] = None if group is None else group.backend
+        if budget is not None:  # only then: default metrics.json stays as it was
+            result.metrics["protocol"]["time_budget_s"] = cfg.time_budget
+            result.metrics["protocol"]["stopped_by_time_budget"] = list(budget.stopped)
+        result.timing["total_s"] = time.perf_counter() - t0
+        if write is not None:
+            write(result)
+        elif store is not None:  # the features on disk go with the store: embed them now
+            result.embeddings  # noqa: B018
+        if store is not None:  # written (embeddings.h5ad) or built: nothing to compute from
+            result.embedding_source = None
     return result
 
 

@@ -6,6 +6,7 @@ import html
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
@@ -22,6 +23,7 @@ from balmm.outputs import (
 )
 from balmm.pl._common import class_names
 from balmm.report.html import figures, html_page, img_tag, plan_reasons, render, table_html
+from balmm.training.embeddings import write_h5ad
 
 # readable column headers for metric keys; unknown keys are shown with spaces for "_"
 HEADERS = {
@@ -53,10 +55,10 @@ def write_outputs_into(result, tmp: Path, data=None) -> Path:
     """Every output file into the folder ``tmp`` (an output run's work folder)."""
     from balmm.model.bundle import save_bundle
 
-    predictions, embeddings = result.predictions, result.embeddings
+    predictions, embeddings = result.predictions, result.embedding_source
     if result.pairing is not None:  # every file in input order (pairing.csv lists it)
         predictions = predictions.iloc[input_order(result.pairing.index, predictions["sample"])]
-        embeddings = embeddings[input_order(result.pairing.index, embeddings.obs_names)].copy()
+        embeddings = embeddings.reordered(input_order(result.pairing.index, embeddings.ids()))
     write_json_atomic(tmp / "timing.json", getattr(result, "timing", {}))
     write_json_atomic(tmp / "metrics.json", result.metrics)
     predictions.to_csv(tmp / "predictions.csv", index=False)
@@ -74,12 +76,8 @@ def write_outputs_into(result, tmp: Path, data=None) -> Path:
         graph=graph,
         extra={"protocol": result.metrics["protocol"]},
     )
-    import anndata as ad
-
-    # pandas >= 3 makes string indexes nullable-string typed; anndata writes them only
-    # when allowed (readable by anndata >= 0.11)
-    with ad.settings.override(allow_write_nullable_strings=True):
-        embeddings.write_h5ad(tmp / "embeddings.h5ad")
+    # a block of rows at a time: at 10^6 samples the embeddings alone are several GB
+    write_h5ad(embeddings, tmp / "embeddings.h5ad")
     table = _markers(result, data)
     if table is not None:
         table.to_csv(tmp / "markers.csv", index=False, float_format="%.6g")
@@ -109,6 +107,8 @@ def _timing(folder: Path) -> dict:
 
 # ----------------------------------------------------------------------------- plots
 UMAP_MIN_SAMPLES = 2000
+# the embedding plot shows at most this many samples (a stratified subsample above it)
+REPORT_MAX_POINTS = 5000
 # above this, PCA again: UMAP of 20,000 samples took 45 s on 2 busy cores (neighbours and
 # layout grow faster than n), so at 10^5-10^6 cells it would outlast training
 UMAP_MAX_SAMPLES = 50_000
@@ -148,14 +148,30 @@ def _plots(result, folder: Path) -> dict[str, bytes]:
         pngs["imbalance"] = render(pl.imbalance, folder / "imbalance.png", result)
     if m.get("kd_plan"):
         pngs["kd_plan"] = render(pl.kd_plan, folder / "kd_plan.png", result)
-    emb = result.embeddings
+    seed = int(m.get("protocol", {}).get("seed") or 0)
+    emb = plotted_embeddings(result, seed)
     if emb is not None and "X_fused" in emb.obsm and emb.n_obs >= 4:
-        seed = int(m.get("protocol", {}).get("seed") or 0)
         basis = embedding_basis(getattr(result.config, "report_embedding", "auto"), emb.n_obs)
+        shown = SimpleNamespace(embeddings=emb, label_mapping=result.label_mapping)
         pngs["embedding"] = render(
-            pl.embedding, folder / "embedding.png", result, basis=basis, seed=seed
+            pl.embedding, folder / "embedding.png", shown, basis=basis, seed=seed
         )
     return pngs
+
+
+def plotted_embeddings(result, seed: int) -> Any:
+    """The samples the report's embedding plot shows: all of them up to
+    :data:`REPORT_MAX_POINTS`, above that a stratified subsample (by split and class,
+    seeded) of that many, so the plot's cost (UMAP, PCA, drawing) does not grow with n."""
+    src = result.embedding_source
+    if src is None or src.n_obs <= REPORT_MAX_POINTS:
+        return result.embeddings
+    from balmm.data.splits import stratified_subsample
+
+    obs = src.obs()
+    strata = obs["split"].astype(str) + "/" + obs["label"].astype(str)
+    return src.anndata(stratified_subsample(src.n_obs, strata.to_numpy(), REPORT_MAX_POINTS,
+                                            seed))  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- tables
@@ -315,14 +331,17 @@ def render_html(
     if markers is not None and len(markers):
         sections.append(("Markers", markers_html(markers)))
     if "embedding" in pngs:
-        basis = embedding_basis(
-            getattr(result.config, "report_embedding", "auto"), result.embeddings.n_obs
-        )
+        n = result.embedding_source.n_obs if result.embedding_source is not None else 0
+        n_shown = min(n, REPORT_MAX_POINTS) if n else result.embeddings.n_obs
+        basis = embedding_basis(getattr(result.config, "report_embedding", "auto"), n_shown)
         how = "UMAP (scanpy)" if basis == "umap" else "The first two principal components"
+        which = "every sample"
+        if n > n_shown:
+            which = f"a stratified subsample of {n_shown:,} of the {n:,} samples"
         sections.append(
             (
                 "Fused embedding",
-                f"<p class='note'>{how} of the fused embedding of every sample "
+                f"<p class='note'>{how} of the fused embedding of {which} "
                 "(training, validation and test), coloured by the true class.</p>"
                 + _imgs(pngs, "embedding"),
             )

@@ -162,24 +162,31 @@ def _take(out: dict, sel: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
-def infer(model: MultiModalNet, s: Split, batch: int = 8192) -> dict[str, np.ndarray]:
-    """Class probabilities of every head and the embeddings, in eval mode."""
+def infer(
+    model: MultiModalNet, s: Split, batch: int = 8192, masks=None, embeddings: bool = True
+) -> dict[str, np.ndarray]:
+    """Class probabilities of every head and (``embeddings``) the embeddings, in eval mode,
+    a batch of rows at a time; ``masks``: presence masks to use instead of ``s.M``."""
     model.eval()
     if s.adj is not None or len(s) <= batch:
-        outs = [forward(model, s)]
+        batches: list[torch.Tensor | None] = [None]
     else:
-        outs = [
-            forward(model, s, torch.arange(i, min(i + batch, len(s)), device=s.y.device))
-            for i in range(0, len(s), batch)
-        ]
-    res: dict[str, np.ndarray] = {
-        FUSED: torch.cat([torch.softmax(o["fused"], 1) for o in outs]).cpu().numpy()
-    }
-    for m in outs[0]["logits"]:
-        res[m] = torch.cat([torch.softmax(o["logits"][m], 1) for o in outs]).cpu().numpy()
-    for m in outs[0]["z"]:
-        res[f"z:{m}"] = torch.cat([o["z"][m] for o in outs]).cpu().numpy()
-    return res
+        batches = [torch.arange(i, min(i + batch, len(s)), device=s.y.device)
+                   for i in range(0, len(s), batch)]  # fmt: skip
+    parts: dict[str, list[np.ndarray]] = {}
+    for rows in batches:
+        if masks is None or rows is None:
+            o = forward(model, s, rows, masks=masks)
+        else:
+            o = forward(model, s, rows, masks={m: mk[rows] for m, mk in masks.items()})
+        # each batch's outputs to the host at once: only what is kept stays in memory
+        parts.setdefault(FUSED, []).append(torch.softmax(o["fused"], 1).cpu().numpy())
+        for m, v in o["logits"].items():
+            parts.setdefault(m, []).append(torch.softmax(v, 1).cpu().numpy())
+        if embeddings:
+            for m, v in o["z"].items():
+                parts.setdefault(f"z:{m}", []).append(v.cpu().numpy())
+    return {k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in parts.items()}
 
 
 @torch.no_grad()

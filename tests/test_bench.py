@@ -186,3 +186,24 @@ def test_stacked_logreg_floor_combines_complementary_modalities() -> None:
     for m in ("a", "b"):
         assert stacked["accuracy"] > rows[f"logreg:{m}"]["accuracy"] + 0.03, (m, stacked)
     assert stacked["auroc"] > 0.8
+
+
+def test_bench_workers_read_the_data_from_disk_with_the_same_results(sim_path, tmp_path) -> None:
+    from balmm.bench.run import read_worker_data, write_worker_data
+    from balmm.data.io import load_inputs
+
+    data = load_inputs([sim_path])
+    back = read_worker_data(write_worker_data(data, tmp_path / "data"))
+    pd.testing.assert_frame_equal(back.obs, data.obs)
+    for m, a in data.mods.items():
+        np.testing.assert_array_equal(np.asarray(back.mods[m].X), np.asarray(a.X))
+        assert list(back.mods[m].obs_names) == list(a.obs_names)
+    assert (back.label_mapping, back.split_source) == (data.label_mapping, data.split_source)
+    common = [sim_path, "--balancers", "none", "--classic", "logreg", "--seeds", "2",
+              "--device", "cpu", *TINY]  # fmt: skip
+    for jobs in (1, 2):
+        assert (
+            main(["bench", *common, "--jobs", str(jobs), "--out", str(tmp_path / f"j{jobs}")]) == 0
+        )
+    for name in TABLES:
+        assert _read(tmp_path / "j1", name) == _read(tmp_path / "j2", name), name

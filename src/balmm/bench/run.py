@@ -12,6 +12,8 @@ import contextlib
 import hashlib
 import logging
 import os
+import pickle
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -264,14 +266,45 @@ def make_manifest(
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(data: MultiOmicsData, spec: BenchSpec, threads: int) -> None:
+def write_worker_data(data: MultiOmicsData, folder: Path) -> Path:
+    """``data`` as files in ``folder`` for the bench's worker processes, written once: each
+    modality's AnnData as ``.h5ad`` (anndata's writer; dense or CSR float32 as in memory; a
+    backed one is read a modality at a time to be written) and the sample table with the
+    other small fields as ``data.pkl``. Workers read them (:func:`read_worker_data`)
+    instead of each receiving a pickled copy of every matrix."""
+    import anndata as ad
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {}
+    for i, (name, a) in enumerate(data.mods.items()):
+        path = folder / f"mod{i}.h5ad"
+        with ad.settings.override(allow_write_nullable_strings=True):
+            (a.to_memory() if a.isbacked else a).write_h5ad(path)
+        names[name] = path.name
+    rest = {k: v for k, v in vars(data).items() if k != "mods"}
+    with open(folder / "data.pkl", "wb") as f:
+        pickle.dump({"mods": names, "rest": rest}, f, protocol=pickle.HIGHEST_PROTOCOL)
+    return folder
+
+
+def read_worker_data(folder: Path) -> MultiOmicsData:
+    """The data :func:`write_worker_data` wrote into ``folder``."""
+    import anndata as ad
+
+    with open(folder / "data.pkl", "rb") as f:
+        meta = pickle.load(f)
+    mods = {name: ad.read_h5ad(folder / file) for name, file in meta["mods"].items()}
+    return MultiOmicsData(mods=mods, **meta["rest"])
+
+
+def _init_worker(data_dir: Path, spec: BenchSpec, threads: int) -> None:
     import torch
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(threads)
     # Kept alive for the worker's lifetime: BLAS/OpenMP pools of scikit-learn and numpy.
     _WORKER["limits"] = threadpool_limits(limits=threads)
-    _WORKER["data"], _WORKER["spec"] = data, spec
+    _WORKER["data"], _WORKER["spec"] = read_worker_data(data_dir), spec
 
 
 def _worker_unit(unit: Unit) -> tuple[Unit, list[dict[str, Any]], float]:
@@ -371,10 +404,12 @@ def run_bench(
         finally:
             torch.set_num_threads(before)
     else:
-        runs = run_parallel(todo, jobs, _init_worker, (data, spec, threads), _worker_unit)
-        with contextlib.closing(runs):  # an interrupt here terminates the workers at once
-            for unit, rows, secs in runs:
-                finished(unit, rows, secs)
+        with tempfile.TemporaryDirectory(prefix="balmm-bench-data-") as folder:
+            data_dir = write_worker_data(data, Path(folder))
+            runs = run_parallel(todo, jobs, _init_worker, (data_dir, spec, threads), _worker_unit)
+            with contextlib.closing(runs):  # an interrupt here terminates the workers at once
+                for unit, rows, secs in runs:
+                    finished(unit, rows, secs)
     progress.finish("bench")
     all_rows = [r for u in units for r in results[u][0]]
     timing = pd.DataFrame(

@@ -10,9 +10,11 @@ Per size:
    (CSR), ``adt`` 200 dense and ``atac`` 500 dense features, each with a class signal.
 2. ``balmm train`` and then ``balmm predict`` on it, each in a fresh process: wall time, peak
    RSS (``wait4``'s ``ru_maxrss`` of that process), wall time per stage (train's
-   ``timing.json``), and stage-2 samples/s (fit samples x stage-2 epochs / stage-2 seconds,
-   its per-epoch validation scoring included) with its fraction of the measured float32
-   matmul peak (model FLOPs per sample = 3 x 2 x the multiply-adds of its Linear layers).
+   ``timing.json``), peak RSS per stage (the process's RSS sampled every 0.25 s, placed in
+   the stages by timing.json's times), and stage-2 samples/s (fit samples x stage-2
+   epochs / stage-2 seconds, its per-epoch validation scoring included) with its fraction
+   of the measured float32 matmul peak (model FLOPs per sample = 3 x 2 x the multiply-adds
+   of its Linear layers).
 3. The reference: a plain PyTorch loop over the same network (the trained model's class and
    feature counts, same batch size), in-memory random tensors, one AdamW step per batch on
    the summed cross-entropy of its heads, in this process.
@@ -29,6 +31,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -78,18 +81,63 @@ def generate(n: int, path: Path, seed: int = 0) -> None:
     mdata.write(path)
 
 
+def _rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
 def run_measured(cmd: list[str]) -> dict:
-    """Run ``cmd``; its wall time, exit code and peak RSS (this process only, wait4)."""
-    t0 = time.perf_counter()
+    """Run ``cmd``; its wall time, exit code and peak RSS (this process only, wait4), and
+    its RSS sampled every 0.25 s (``rss_samples``: [seconds since start, MB])."""
+    t0 = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    samples: list[list[float]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.25):
+            rss = _rss_mb(proc.pid)
+            if rss is not None:
+                samples.append([round(time.time() - t0, 2), round(rss, 1)])
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     stderr = proc.stderr.read() if proc.stderr else b""
     _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
+    done.set()
+    sampler.join()
+    wall = time.time() - t0
     rc = os.waitstatus_to_exitcode(status)
-    out = {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "rc": rc}
+    out = {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "rc": rc, "t0": t0,
+           "rss_samples": samples}  # fmt: skip
     if rc != 0:
         out["stderr_tail"] = stderr.decode(errors="replace")[-2000:]
     return out
+
+
+def stage_peaks(measured: dict, stages: dict, run: Path) -> dict:
+    """Peak sampled RSS (MB) of each phase of a train run: the phases' durations come from
+    its timing.json (``stages``), placed in time by timing.json's own modification time (the
+    first output file written, right after training); ``load`` is everything before
+    preprocessing (imports, reading), ``write`` the output files."""
+    write_start = (run / "timing.json").stat().st_mtime - measured["t0"]
+    edges = {"write": (write_start, float("inf"))}
+    t = write_start - stages.get("total_s", 0.0)
+    edges["load"] = (0.0, t)
+    for key in ("preprocess_s", "stage1_s", "stage2_s", "evaluate_s"):
+        edges[key[:-2]] = (t, t + stages.get(key, 0.0))
+        t += stages.get(key, 0.0)
+    peaks = {}
+    for name, (a, b) in edges.items():
+        inside = [mb for s, mb in measured["rss_samples"] if a <= s < b]
+        peaks[name] = max(inside) if inside else None
+    return peaks
 
 
 def matmul_peak(threads: int, n: int = 2048, reps: int = 10) -> float:
@@ -173,6 +221,8 @@ def one_size(n: int, args: argparse.Namespace, peak: float) -> dict:
             return res
         run = Path(tmp) / "run"
         res["train"]["stages_s"] = json.loads((run / "timing.json").read_text())
+        res["train"]["stage_peak_rss_mb"] = stage_peaks(res["train"], res["train"]["stages_s"],
+                                                        run)  # fmt: skip
         metrics = json.loads((run / "metrics.json").read_text())
         res["test_fused_accuracy"] = metrics["test"]["fused"]["accuracy"]
         n_fit = metrics["protocol"]["n_fit"]
@@ -191,6 +241,23 @@ def one_size(n: int, args: argparse.Namespace, peak: float) -> dict:
                                        f"{tmp}/pred", *mode])  # fmt: skip
     res["train_s_per_1k_samples"] = res["train"]["wall_s"] / n * 1000
     res["train_rss_kb_per_sample"] = res["train"]["peak_rss_mb"] * 1024 / n
+    if args.samples_to:  # the RSS timelines in a file of their own; kept out of the summary
+        with open(args.samples_to, "a") as f:
+            f.write(
+                json.dumps(
+                    {
+                        "n": n,
+                        "backed": args.backed,
+                        "train": res["train"]["rss_samples"],
+                        "predict": res.get("predict", {}).get("rss_samples"),
+                    }
+                )
+                + "\n"
+            )
+    for key in ("train", "predict"):
+        if key in res:
+            res[key].pop("rss_samples", None)
+            res[key].pop("t0", None)
     return res
 
 
@@ -202,6 +269,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "balmm-scale"))
     ap.add_argument("--work-dir", default=None)
+    ap.add_argument("--samples-to", default=None, help="append the RSS timelines (JSON lines)")
     args = ap.parse_args()
     peak = matmul_peak(args.threads)
     print(json.dumps({"matmul_peak_gflops": peak / 1e9, "threads": args.threads,

@@ -138,3 +138,19 @@ def test_features_on_disk_are_read_in_batches_with_the_same_results(files, tmp_p
     a, b = infer(net, on_disk, batch=16), infer(net, in_mem)
     for k in b:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-6)
+
+
+def test_sparse_columns_are_gathered_in_place_as_a_stack_of_the_chunks_would_be():
+    from balmm.data import matrix
+
+    rng = np.random.default_rng(0)
+    x = sp.random(3000, 40, density=0.1, format="csr", random_state=1, dtype=np.float32)
+    x.data[::7] = 0  # explicit zeros are kept, as a stack of the chunks keeps them
+    rows = np.sort(rng.choice(3000, 2000, replace=False))
+    cols = np.flatnonzero(rng.random(40) < 0.7)
+    chunks = list(matrix.row_chunks(len(rows), 9000))  # chunks of 1864 rows
+    assert len(chunks) > 1
+    want = sp.vstack([x[rows[sl]][:, cols] for sl in chunks], format="csr").tocsc()
+    got = matrix._gather_csc(x, rows, cols, chunks)
+    for a in ("indptr", "indices", "data"):
+        np.testing.assert_array_equal(getattr(got, a), getattr(want, a), err_msg=a)

@@ -2,7 +2,7 @@
 model, loss, optimiser and batches, in the same process (figures for docs/benchmarks.md).
 
     .venv/bin/python benchmarks/bench_loop.py [--n 20000] [--batch 512] [--threads 1]
-        [--device cpu|cuda] [--compile] [--bf16]
+        [--device cpu|cuda] [--compile] [--bf16] [--backed]
 
 Generated data: three dense modalities of 2000, 2000 and 500 features, 3 classes; ``mlp``
 encoders (hidden 128, embedding 64), the ``balmm`` balancer's loss (fused + weighted heads,
@@ -10,6 +10,10 @@ modality dropout 0.15 as in stage 2), AdamW. Both loops run whole epochs over th
 shuffled minibatches; balmm's also records per-step losses and gradient norms (its
 history). Samples/s and model FLOP/s against the measured float32 matmul peak of the
 same device and thread count. ``loop_throughput`` is importable (bench_scale.py).
+
+``--backed``: the features in files on disk (as ``balmm train --backed`` keeps them), read
+a minibatch at a time; balmm's loop with its prefetching loader on and off (the next
+minibatch read in a background thread), against the plain loop on in-memory tensors.
 """
 
 from __future__ import annotations
@@ -17,17 +21,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from balmm.config import TrainConfig
+from balmm.data.matrix import DiskMatrix
 from balmm.model.fusion import MultiModalNet
+from balmm.training import loop as loop_mod
 from balmm.training.balancers import make_balancer
 from balmm.training.loop import LoopSpec, TrainLoop, batches, random_streams
-from balmm.training.tensors import Split
+from balmm.training.tensors import RowSource, Split
 
 FEATURES = {"mrna": 2000, "methylation": 2000, "mirna": 500}
 
@@ -57,6 +65,42 @@ def _split(n: int, device: torch.device, seed: int) -> Split:
     M = {m: torch.ones(n, dtype=torch.bool, device=device) for m in FEATURES}
     y = torch.as_tensor(rng.integers(0, 3, n), device=device)
     return Split(pd.RangeIndex(n).astype(str), X, M, y)
+
+
+def on_disk(s: Split, folder: Path) -> Split:
+    """``s`` with its features written to files in ``folder`` and read a batch at a time."""
+    X = {}
+    for m, x in s.X.items():
+        mat = DiskMatrix(folder / f"{m}.f32", *x.shape)
+        mat.append(x.cpu().numpy())
+        X[m] = RowSource(mat, np.arange(len(s)), s.y.device)
+    return Split(s.ids, X, s.M, s.y)
+
+
+def backed_throughput(n: int, batch: int, epochs: int, device: str, rounds: int = 3) -> dict:
+    """samples/s of balmm's loop on features read from disk, with the prefetching loader on
+    and off (best of ``rounds`` alternating runs), and of the plain in-memory loop."""
+    dev = torch.device(device)
+    cfg = TrainConfig(batch_size=batch, hidden=128, embed_dim=64)
+    fit, val = _split(n, dev, 0), _split(256, dev, 1)
+    times: dict[str, list[float]] = {"plain": [], "prefetch_on": [], "prefetch_off": []}
+    with tempfile.TemporaryDirectory(prefix="balmm-bench-loop-") as tmp:
+        disk = on_disk(fit, Path(tmp))
+        for _ in range(rounds):
+            times["plain"].append(plain_epochs(fit, cfg, epochs))
+            for flag in (True, False):
+                loop_mod.PREFETCH = flag
+                key = "prefetch_on" if flag else "prefetch_off"
+                times[key].append(balmm_epochs(disk, val, cfg, epochs))
+        loop_mod.PREFETCH = True
+    sps = {k: n * epochs / min(v) for k, v in times.items()}
+    return {
+        "n": n, "batch": batch, "epochs": epochs, "backed": True,
+        **{f"{k}_samples_per_s": v for k, v in sps.items()},
+        "ratio_on_to_off": sps["prefetch_on"] / sps["prefetch_off"],
+        "ratio_on_to_plain": sps["prefetch_on"] / sps["plain"],
+        "seconds": times,
+    }  # fmt: skip
 
 
 def flops_per_sample(cfg: TrainConfig) -> int:
@@ -163,6 +207,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--compile", action="store_true", help="also measure compile=True")
     ap.add_argument("--bf16", action="store_true", help="also measure bf16 (CUDA)")
+    ap.add_argument("--backed", action="store_true",
+                    help="features on disk: the prefetching loader on and off")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
@@ -177,6 +223,13 @@ def main() -> None:
     if args.bf16:
         variants.append((False, True))
     res["runs"] = []
+    if args.backed:
+        for batch in args.batch:
+            t = backed_throughput(args.n, batch, args.epochs, args.device)
+            res["runs"].append(t)
+            print(json.dumps(t), file=sys.stderr, flush=True)
+        print(json.dumps(res, indent=1))
+        return
     for batch in args.batch:
         for comp, bf in variants:
             t = loop_throughput(args.n, batch, args.epochs, args.device, comp, bf)

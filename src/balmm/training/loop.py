@@ -26,9 +26,14 @@ from balmm.progress import NULL_PROGRESS, Progress
 from balmm.training import distributed
 from balmm.training.balancers import FUSED, Balancer
 from balmm.training.budget import BUDGET
+from balmm.training.prefetch import prefetched
 from balmm.training.tensors import Split, forward, head_f1, infer, mean_log_loss
 
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+# read the next minibatch of features kept off the device (on disk, --backed; host rows for
+# a GPU) in a background thread while the current one trains (same batches, same model)
+PREFETCH = True
 
 
 def random_streams(seed: int, *scope: str) -> tuple[np.random.Generator, torch.Generator]:
@@ -209,7 +214,7 @@ class TrainLoop:
         self.best_state = copy.deepcopy(model.state_dict())
         self.best_score = float("nan")
         self._started = False
-        device = next(model.parameters()).device
+        device = self._device = next(model.parameters()).device
         # bf16 autocast: CUDA only (config key bf16); float32 everywhere else
         self._bf16 = cfg.bf16 and device.type == "cuda"
         self._forward = compiled_forward() if cfg.compile else forward
@@ -320,8 +325,12 @@ class TrainLoop:
         epoch_batches = batches(len(fit), cfg.batch_size, self.rng, graph)
         # the epoch's row order goes to the device in one copy, not one per step
         order = to_device(torch.as_tensor(np.concatenate(epoch_batches)), fit.y.device)
+        # this rank's rows of each minibatch (under torchrun), for the prefetching loader
+        local = [b[distributed.shard(b)] for b in epoch_batches] if self._dist else epoch_batches
+        read = PREFETCH and not graph
+        loaded = prefetched(fit.X, local, self._device) if read else ({} for _ in local)
         start = 0
-        for rows in epoch_batches:
+        for rows, feats in zip(epoch_batches, loaded, strict=True):
             r = order[start : start + len(rows)]
             start += len(rows)
             base = fit.gM if graph else {m: mk[r] for m, mk in fit.M.items()}
@@ -336,7 +345,8 @@ class TrainLoop:
             sel_masks = {m: mk[fit.graph_rows] for m, mk in masks.items()} if graph else masks
             y = fit.y[r] if not graph else fit.y
             with self._autocast():
-                out = self._forward(self.net, fit, None if graph else r, masks=masks)
+                out = self._forward(self.net, fit, None if graph else r, masks=masks,
+                                    feats=feats)  # fmt: skip
                 total, parts = self.loss_fn(model, out, y, sel_masks, r)
             self.opt.zero_grad(set_to_none=True)
             total.backward()

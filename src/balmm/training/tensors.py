@@ -40,8 +40,13 @@ class RowSource:
         r = np.asarray(r)
         return self.rows[np.flatnonzero(r) if r.dtype == bool else r]
 
+    def host_rows(self, r: Any) -> torch.Tensor:
+        """The rows ``r`` as a float32 tensor in host memory (the prefetching loader reads
+        them in a background thread: balmm.training.prefetch)."""
+        return torch.from_numpy(np.ascontiguousarray(self.matrix[self._positions(r)]))
+
     def __getitem__(self, r: Any) -> torch.Tensor:
-        host = torch.from_numpy(np.ascontiguousarray(self.matrix[self._positions(r)]))
+        host = self.host_rows(r)
         if self.device.type == "cuda":
             return host.pin_memory().to(self.device, non_blocking=True)
         return host.to(self.device)
@@ -139,16 +144,22 @@ def resolve_device(device: str) -> torch.device:
 
 
 def forward(
-    model: MultiModalNet, s: Split, rows: torch.Tensor | None = None, masks=None
+    model: MultiModalNet,
+    s: Split,
+    rows: torch.Tensor | None = None,
+    masks=None,
+    feats: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Model outputs for the samples of ``s`` (``rows``: a subset of them, mlp only; a
-    gcn split always runs on its whole graph)."""
+    gcn split always runs on its whole graph). ``feats``: features of ``rows`` already
+    read for some modalities (a prefetched minibatch)."""
     if s.adj is not None:  # gcn: run on the whole graph, keep this split's rows
         gm = s.gM if masks is None else masks
         return _take(model(s.gX, gm, s.adj), s.graph_rows)
     if rows is None:
         return model({m: _dense(x) for m, x in s.X.items()}, s.M if masks is None else masks)
-    xs = {m: x[rows] for m, x in s.X.items()}
+    feats = feats or {}
+    xs = {m: feats[m] if m in feats else x[rows] for m, x in s.X.items()}
     ms = {m: mk[rows] for m, mk in s.M.items()} if masks is None else masks
     return model(xs, ms)
 

@@ -181,3 +181,19 @@ def test_work_spread_over_ranks_matches_one_process(tmp_path) -> None:
     rows = pd.read_csv(tmp_path / "one" / "bench.csv")
     assert sorted(set(rows["seed"])) == [0, 1] and "none" in set(rows["method"])
     assert not [p for p in tmp_path.iterdir() if p.is_dir() and p.name not in ("one", "two")]
+
+
+def test_results_travel_between_ranks_in_host_memory() -> None:
+    from collections import namedtuple
+
+    import torch
+
+    from balmm.training.distributed import _on_host
+
+    Pair = namedtuple("Pair", "a b")
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    t = torch.arange(3.0, device=dev)
+    out = _on_host({0: ({"w": t}, [t, Pair(t, "x")]), 1: 2.5})
+    assert out[1] == 2.5 and out[0][1][1].b == "x" and isinstance(out[0][1][1], Pair)
+    for x in (out[0][0]["w"], out[0][1][0], out[0][1][1].a):
+        assert x.device.type == "cpu" and torch.equal(x, t.cpu())

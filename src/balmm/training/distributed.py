@@ -217,7 +217,9 @@ def spread(tasks: Sequence[T], run: Callable[[T], R]) -> list[R]:
                 break
     failed = None if error is None else f"rank {info.rank}: {type(error).__name__}: {error}"
     parts: list[tuple[dict[int, R], str | None] | None] = [None] * info.world_size
-    dist.all_gather_object(parts, ({} if error else mine, failed))
+    # tensors travel in host memory: a CUDA tensor would be unpickled on the device index
+    # it had on its own rank, which another rank (or node) may not have
+    dist.all_gather_object(parts, ({} if error else _on_host(mine), failed))
     if error is not None:
         raise error
     results: dict[int, R] = {}
@@ -227,3 +229,16 @@ def spread(tasks: Sequence[T], run: Callable[[T], R]) -> list[R]:
             raise RuntimeError(f"a task shared out over the ranks failed ({part[1]})")
         results.update(part[0])
     return [results[i] for i in range(len(tasks))]
+
+
+def _on_host(obj):
+    """``obj`` with every tensor inside dicts, lists and tuples moved to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: _on_host(v) for k, v in obj.items()}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a namedtuple
+        return type(obj)(*(_on_host(v) for v in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_on_host(v) for v in obj)
+    return obj

@@ -131,6 +131,25 @@ def test_stacked_fused_head_is_fitted_out_of_fold_and_travels_in_the_bundle(tmp_
     np.testing.assert_allclose(again.to_numpy(), mine.to_numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_fold_average_travels_in_the_bundle(tmp_path):
+    """final_model = "average" keeps the K fold joint models beside the refit one; predict
+    rebuilds the same ensemble from the bundle."""
+    from balmm.predict import predict
+
+    specs = make_specs(["strong", "weak"], n_features=[20, 20], signal=[2.0, 1.5],
+                       n_informative=[8, 8], shared=[0.0, 0.0])  # fmt: skip
+    data = simulate(n_samples=200, n_classes=2, modalities=specs, missing_rate=0.1, seed=4)
+    res = train(data, seed=0, out=tmp_path / "run", final_model="average", folds=3, **FAST)
+    assert res.metrics["protocol"]["decisions"]["final_model"] == {"kind": "average",
+                                                                   "members": 4}  # fmt: skip
+    assert len(res.model.members) == 3
+    pred = predict(tmp_path / "run", data)
+    cols = [c for c in res.predictions if c.startswith("proba_")]
+    mine = res.predictions.set_index("sample")[cols]
+    again = pred.set_index("sample").loc[mine.index, cols]
+    np.testing.assert_allclose(again.to_numpy(), mine.to_numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_fold_models_kept_from_the_curve_equal_fold_models_trained_again(monkeypatch):
     """A fold's model at the chosen epoch is taken from the epoch curve's in-memory states;
     training it again for that many epochs (what happens after a resume, or when the states

@@ -58,6 +58,33 @@ def test_fusion_off_ignores_modality():
     assert torch.allclose(f1, f2)
 
 
+def test_fold_average_is_the_mean_of_its_members_probabilities():
+    """final_model = "average": the fused prediction is the mean of the members' class
+    probabilities; embeddings and unimodal heads stay the refit model's."""
+    nets = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        net = MultiModalNet({"a": 5, "b": 7}, 3, hidden=8, embed_dim=4).eval()
+        torch.nn.init.normal_(net.fusion.weight)  # members that disagree
+        nets.append(net)
+    xs = {"a": torch.randn(6, 5), "b": torch.randn(6, 7)}
+    masks = {"a": torch.ones(6, dtype=torch.bool), "b": torch.tensor([True, False] * 3)}
+    with torch.no_grad():
+        alone = [torch.softmax(n(xs, masks)["fused"], 1) for n in nets]
+        refit = nets[0](xs, masks)
+        nets[0].set_members(nets[1:])
+        avg = nets[0](xs, masks)
+    want = torch.stack(alone).mean(0)
+    torch.testing.assert_close(torch.softmax(avg["fused"], 1), want)
+    assert not torch.allclose(want, alone[0], atol=1e-3)
+    torch.testing.assert_close(avg["z"]["a"], refit["z"]["a"])
+    torch.testing.assert_close(avg["logits"]["b"], refit["logits"]["b"])
+    # members take the refit model's fusion_off (an assay left out of the fusion)
+    nets[0].fusion_off = {"b"}
+    nets[0].set_members(nets[1:])
+    assert all(n.fusion_off == {"b"} for n in nets[1:])
+
+
 def test_contributions_sum_to_fused_logit():
     net = _net()
     torch.nn.init.normal_(net.fusion.weight)

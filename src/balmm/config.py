@@ -34,6 +34,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "stage1_select": ("f1", "loss"),
     "stage2_select": ("f1", "loss"),
     "fusion_head": ("joint", "stack"),
+    "final_model": ("refit", "average"),
     "report_embedding": ("auto", "umap", "pca"),
 }
 
@@ -67,6 +68,10 @@ class TrainConfig:
     # "stack": the fused prediction is the OOF stacker over the heads' logits (needs
     # cross-fitting); "joint": the end-to-end fusion head trained in stage 2
     fusion_head: str = "joint"
+    # "average": the fused prediction averages the refitted joint model with the joint
+    # models of the K cross-fitting folds (chosen by CV inside ROSMAP's training split:
+    # docs/method.md); "refit": the refitted model alone
+    final_model: str = "average"
     # graph (gcn encoder)
     transductive: bool = False
     knn_k: int = 10

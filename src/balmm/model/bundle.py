@@ -87,6 +87,8 @@ def save_bundle(
         "n_in_first_encoder": int(first_enc.n_in),
         "config": config,
         "versions": versions(),
+        # final_model = "average": the fold models stored beside the refit (members.K.*)
+        **({"n_members": len(model.members)} if len(model.members) else {}),
         **(extra or {}),
     }
     write_json_atomic(directory / "model.json", meta)
@@ -131,6 +133,9 @@ def _check_meta(path: Path, meta: Any) -> dict:
         raise _meta_error(path, "fusion_off", f"must be a list of modalities among {mods}")
     if not isinstance(meta.get("config"), dict):
         raise _meta_error(path, "config", "must be a table of training settings")
+    n_members = meta.get("n_members", 0)
+    if not isinstance(n_members, int) or isinstance(n_members, bool) or not 0 <= n_members <= 64:
+        raise _meta_error(path, "n_members", f"must be an integer from 0 to 64, got {n_members!r}")
     return meta
 
 
@@ -221,13 +226,16 @@ def load_bundle(directory: str | Path, device: torch.device | str = "cpu") -> Bu
             raise _meta_error(meta_path, f"n_features.{m}",
                               f"is {meta['n_features'][m]} but the fitted preprocessing has "
                               f"{got} features")  # fmt: skip
+    n_members = meta.get("n_members", 0)
     with torch.device("meta"):  # shapes only: nothing sized by model.json is allocated yet
-        shell = build_model(meta["n_features"], len(meta["classes"]), cfg.to_dict())
+        shell = build_model(meta["n_features"], len(meta["classes"]), cfg.to_dict(), n_members)
     _check_shapes(weights, {k: tuple(v.shape) for k, v in shell.state_dict().items()})
-    model = build_model(meta["n_features"], len(meta["classes"]), cfg.to_dict())
+    model = build_model(meta["n_features"], len(meta["classes"]), cfg.to_dict(), n_members)
     state = _load_tensors(weights)
     model.load_state_dict(state)
     model.fusion_off = set(meta.get("fusion_off", []))
+    for member in model.members:
+        member.fusion_off = set(model.fusion_off)
     model.to(device).eval()
     graph = {}
     if (directory / "graph.safetensors").exists():

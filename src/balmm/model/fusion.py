@@ -13,6 +13,7 @@ modalities' features concatenated (missing ones zero), and only a fused head.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -101,6 +102,9 @@ class MultiModalNet(nn.Module):
         embed = int(encoder_kwargs.get("embed_dim", 64))
         self.embed_dim = embed
         self.stack: StackedFusion | None = None
+        # final_model = "average": the cross-fitting folds' joint models, whose fused
+        # probabilities are averaged with this model's (see :meth:`forward`)
+        self.members = nn.ModuleList()
         if early_fusion:
             n_in = sum(n_features.values()) + len(n_features)
             self.encoders = nn.ModuleDict({CONCAT: make_encoder(encoder, n_in, **encoder_kwargs)})
@@ -198,17 +202,43 @@ class MultiModalNet(nn.Module):
     ) -> dict[str, object]:
         zs = self.encode(xs, masks, adj)
         logits = {m: self.heads[m](zs[m]) for m in self.heads}
-        return {"z": zs, "logits": logits, "fused": self.fuse(zs, masks, logits)}
+        fused = self.fuse(zs, masks, logits)
+        if len(self.members):
+            # the ensemble's fused prediction: the mean of the members' class probabilities
+            # (returned as its log, a valid logit); embeddings and the unimodal heads stay
+            # this model's
+            logp = [torch.log_softmax(fused, 1)]
+            logp += [torch.log_softmax(net(xs, masks, adj)["fused"], 1) for net in self.members]
+            fused = torch.logsumexp(torch.stack(logp), 0) - math.log(len(logp))
+        return {"z": zs, "logits": logits, "fused": fused}
+
+    def set_members(self, nets: list[MultiModalNet]) -> None:
+        """Average this model's fused prediction with ``nets`` (same architecture; they
+        take this model's ``fusion_off``)."""
+        for net in nets:
+            net.fusion_off = set(self.fusion_off)
+        self.members = nn.ModuleList(nets)
 
 
 ENCODER_KEYS = ("hidden", "embed_dim", "norm", "activation", "dropout", "input_dropout")
 
 
 def build_model(
-    n_features: dict[str, int], n_classes: int, config: Mapping[str, Any]
+    n_features: dict[str, int], n_classes: int, config: Mapping[str, Any], n_members: int = 0
 ) -> MultiModalNet:
     """The network described by a resolved training config (``TrainConfig.to_dict()``, or
-    the ``config`` saved in a bundle): encoders, heads and the fusion head."""
+    the ``config`` saved in a bundle): encoders, heads and the fusion head; with
+    ``n_members``, that many ensemble members of the same architecture (a saved
+    ``final_model = "average"`` bundle)."""
+    net = _build_one(n_features, n_classes, config)
+    if n_members:
+        net.set_members([_build_one(n_features, n_classes, config) for _ in range(n_members)])
+    return net
+
+
+def _build_one(
+    n_features: dict[str, int], n_classes: int, config: Mapping[str, Any]
+) -> MultiModalNet:
     return MultiModalNet(
         n_features,
         n_classes,

@@ -396,13 +396,15 @@ def crossfit_joint(
     progress: Progress,
     ckpt: Checkpointer,
     kappa: dict[str, float] | None,
-) -> dict[str, np.ndarray]:
-    """Stage 2 in every fold (from that fold's stage-1 and kept distillation states):
-    the OOF logits of each modality head of the jointly trained models, for the stacker."""
+) -> tuple[dict[str, np.ndarray], list]:
+    """Stage 2 in every fold (from that fold's stage-1 and kept distillation states).
+    Returns the OOF logits of each modality head of the jointly trained models (for the
+    stacker) and the fold models (for ``final_model = "average"``)."""
     from balmm.training.stage2 import train_joint
 
     n = len(cf.y)
     out = {m: np.full((n, n_classes), np.nan, dtype=np.float32) for m in mods}
+    models = []
     for k, (st, sets) in enumerate(zip(cf.fold_stage1, cf.fold_sets, strict=True)):
         fold = {"fit": sets["fit"], "val": sets["val"]}
         s2 = train_joint(mods, n_features, n_classes, fold, st, label_mi, cfg, progress, ckpt,
@@ -410,6 +412,8 @@ def crossfit_joint(
         proba = infer(s2.model, sets["held"])
         held = np.flatnonzero(cf.folds == k)
         for m in mods:
-            has = cf.present[m][held]
-            out[m][held[has]] = np.log(np.clip(proba[m][has], 1e-12, 1.0))
-    return out
+            if m in proba:  # concat (early fusion) has no per-modality heads
+                has = cf.present[m][held]
+                out[m][held[has]] = np.log(np.clip(proba[m][has], 1e-12, 1.0))
+        models.append(s2.model)
+    return out, models

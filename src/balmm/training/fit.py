@@ -284,12 +284,16 @@ def _train(data, cfg: TrainConfig, run, dev, progress, store=None) -> TrainResul
     s2 = train_joint(mods, n_features, n_classes, sets, stage1, label_mi, cfg, progress, ckpt,
                      kappa)  # fmt: skip
     history += s2.history
-    if cfg.fusion_head == "stack" and s2.model.stack is not None:
-        oof = None
-        if cf is not None:
-            oof = crossfit_joint(cf, mods, n_features, n_classes, label_mi, cfg, progress, ckpt,
-                                 kappa)  # fmt: skip
+    stacked = cfg.fusion_head == "stack" and s2.model.stack is not None
+    average = cfg.final_model == "average" and cfg.fusion_head == "joint"
+    oof, fold_models = None, []
+    if cf is not None and (stacked or average):
+        oof, fold_models = crossfit_joint(cf, mods, n_features, n_classes, label_mi, cfg,
+                                          progress, ckpt, kappa)  # fmt: skip
+    if stacked:
         decisions["fusion_head"] = _fit_stack(s2.model, s2.balancer, cf, oof, cfg)
+    if cfg.final_model == "average":
+        decisions["final_model"] = _average(s2.model, fold_models, cfg)
     timing["stage2_s"] = time.perf_counter() - t
 
     # ---------------------------------------------------------------- evaluate once
@@ -380,6 +384,17 @@ def _informative(mi: tuple[float, float], cfg: TrainConfig) -> bool:
     """The stage-2 gate: label MI at least ``min_label_mi_bits`` with a lower CI above 0."""
     est, lo = mi
     return bool(np.isfinite(est) and est >= cfg.min_label_mi_bits and not lo <= 0)
+
+
+def _average(model, fold_models: list, cfg: TrainConfig) -> dict[str, Any]:
+    """final_model = "average": the refit joint model's fused prediction averaged with the
+    cross-fitting folds' joint models."""
+    if cfg.fusion_head != "joint":
+        return {"kind": "refit", "why": "the average applies to the joint fused head only"}
+    if not fold_models:
+        return {"kind": "refit", "why": "averaging needs cross-fitted fold models (folds >= 2)"}
+    model.set_members(fold_models)
+    return {"kind": "average", "members": 1 + len(fold_models)}
 
 
 def _fit_stack(model, balancer, cf, oof, cfg: TrainConfig) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -165,7 +166,8 @@ def _balmm_job(job: tuple) -> tuple:
 
 def _parse_variant(text: str) -> tuple[str, dict]:
     name, _, body = text.partition(":")
-    pairs = [p.split("=", 1) for p in body.split(",") if p.strip()]
+    # a comma starts the next key=json only before a key: json strings may hold commas
+    pairs = [p.split("=", 1) for p in re.split(r",\s*(?=[A-Za-z_]\w*=)", body) if p.strip()]
     return name.strip(), {k.strip(): json.loads(v) for k, v in pairs}
 
 

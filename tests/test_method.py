@@ -12,7 +12,7 @@ from balmm.config import TrainConfig
 from balmm.data.simulate import make_specs, simulate
 from balmm.progress import NULL_PROGRESS
 from balmm.training.checkpoint import Checkpointer
-from balmm.training.crossfit import crossfit_alone, fold_assignment
+from balmm.training.crossfit import choose_decay, crossfit_alone, fold_assignment
 from balmm.training.fit import train
 from balmm.training.intermodal import complementarity
 from balmm.training.tensors import Split
@@ -53,6 +53,29 @@ def test_crossfit_fold_never_reads_its_held_out_rows():
         np.testing.assert_array_equal(clean.logits[m][held], dirty.logits[m][held])
         np.testing.assert_array_equal(clean.z[m][held], dirty.z[m][held])
         assert not np.array_equal(clean.logits[m][~held], dirty.logits[m][~held])
+
+
+def test_decay_is_chosen_on_pooled_oof_log_loss_and_per_fold_on_the_other_folds():
+    """Known answer: held-out losses per fold are (0.1, 1.0, 1.0) with decay a and
+    (2.0, 0.5, 0.5) with decay b. Pooled, a wins (0.70 vs 1.00); fold 0 alone sees only
+    folds 1 and 2, where b wins (0.5 vs 1.0)."""
+    y_held = [np.zeros(1, dtype=int)] * 3
+
+    def curve(losses):  # one epoch, one held-out sample per fold, true class 0
+        return [np.array([[[-v, np.log1p(-np.exp(-v))]]]) for v in losses]
+
+    traces = {1e-3: curve([0.1, 1.0, 1.0]), 10.0: curve([2.0, 0.5, 0.5])}
+    (wd, ep), per_fold, pooled = choose_decay(traces, y_held)
+    assert (wd, ep) == (1e-3, 1)
+    assert per_fold == [(10.0, 1), (1e-3, 1), (1e-3, 1)]
+    np.testing.assert_allclose(pooled, [0.7])
+    # fold 0's choice never reads fold 0's own held-out curve: any change to it leaves
+    # fold 0's decision as it was (and can move the others')
+    traces = {1e-3: curve([5.0, 1.0, 1.0]), 10.0: curve([0.01, 0.5, 0.5])}
+    (wd, _), per_fold, _ = choose_decay(traces, y_held)
+    assert wd == 10.0 and per_fold[0] == (10.0, 1)
+    traces = {1e-3: curve([0.01, 1.0, 1.0]), 10.0: curve([9.0, 0.5, 0.5])}
+    assert choose_decay(traces, y_held)[1][0] == (10.0, 1)
 
 
 def test_complementarity_separates_unique_from_redundant_information():

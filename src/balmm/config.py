@@ -80,6 +80,10 @@ class TrainConfig:
     # optimisation (both stages)
     lr: float = 1e-3
     weight_decay: float = 1e-3
+    # AdamW weight decays tried for each modality's encoder and head, comma-separated:
+    # cross-fitting chooses one per modality with its epoch count, on pooled out-of-fold
+    # log-loss (stage 2 keeps it for that modality); "" = weight_decay only
+    weight_decay_grid: str = ""
     batch_size: int = 64
     label_smoothing: float = 0.0
     # stage 1: unimodal training + distillation
@@ -127,6 +131,13 @@ class TrainConfig:
     # report.html's plot of the fused embedding: "auto" = UMAP from 2000 samples, PCA below
     # (UMAP's numba compilation costs 10-50 s per process, more than training a bulk cohort)
     report_embedding: str = "auto"
+
+    def decay_grid(self) -> list[float]:
+        """The weight decays cross-fitting chooses among (``weight_decay`` alone when the
+        grid is empty)."""
+        if not self.weight_decay_grid.strip():
+            return [self.weight_decay]
+        return [float(v) for v in self.weight_decay_grid.split(",") if v.strip()]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -199,6 +210,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError("config key 'val_size' must be > 0 (model selection needs validation)")
     if cfg.stage2_lr_scale <= 0:
         raise ConfigError("config key 'stage2_lr_scale' must be > 0")
+    try:
+        grid = cfg.decay_grid()
+    except ValueError:
+        grid = [-1.0]
+    if not grid or min(grid) < 0 or len(set(grid)) != len(grid):
+        raise ConfigError("config key 'weight_decay_grid' must be distinct numbers >= 0 "
+                          f"separated by commas, got {cfg.weight_decay_grid!r}")  # fmt: skip
     if cfg.kd_temperature <= 0:
         raise ConfigError("config key 'kd_temperature' must be > 0")
     if cfg.balancer == "concat" and cfg.encoder == "gcn":

@@ -94,6 +94,10 @@ class CrossFit:
     epochs: dict[str, int] = field(default_factory=dict)
     fold_epochs: dict[str, list[int]] = field(default_factory=dict)
     oof_loss_curve: dict[str, list[float]] = field(default_factory=dict)
+    # weight decay of each modality's encoder and head, chosen with the epoch count (final
+    # model, and per fold on the other folds' curves)
+    decay: dict[str, float] = field(default_factory=dict)
+    fold_decay: dict[str, list[float]] = field(default_factory=dict)
 
 
 def _snapshot_bytes(n_in: int, n_classes: int, cfg: TrainConfig) -> int:
@@ -135,6 +139,31 @@ def choose_epochs(
         others[k] = False
         per_fold.append(best(others)[0] if others.any() else best_all)
     return best_all, per_fold, curve
+
+
+def choose_decay(
+    traces: dict[float, list[np.ndarray]], y_held: list[np.ndarray]
+) -> tuple[tuple[float, int], list[tuple[float, int]], np.ndarray]:
+    """The (weight decay, epoch count) pair with the lowest pooled out-of-fold log-loss,
+    from one set of per-fold curves per decay (``traces[decay]``, as :func:`choose_epochs`
+    takes them): over all folds, and for each fold k on the other folds' curves only.
+    Returns those and the chosen decay's pooled curve; ties go to the first decay given."""
+    scored = {wd: choose_epochs(t, y_held) for wd, t in traces.items()}
+    every = min(scored, key=lambda wd: scored[wd][2][scored[wd][0] - 1])
+    per_fold = []
+    n_folds = len(y_held)
+    for k in range(n_folds):
+        if n_folds < 2:
+            per_fold.append((every, scored[every][0]))
+            continue
+        others = [i for i in range(n_folds) if i != k]
+        loss = {}
+        for wd, t in traces.items():
+            ep, _, curve = choose_epochs([t[i] for i in others], [y_held[i] for i in others])
+            loss[wd] = (curve[ep - 1], ep)
+        wd_k = min(loss, key=lambda wd: loss[wd][0])
+        per_fold.append((wd_k, loss[wd_k][1]))
+    return (every, scored[every][0]), per_fold, scored[every][2]
 
 
 def _fold_sets(
@@ -182,9 +211,12 @@ def crossfit_alone(
     all_sets = [_fold_sets(train, folds, k, cfg) for k in range(n_folds)]
     held_rows = [np.flatnonzero(folds == k) for k in range(n_folds)]
     trainable = []
-    traces: dict[str, list[np.ndarray]] = {}
-    snapshots: dict[tuple[int, str], list[dict]] = {}  # (fold, m): state after each epoch
-    curves: list[tuple[str, int, Split, bool]] = []  # (m, fold, inside rows with m, keep)
+    traces: dict[str, dict[float, list[np.ndarray]]] = {}
+    # (fold, m, decay): the state after each epoch
+    snapshots: dict[tuple[int, str, float], list[dict]] = {}
+    # (m, fold, decay, inside rows with m, keep)
+    curves: list[tuple[str, int, float, Split, bool]] = []
+    grid = cfg.decay_grid()
     for m in mods:
         inside = [restrict(sets["inside"], m) for sets, _ in all_sets]
         if min(len(s) for s in inside) < 4:
@@ -192,13 +224,15 @@ def crossfit_alone(
             continue
         trainable.append(m)
         keep = _snapshot_bytes(n_features[m], n_classes, cfg) <= SNAPSHOT_MAX_BYTES
-        curves += [(m, k, inside[k], keep) for k in range(len(all_sets))]
+        # every decay gets the same random streams: a paired comparison
+        curves += [(m, k, wd, inside[k], keep) for wd in grid for k in range(len(all_sets))]
 
-    def curve(task: tuple[str, int, Split, bool]) -> tuple[dict, list[dict]]:
-        m, k, inside_k, keep = task
+    def curve(task: tuple[str, int, float, Split, bool]) -> tuple[dict, list[dict]]:
+        m, k, wd, inside_k, keep = task
         kept: list[dict] | None = [] if keep else None
-        done = train_one(m, n_features[m], n_classes, inside_k, None, cfg, progress, ckpt,
-                         f"fold{k}/trace:{m}", (f"fold{k}/", "stage1", m),
+        cfg_wd, tag = _with_decay(cfg, wd)
+        done = train_one(m, n_features[m], n_classes, inside_k, None, cfg_wd, progress, ckpt,
+                         f"fold{k}/trace:{m}{tag}", (f"fold{k}/", "stage1", m),
                          epochs=cfg.pretrain_epochs, held=all_sets[k][0]["held"],
                          snapshots=kept)  # fmt: skip
         return done, kept or []
@@ -206,22 +240,25 @@ def crossfit_alone(
     # sfast (issue 12): under torchrun the curves are shared out over the ranks, each
     # trained by one rank alone (bit for bit the single-process curve); rank 0 then keeps
     # the checkpoints of all of them
-    for (m, k, _, _), (done, kept) in zip(curves, distributed.spread(curves, curve), strict=True):
+    for (m, k, wd, _, _), (done, kept) in zip(curves, distributed.spread(curves, curve),
+                                              strict=True):  # fmt: skip
         if distributed.current() is not None:
-            ckpt.save_done(f"fold{k}/trace:{m}", done)
-        traces.setdefault(m, []).append(done["trace"].numpy())
-        snapshots[(k, m)] = kept
+            ckpt.save_done(f"fold{k}/trace:{m}{_with_decay(cfg, wd)[1]}", done)
+        traces.setdefault(m, {}).setdefault(wd, []).append(done["trace"].numpy())
+        snapshots[(k, m, wd)] = kept
     for m in trainable:
         # a trace covers the held-out samples that have m, in order
         y_held = [y[h][present[m][h]] for h in held_rows]
-        best, per_fold, curve = choose_epochs(traces[m], y_held)
-        cf.epochs[m], cf.fold_epochs[m] = best, per_fold
-        cf.oof_loss_curve[m] = [float(v) for v in curve]
+        (cf.decay[m], cf.epochs[m]), per_fold, pooled = choose_decay(traces[m], y_held)
+        cf.fold_decay[m] = [wd for wd, _ in per_fold]
+        cf.fold_epochs[m] = [ep for _, ep in per_fold]
+        cf.oof_loss_curve[m] = [float(v) for v in pooled]
     for k, (sets, fit_rows) in enumerate(all_sets):
         st: dict[str, dict] = {}
         held = held_rows[k]
         for m in trainable:
-            unit, n_ep, kept = f"fold{k}/stage1:{m}", cf.fold_epochs[m][k], snapshots[(k, m)]
+            n_ep, wd = cf.fold_epochs[m][k], cf.fold_decay[m][k]
+            unit, kept = f"fold{k}/stage1:{m}", snapshots[(k, m, wd)]
             done = ckpt.done(unit)
             if done is None and len(kept) >= n_ep:
                 # the curve's model at that epoch: what training again would give, bit for bit
@@ -229,8 +266,8 @@ def crossfit_alone(
                 ckpt.save_done(unit, done)
             if done is None:
                 done = train_one(m, n_features[m], n_classes, restrict(sets["inside"], m), None,
-                                 cfg, progress, ckpt, unit, (f"fold{k}/", "stage1", m),
-                                 epochs=n_ep)  # fmt: skip
+                                 _with_decay(cfg, wd)[0], progress, ckpt, unit,
+                                 (f"fold{k}/", "stage1", m), epochs=n_ep)  # fmt: skip
             net = unimodal_net(m, n_features[m], n_classes, cfg).to(train.y.device)
             net.load_state_dict(done["state"])
             st[m] = {"net": net, "state": enc_head_state(net, m), "val_f1": float("nan")}
@@ -247,6 +284,14 @@ def crossfit_alone(
         cf.fold_sets.append(sets)
         cf.fold_fit_rows.append(fit_rows)
     return cf
+
+
+def _with_decay(cfg: TrainConfig, wd: float) -> tuple[TrainConfig, str]:
+    """The config with weight decay ``wd``, and the checkpoint-unit tag of that decay ("" for
+    the config's own, so a run without a grid keeps its unit names)."""
+    if wd == cfg.weight_decay:
+        return cfg, ""
+    return cfg.replace(weight_decay=wd), f"@wd{wd:g}"
 
 
 def oof_evidence(
@@ -408,7 +453,8 @@ def crossfit_joint(
     for k, (st, sets) in enumerate(zip(cf.fold_stage1, cf.fold_sets, strict=True)):
         fold = {"fit": sets["fit"], "val": sets["val"]}
         s2 = train_joint(mods, n_features, n_classes, fold, st, label_mi, cfg, progress, ckpt,
-                         kappa, scope=f"fold{k}/")  # fmt: skip
+                         kappa, scope=f"fold{k}/",
+                         decay={m: cf.fold_decay[m][k] for m in cf.fold_decay})  # fmt: skip
         proba = infer(s2.model, sets["held"])
         held = np.flatnonzero(cf.folds == k)
         for m in mods:

@@ -271,7 +271,8 @@ def _train(data, cfg: TrainConfig, run, dev, progress, store=None) -> TrainResul
             cf = crossfit_alone(mods, n_features, n_classes, train_split, folds, cfg, progress,
                                 ckpt)  # fmt: skip
         stage1, h1 = train_alone(mods, n_features, n_classes, sets, cfg, progress, ckpt,
-                                 epochs=cf.epochs if cf is not None else None)  # fmt: skip
+                                 epochs=cf.epochs if cf is not None else None,
+                                 decay=cf.decay if cf is not None else None)  # fmt: skip
         history += h1
         plan, h_kd, decisions, kappa = _stage1_decisions(
             mods, n_classes, sets, stage1, label_mi, cfg, dev, progress, ckpt, cf
@@ -282,7 +283,7 @@ def _train(data, cfg: TrainConfig, run, dev, progress, store=None) -> TrainResul
     # ---------------------------------------------------------------- stage 2
     t = time.perf_counter()
     s2 = train_joint(mods, n_features, n_classes, sets, stage1, label_mi, cfg, progress, ckpt,
-                     kappa)  # fmt: skip
+                     kappa, decay=cf.decay if cf is not None else None)  # fmt: skip
     history += s2.history
     stacked = cfg.fusion_head == "stack" and s2.model.stack is not None
     average = cfg.final_model == "average" and cfg.fusion_head == "joint"
@@ -353,6 +354,7 @@ def _stage1_decisions(mods, n_classes, sets, stage1, label_mi, cfg, dev, progres
         f"{int(cf.folds.max()) + 1} stratified folds",
         "stage1_epochs": dict(cf.epochs),
         "stage1_epochs_rule": "lowest pooled out-of-fold log-loss of the unimodal head",
+        **({"weight_decay": dict(cf.decay)} if len(cfg.decay_grid()) > 1 else {}),
     }
     if want_kd:
         strength, pair, paired = oof_evidence(cf, n_classes, cfg)

@@ -168,6 +168,9 @@ class LoopSpec:
     # record the score head's validation log-probabilities in each epoch's history record
     # (``val_logp``): the held-out curve cross-fitting chooses an epoch count on
     trace_val: bool = False
+    # AdamW weight decay of each modality's encoder and head (cross-fitting's choice);
+    # every other parameter keeps the config's weight_decay
+    decay: dict[str, float] | None = None
 
 
 @dataclass
@@ -205,8 +208,9 @@ class TrainLoop:
         extra = balancer.parameters() if balancer is not None else []
         params = [p for p in model.parameters() if p.requires_grad] + list(extra)
         self.opt = torch.optim.AdamW(
-            params, lr=cfg.lr * spec.lr_scale, weight_decay=cfg.weight_decay
-        )
+            _decay_groups(model, extra, cfg.weight_decay, spec.decay) if spec.decay else params,
+            lr=cfg.lr * spec.lr_scale, weight_decay=cfg.weight_decay,
+        )  # fmt: skip
         self.epoch = 0
         self.stale = 0
         self.history: list[dict] = []
@@ -393,3 +397,19 @@ class TrainLoop:
             live.update({f"f1_{k}": v for k, v in rec.get("val_f1", {}).items() if k != FUSED})
             live.update({f"w_{k}": v for k, v in rec["weights"].items()})
         return live
+
+
+def _decay_groups(
+    model: MultiModalNet, extra, default: float, decay: dict[str, float]
+) -> list[dict]:
+    """AdamW parameter groups: modality m's encoder and head at ``decay[m]``, the rest at
+    ``default``."""
+    groups: dict[float, list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        part, _, rest = name.partition(".")
+        m = rest.partition(".")[0] if part in ("encoders", "heads") else None
+        groups.setdefault(decay.get(m, default) if m else default, []).append(p)
+    groups.setdefault(default, []).extend(extra)
+    return [{"params": ps, "weight_decay": wd} for wd, ps in groups.items() if ps]

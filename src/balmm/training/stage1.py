@@ -125,9 +125,11 @@ def train_alone(
     ckpt: Checkpointer,
     scope: str = "",
     epochs: dict[str, int] | None = None,
+    decay: dict[str, float] | None = None,
 ) -> tuple[dict[str, dict], list[dict]]:
     """Train each modality alone (encoder + its head), selected on its validation F1, or
-    for ``epochs[m]`` epochs (chosen by cross-fitting) keeping the last state.
+    for ``epochs[m]`` epochs (chosen by cross-fitting) keeping the last state; with weight
+    decay ``decay[m]`` (chosen by cross-fitting too) where given.
     Returns ``{modality: {"net", "state", "val_f1"}}`` and the history records.
     ``scope`` (e.g. ``"fold2/"``) names a cross-fitting fold: its own random streams and
     checkpoint units."""
@@ -141,7 +143,9 @@ def train_alone(
             continue
         words = (*([scope] if scope else []), "stage1", m)
         n_ep = None if epochs is None else epochs.get(m)
-        done = train_one(m, n_features[m], n_classes, fit, val, cfg, progress, ckpt,
+        wd = cfg.weight_decay if decay is None else decay.get(m, cfg.weight_decay)
+        cfg_m = cfg if wd == cfg.weight_decay else cfg.replace(weight_decay=wd)
+        done = train_one(m, n_features[m], n_classes, fit, val, cfg_m, progress, ckpt,
                          f"{scope}stage1:{m}", words, epochs=n_ep)  # fmt: skip
         net = unimodal_net(m, n_features[m], n_classes, cfg).to(dev)
         net.load_state_dict(done["state"])

@@ -34,10 +34,14 @@ def train_joint(
     ckpt: Checkpointer,
     kappa: dict[str, float] | None = None,
     scope: str = "",
+    decay: dict[str, float] | None = None,
 ) -> Stage2Result:
     """Build the joint model (from the stage-1 encoders for ``balmm``), train it with the
     configured balancer and keep the epoch with the best validation fused macro-F1.
-    ``scope`` (e.g. ``"fold2/"``) names a cross-fitting fold."""
+    ``scope`` (e.g. ``"fold2/"``) names a cross-fitting fold; ``decay`` gives a modality's
+    encoder and head their cross-fitted weight decay."""
+    if decay is not None and all(v == cfg.weight_decay for v in decay.values()):
+        decay = None  # one decay for every parameter: the plain optimiser
     dev = sets["fit"].y.device
     pre = [scope] if scope else []
     random_streams(cfg.seed, *pre, "stage2", "init")
@@ -62,7 +66,7 @@ def train_joint(
             select_on_loss=cfg.stage2_select == "loss",
             modality_dropout=cfg.modality_dropout if cfg.balancer != "concat" else 0.0,
             lr_scale=cfg.stage2_lr_scale if warm else 1.0,
-            frozen=frozenset(balancer.excluded) if warm else frozenset(),
+            frozen=frozenset(balancer.excluded) if warm else frozenset(), decay=decay,
         )  # fmt: skip
         streams = random_streams(cfg.seed, *pre, "stage2")
         loop = TrainLoop(

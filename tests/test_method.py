@@ -12,9 +12,10 @@ from balmm.config import TrainConfig
 from balmm.data.simulate import make_specs, simulate
 from balmm.progress import NULL_PROGRESS
 from balmm.training.checkpoint import Checkpointer
-from balmm.training.crossfit import choose_decay, crossfit_alone, fold_assignment
+from balmm.training.crossfit import crossfit_alone, fold_assignment
 from balmm.training.fit import train
 from balmm.training.intermodal import complementarity
+from balmm.training.oof_curves import choose_decay
 from balmm.training.tensors import Split
 
 FAST = dict(pretrain_epochs=8, pretrain_patience=0, kd_epochs=4, epochs=8, patience=0,

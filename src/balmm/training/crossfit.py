@@ -40,6 +40,7 @@ from balmm.training import kd as kd_mod
 from balmm.training.checkpoint import Checkpointer
 from balmm.training.distil import distil_students
 from balmm.training.metrics import bootstrap_f1, macro_f1
+from balmm.training.oof_curves import choose_decay
 from balmm.training.stage1 import enc_head_state, train_one, unimodal_net
 from balmm.training.tensors import Split, infer, mean_log_loss, restrict, single
 
@@ -107,65 +108,6 @@ def _snapshot_bytes(n_in: int, n_classes: int, cfg: TrainConfig) -> int:
     )
 
 
-def choose_epochs(
-    traces: list[np.ndarray], y_held: list[np.ndarray]
-) -> tuple[int, list[int], np.ndarray]:
-    """The epoch count with the lowest pooled out-of-fold log-loss, from per-fold held-out
-    log-probability curves ``traces[k]`` (epochs x held samples x classes; a curve may stop
-    early) and the held-out labels ``y_held[k]`` (-1: unlabelled, skipped).
-
-    Returns the count over all folds (for the final model), the count for each fold k
-    chosen on the *other* folds' curves only (fold k's OOF predictions are taken at it), and
-    the pooled curve. Only epochs that every curve used reaches are candidates; ties go to
-    the fewer epochs."""
-    lengths = np.array([t.shape[0] for t in traces])
-    sums = np.zeros((len(traces), lengths.max()))
-    counts = np.zeros(len(traces))
-    for k, (t, y) in enumerate(zip(traces, y_held, strict=True)):
-        ok = np.flatnonzero(y >= 0)
-        sums[k, : len(t)] = -t[:, ok, y[ok]].sum(1)
-        counts[k] = len(ok)
-
-    def best(use: np.ndarray) -> tuple[int, np.ndarray]:
-        n_ep = int(lengths[use].min())
-        curve = sums[use, :n_ep].sum(0) / max(counts[use].sum(), 1)
-        return int(np.argmin(curve)) + 1, curve
-
-    every = np.ones(len(traces), dtype=bool)
-    best_all, curve = best(every)
-    per_fold = []
-    for k in range(len(traces)):
-        others = every.copy()
-        others[k] = False
-        per_fold.append(best(others)[0] if others.any() else best_all)
-    return best_all, per_fold, curve
-
-
-def choose_decay(
-    traces: dict[float, list[np.ndarray]], y_held: list[np.ndarray]
-) -> tuple[tuple[float, int], list[tuple[float, int]], np.ndarray]:
-    """The (weight decay, epoch count) pair with the lowest pooled out-of-fold log-loss,
-    from one set of per-fold curves per decay (``traces[decay]``, as :func:`choose_epochs`
-    takes them): over all folds, and for each fold k on the other folds' curves only.
-    Returns those and the chosen decay's pooled curve; ties go to the first decay given."""
-    scored = {wd: choose_epochs(t, y_held) for wd, t in traces.items()}
-    every = min(scored, key=lambda wd: scored[wd][2][scored[wd][0] - 1])
-    per_fold = []
-    n_folds = len(y_held)
-    for k in range(n_folds):
-        if n_folds < 2:
-            per_fold.append((every, scored[every][0]))
-            continue
-        others = [i for i in range(n_folds) if i != k]
-        loss = {}
-        for wd, t in traces.items():
-            ep, _, curve = choose_epochs([t[i] for i in others], [y_held[i] for i in others])
-            loss[wd] = (curve[ep - 1], ep)
-        wd_k = min(loss, key=lambda wd: loss[wd][0])
-        per_fold.append((wd_k, loss[wd_k][1]))
-    return (every, scored[every][0]), per_fold, scored[every][2]
-
-
 def _fold_sets(
     train: Split, folds: np.ndarray, k: int, cfg: TrainConfig
 ) -> tuple[dict[str, Split], np.ndarray]:
@@ -195,12 +137,12 @@ def crossfit_alone(
 
     In each fold a modality trains on all the fold's inside rows for up to
     ``pretrain_epochs`` (stopping after ``pretrain_patience`` epochs without a lower
-    held-out log-loss), and its held-out log-probabilities are recorded after every epoch.
-    The epoch count is
-    the one with the lowest pooled OOF log-loss (per fold on the other folds' curves, see
-    :func:`choose_epochs`); the fold's model at that count (kept from the curve, or trained
-    again with the same random streams: the same trajectory) gives its OOF logits and
-    embeddings."""
+    held-out log-loss), and its held-out log-probabilities are recorded after every epoch,
+    once per weight decay of ``weight_decay_grid``. The (decay, epoch count) pair is the one
+    with the lowest pooled OOF log-loss (per fold on the other folds' curves, see
+    :mod:`balmm.training.oof_curves`); the fold's model at that pair (kept from the curve,
+    or trained again with the same random streams: the same trajectory) gives its OOF
+    logits and embeddings."""
     n = len(train)
     y = train.y.cpu().numpy()
     present = {m: train.M[m].cpu().numpy() for m in mods}
@@ -429,37 +371,3 @@ def crossfit_kd(
             if d["student"] == s and d["enabled"]:
                 d.update(rec)
     return accepted
-
-
-def crossfit_joint(
-    cf: CrossFit,
-    mods: list[str],
-    n_features: dict[str, int],
-    n_classes: int,
-    label_mi: dict[str, tuple[float, float]],
-    cfg: TrainConfig,
-    progress: Progress,
-    ckpt: Checkpointer,
-    kappa: dict[str, float] | None,
-) -> tuple[dict[str, np.ndarray], list]:
-    """Stage 2 in every fold (from that fold's stage-1 and kept distillation states).
-    Returns the OOF logits of each modality head of the jointly trained models (for the
-    stacker) and the fold models (for ``final_model = "average"``)."""
-    from balmm.training.stage2 import train_joint
-
-    n = len(cf.y)
-    out = {m: np.full((n, n_classes), np.nan, dtype=np.float32) for m in mods}
-    models = []
-    for k, (st, sets) in enumerate(zip(cf.fold_stage1, cf.fold_sets, strict=True)):
-        fold = {"fit": sets["fit"], "val": sets["val"]}
-        s2 = train_joint(mods, n_features, n_classes, fold, st, label_mi, cfg, progress, ckpt,
-                         kappa, scope=f"fold{k}/",
-                         decay={m: cf.fold_decay[m][k] for m in cf.fold_decay})  # fmt: skip
-        proba = infer(s2.model, sets["held"])
-        held = np.flatnonzero(cf.folds == k)
-        for m in mods:
-            if m in proba:  # concat (early fusion) has no per-modality heads
-                has = cf.present[m][held]
-                out[m][held[has]] = np.log(np.clip(proba[m][has], 1e-12, 1.0))
-        models.append(s2.model)
-    return out, models

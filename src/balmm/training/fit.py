@@ -35,7 +35,6 @@ from balmm.training.checkpoint import Checkpointer, fingerprint
 from balmm.training.crossfit import (
     apply_paired,
     crossfit_alone,
-    crossfit_joint,
     crossfit_kd,
     fold_assignment,
     oof_evidence,
@@ -46,7 +45,7 @@ from balmm.training.evaluate import TrainResult, evaluate
 from balmm.training.intermodal import complementarity
 from balmm.training.loop import random_streams
 from balmm.training.stage1 import train_alone
-from balmm.training.stage2 import train_joint
+from balmm.training.stage2 import average_folds, crossfit_joint, fit_stack_head, train_joint
 
 # re-exported: predict.py, benchmarks and tests use these names from here
 from balmm.training.tensors import (
@@ -292,9 +291,9 @@ def _train(data, cfg: TrainConfig, run, dev, progress, store=None) -> TrainResul
         oof, fold_models = crossfit_joint(cf, mods, n_features, n_classes, label_mi, cfg,
                                           progress, ckpt, kappa)  # fmt: skip
     if stacked:
-        decisions["fusion_head"] = _fit_stack(s2.model, s2.balancer, cf, oof, cfg)
+        decisions["fusion_head"] = fit_stack_head(s2.model, s2.balancer, cf, oof, cfg)
     if cfg.final_model == "average":
-        decisions["final_model"] = _average(s2.model, fold_models, cfg)
+        decisions["final_model"] = average_folds(s2.model, fold_models, cfg)
     timing["stage2_s"] = time.perf_counter() - t
 
     # ---------------------------------------------------------------- evaluate once
@@ -386,31 +385,3 @@ def _informative(mi: tuple[float, float], cfg: TrainConfig) -> bool:
     """The stage-2 gate: label MI at least ``min_label_mi_bits`` with a lower CI above 0."""
     est, lo = mi
     return bool(np.isfinite(est) and est >= cfg.min_label_mi_bits and not lo <= 0)
-
-
-def _average(model, fold_models: list, cfg: TrainConfig) -> dict[str, Any]:
-    """final_model = "average": the refit joint model's fused prediction averaged with the
-    cross-fitting folds' joint models."""
-    if cfg.fusion_head != "joint":
-        return {"kind": "refit", "why": "the average applies to the joint fused head only"}
-    if not fold_models:
-        return {"kind": "refit", "why": "averaging needs cross-fitted fold models (folds >= 2)"}
-    model.set_members(fold_models)
-    return {"kind": "average", "members": 1 + len(fold_models)}
-
-
-def _fit_stack(model, balancer, cf, oof, cfg: TrainConfig) -> dict[str, Any]:
-    """Fit the OOF stacker on the cross-fitted stage-2 head logits (``oof``) of the
-    modalities in the fusion and make it the model's fused head; without cross-fitting the
-    joint head stays."""
-    from balmm.training.stacking import Stacker
-
-    if cf is None or oof is None:
-        return {"kind": "joint", "why": "stacking needs cross-fitted logits (folds >= 2)"}
-    mods = [m for m in model.modalities if m not in balancer.excluded]
-    lab = cf.y >= 0
-    logits = {m: np.nan_to_num(oof[m][lab], nan=0.0) for m in mods}
-    present = {m: cf.present[m][lab] & np.isfinite(oof[m][lab]).all(1) for m in mods}
-    st = Stacker(cv=5, seed=cfg.seed).fit(logits, present, cf.y[lab])
-    model.stack.load_stacker(st.to_dict(), model.modalities)
-    return {"kind": "stack", "C": st.C_, "trust": st.trust_}

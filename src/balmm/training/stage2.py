@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from balmm.config import TrainConfig
 from balmm.model.fusion import MultiModalNet, build_model
@@ -10,7 +13,10 @@ from balmm.progress import Progress
 from balmm.training.balancers import FUSED, Balancer, make_balancer
 from balmm.training.checkpoint import Checkpointer
 from balmm.training.loop import LoopSpec, TrainLoop, random_streams
-from balmm.training.tensors import Split
+from balmm.training.tensors import Split, infer
+
+if TYPE_CHECKING:
+    from balmm.training.crossfit import CrossFit
 
 
 @dataclass
@@ -90,3 +96,63 @@ def train_joint(
         selected_epoch=selected["epoch"] if selected else 0,
         final_weights=selected["weights"] if selected else balancer.weights(),
     )
+
+
+def crossfit_joint(
+    cf: CrossFit,
+    mods: list[str],
+    n_features: dict[str, int],
+    n_classes: int,
+    label_mi: dict[str, tuple[float, float]],
+    cfg: TrainConfig,
+    progress: Progress,
+    ckpt: Checkpointer,
+    kappa: dict[str, float] | None,
+) -> tuple[dict[str, np.ndarray], list]:
+    """Stage 2 in every fold (from that fold's stage-1 and kept distillation states).
+    Returns the OOF logits of each modality head of the jointly trained models (for the
+    stacker) and the fold models (for ``final_model = "average"``)."""
+    n = len(cf.y)
+    out = {m: np.full((n, n_classes), np.nan, dtype=np.float32) for m in mods}
+    models = []
+    for k, (st, sets) in enumerate(zip(cf.fold_stage1, cf.fold_sets, strict=True)):
+        fold = {"fit": sets["fit"], "val": sets["val"]}
+        s2 = train_joint(mods, n_features, n_classes, fold, st, label_mi, cfg, progress, ckpt,
+                         kappa, scope=f"fold{k}/",
+                         decay={m: cf.fold_decay[m][k] for m in cf.fold_decay})  # fmt: skip
+        proba = infer(s2.model, sets["held"])
+        held = np.flatnonzero(cf.folds == k)
+        for m in mods:
+            if m in proba:  # concat (early fusion) has no per-modality heads
+                has = cf.present[m][held]
+                out[m][held[has]] = np.log(np.clip(proba[m][has], 1e-12, 1.0))
+        models.append(s2.model)
+    return out, models
+
+
+def average_folds(model, fold_models: list, cfg: TrainConfig) -> dict[str, Any]:
+    """final_model = "average": the refit joint model's fused prediction averaged with the
+    cross-fitting folds' joint models."""
+    if cfg.fusion_head != "joint":
+        return {"kind": "refit", "why": "the average applies to the joint fused head only"}
+    if not fold_models:
+        return {"kind": "refit", "why": "averaging needs cross-fitted fold models (folds >= 2)"}
+    model.set_members(fold_models)
+    return {"kind": "average", "members": 1 + len(fold_models)}
+
+
+def fit_stack_head(model, balancer, cf, oof, cfg: TrainConfig) -> dict[str, Any]:
+    """Fit the OOF stacker on the cross-fitted stage-2 head logits (``oof``) of the
+    modalities in the fusion and make it the model's fused head; without cross-fitting the
+    joint head stays."""
+    from balmm.training.stacking import Stacker
+
+    if cf is None or oof is None:
+        return {"kind": "joint", "why": "stacking needs cross-fitted logits (folds >= 2)"}
+    mods = [m for m in model.modalities if m not in balancer.excluded]
+    lab = cf.y >= 0
+    logits = {m: np.nan_to_num(oof[m][lab], nan=0.0) for m in mods}
+    present = {m: cf.present[m][lab] & np.isfinite(oof[m][lab]).all(1) for m in mods}
+    st = Stacker(cv=5, seed=cfg.seed).fit(logits, present, cf.y[lab])
+    model.stack.load_stacker(st.to_dict(), model.modalities)
+    return {"kind": "stack", "C": st.C_, "trust": st.trust_}

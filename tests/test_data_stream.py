@@ -4,6 +4,7 @@ give the same preprocessed features and the same trained model on the same seed.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
@@ -154,3 +155,30 @@ def test_sparse_columns_are_gathered_in_place_as_a_stack_of_the_chunks_would_be(
     got = matrix._gather_csc(x, rows, cols, chunks)
     for a in ("indptr", "indices", "data"):
         np.testing.assert_array_equal(getattr(got, a), getattr(want, a), err_msg=a)
+
+
+def test_released_raw_values_keep_the_rows_asked_for_and_every_table(files):
+    data = _variants(files)["dense"]
+    pre = Preprocessor(max_features=25).fit(data, data.ids("train"))
+    keep = data.ids("train")[::3]
+    want = pre.transform(data, keep)
+    presence = data.presence()
+    data.release_values(keep)
+    assert all(sp.issparse(a.X) for a in data.mods.values())
+    for a in data.mods.values():
+        assert np.diff(a.X.indptr)[~a.obs_names.isin(keep)].sum() == 0  # nothing else kept
+    pd.testing.assert_frame_equal(data.presence(), presence)
+    got = pre.transform(data, keep)
+    for m in want.X:
+        np.testing.assert_array_equal(got.X[m], want.X[m])
+        np.testing.assert_array_equal(got.mask[m], want.mask[m])
+
+
+def test_training_that_releases_the_raw_values_writes_the_same_outputs(files, tmp_path):
+    dense = files[0]
+    for name, release in (("kept", False), ("released", True)):
+        data = load_inputs([str(dense)])
+        train(data, seed=0, out=tmp_path / name, release_raw=release, **FAST)
+        assert sp.issparse(data.mods["adt"].X) == release
+    for f in ("predictions.csv", "markers.csv", "metrics.json", "embeddings.h5ad"):
+        assert (tmp_path / "kept" / f).read_bytes() == (tmp_path / "released" / f).read_bytes(), f

@@ -216,6 +216,19 @@ def markers(
         torch.set_num_threads(before)
 
 
+def marker_samples(data: MultiOmicsData, seed: int) -> pd.Index:
+    """The training samples markers are computed on: every one, or above
+    :data:`MAX_SAMPLES` a stratified subsample of that many (thousands of samples rank
+    features; millions only cost)."""
+    train_ids = data.ids("train")
+    if len(train_ids) > MAX_SAMPLES:
+        from balmm.data.splits import stratified_subsample
+
+        keep = stratified_subsample(len(train_ids), data.y(train_ids), MAX_SAMPLES, seed)
+        train_ids = train_ids[keep]
+    return train_ids
+
+
 def _markers(result: Any, data: MultiOmicsData, top: int, n_folds: int, seed: int | None):
     from sklearn.model_selection import StratifiedKFold
 
@@ -228,13 +241,7 @@ def _markers(result: Any, data: MultiOmicsData, top: int, n_folds: int, seed: in
     seed = cfg.seed if seed is None else seed
     classes = list(result.metrics["classes"])
     mapping = getattr(result, "label_mapping", None) or {}
-    train_ids = data.ids("train")
-    if len(train_ids) > MAX_SAMPLES:  # thousands of samples rank features; millions only cost
-        from balmm.data.splits import stratified_subsample
-
-        keep = stratified_subsample(len(train_ids), data.y(train_ids), MAX_SAMPLES, seed)
-        train_ids = train_ids[keep]
-    proc = pre.transform(data, train_ids)
+    proc = pre.transform(data, marker_samples(data, seed))
     fold_of = _crossfit_fold_of(result, proc.ids)
     steps = 1 if model.encoder_kind == "linear" else IG_STEPS  # linear: exact with one step
     method = "effective weight x sd" if steps == 1 else "integrated gradients x sd"

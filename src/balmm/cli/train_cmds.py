@@ -248,7 +248,8 @@ def train(
                              no_ids=no_ids, layer=layer, var_key=var_key,
                              backed=backed)  # fmt: skip
         with make_progress() as progress:
-            result = fit_train(data, cfg, out=run, progress=progress)
+            # the raw values are freed once preprocessed (the CLI needs them no more)
+            result = fit_train(data, cfg, out=run, progress=progress, release_raw=True)
     _summary(result)
 
 

@@ -95,6 +95,24 @@ class MultiOmicsData:
             index=self.obs.index,
         )
 
+    def release_values(self, keep: Sequence[str] | pd.Index) -> None:
+        """Free the in-memory matrices' values except the rows of the samples ``keep``:
+        each such modality's ``X`` becomes a CSR matrix holding only those rows (the others
+        empty), its samples, features and every table unchanged. For a caller done with the
+        raw values (``balmm train`` once they are preprocessed); on-disk (backed) ones stay."""
+        import scipy.sparse as sp
+
+        for a in self.mods.values():
+            if a.isbacked:
+                continue
+            rows = np.flatnonzero(a.obs_names.isin(pd.Index(keep)))
+            # dense rows to CSR keep their NaN (missing) entries; the values are unchanged
+            kept = sp.csr_matrix(a.X[rows], dtype=np.float32)
+            per_row = np.zeros(a.n_obs, dtype=np.int64)
+            per_row[rows] = np.diff(kept.indptr)
+            indptr = np.concatenate([[0], np.cumsum(per_row)])
+            a.X = sp.csr_matrix((kept.data, kept.indices, indptr), shape=a.shape)
+
     def subset(self, ids: Sequence[str] | pd.Index) -> MultiOmicsData:
         """A copy restricted to ``ids`` (modalities keep only the samples they have)."""
         ids = pd.Index(ids)

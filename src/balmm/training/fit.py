@@ -96,6 +96,7 @@ def train(
     out: Any = None,
     device: str | None = None,
     progress: Progress = NULL_PROGRESS,
+    release_raw: bool = False,
     **overrides: Any,
 ) -> TrainResult:
     """Train a balanced multimodal classifier on the ``train`` split of ``data``,
@@ -105,7 +106,9 @@ def train(
     ``balmm.outputs.OutputRun``: checkpoints go into ``out.checkpoints`` (non-empty when
     resuming: the run continues from them), outputs into ``out.work``, and the run is
     committed when they are complete. ``overrides`` are :class:`TrainConfig` fields
-    (``balancer="none"``, ``epochs=10``, ...).
+    (``balancer="none"``, ``epochs=10``, ...). ``release_raw``: once preprocessed, free
+    the in-memory raw values of ``data`` except the few training rows markers.csv reads
+    (:meth:`MultiOmicsData.release_values`; ``data`` is changed: for callers done with it).
     """
     if device is not None:
         overrides["device"] = device
@@ -121,19 +124,20 @@ def train(
     if group is not None and group.rank > 0:
         out, progress = None, NULL_PROGRESS
     if out is None:
-        result = _train_threads(data, cfg, None, progress)
+        result = _train_threads(data, cfg, None, progress, release_raw=release_raw)
     elif _is_run(out):
-        result = _train_run(data, cfg, out, progress)
+        result = _train_run(data, cfg, out, progress, release_raw)
     else:
         from balmm.outputs import open_output
 
         with open_output(Path(out), "train") as run:
-            result = _train_run(data, cfg, run, progress)
+            result = _train_run(data, cfg, run, progress, release_raw)
     distributed.barrier()
     return result
 
 
-def _train_run(data, cfg: TrainConfig, run, progress: Progress) -> TrainResult:
+def _train_run(data, cfg: TrainConfig, run, progress: Progress, release_raw: bool = False
+               ) -> TrainResult:  # fmt: skip
     """Train with checkpoints in ``run.checkpoints``, write into ``run.work``, commit."""
     from balmm.training.report import write_outputs_into
 
@@ -146,7 +150,7 @@ def _train_run(data, cfg: TrainConfig, run, progress: Progress) -> TrainResult:
         write_outputs_into(result, Path(run.work), data)
         progress.finish("write")
 
-    result = _train_threads(data, cfg, run, progress, write)
+    result = _train_threads(data, cfg, run, progress, write, release_raw)
     committed = run.commit()
     result.out = Path(committed) if committed is not None else Path(run.work)
     return result
@@ -173,7 +177,8 @@ def _thread_budget(data, cfg: TrainConfig, dev: torch.device) -> Iterator[None]:
         torch.set_num_threads(threads_before)
 
 
-def _train_threads(data, cfg: TrainConfig, run, progress: Progress, write=None) -> TrainResult:
+def _train_threads(data, cfg: TrainConfig, run, progress: Progress, write=None,
+                   release_raw: bool = False) -> TrainResult:  # fmt: skip
     """Train (checkpointing into ``run.checkpoints`` when a run is given) with the thread
     budget of ``cfg``; ``write(result)``, when given, writes the outputs."""
     t0 = time.perf_counter()
@@ -183,7 +188,7 @@ def _train_threads(data, cfg: TrainConfig, run, progress: Progress, write=None) 
         stage_budget(cfg.time_budget) as budget,
         feature_store(data) as store,
     ):
-        result = _train(data, cfg, run, dev, progress, store)
+        result = _train(data, cfg, run, dev, progress, store, release_raw)
         group = distributed.current()
         result.metrics["protocol"]["world_size"] = 1 if group is None else group.world_size
         result.metrics["protocol"]["backend"] = None if group is None else group.backend
@@ -200,7 +205,8 @@ def _train_threads(data, cfg: TrainConfig, run, progress: Progress, write=None) 
     return result
 
 
-def _train(data, cfg: TrainConfig, run, dev, progress, store=None) -> TrainResult:
+def _train(data, cfg: TrainConfig, run, dev, progress, store=None, release_raw=False
+           ) -> TrainResult:  # fmt: skip
     from balmm.data.preprocess import Preprocessor
 
     timing: dict[str, float] = {}
@@ -216,6 +222,10 @@ def _train(data, cfg: TrainConfig, run, dev, progress, store=None) -> TrainResul
     ).fit(data, fit_ids)
     all_ids = fit_ids.append(val_ids).append(test_ids)
     proc = pre.transform(data, all_ids, store=store)
+    if release_raw:  # training reads the preprocessed features only; markers a few raw rows
+        from balmm.markers import marker_samples
+
+        data.release_values(marker_samples(data, cfg.seed))
     progress.finish("prep")
     n_fit, n_val = len(fit_ids), len(val_ids)
     idx = {

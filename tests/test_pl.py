@@ -133,8 +133,9 @@ def test_embedding_umap_coloured_by_class_name(run) -> None:
     assert "X_umap" not in run.embeddings.obsm  # the result is left untouched
 
 
-def test_embedding_pca_basis_and_the_reports_choice(run) -> None:
-    from balmm.training.report import UMAP_MAX_SAMPLES, UMAP_MIN_SAMPLES, embedding_basis
+def test_embedding_pca_basis_and_the_reports_choice(run, monkeypatch) -> None:
+    from balmm.training import report
+    from balmm.training.report import UMAP_MIN_SAMPLES, embedding_basis, plotted_embeddings
 
     ax = pl.embedding(run, basis="pca", ax=_ax())
     assert sum(len(c.get_offsets()) for c in ax.collections) == run.embeddings.n_obs
@@ -142,8 +143,15 @@ def test_embedding_pca_basis_and_the_reports_choice(run) -> None:
     # the report: PCA for a bulk cohort, UMAP at single-cell sizes or when asked
     assert embedding_basis("auto", UMAP_MIN_SAMPLES - 1) == "pca"
     assert embedding_basis("auto", UMAP_MIN_SAMPLES) == "umap"
-    assert embedding_basis("auto", UMAP_MAX_SAMPLES + 1) == "pca"  # 10^5-10^6 cells
     assert embedding_basis("umap", 10) == "umap"
+    # above REPORT_MAX_POINTS samples it shows a stratified subsample of that many
+    assert plotted_embeddings(run, 0).n_obs == run.embeddings.n_obs
+    monkeypatch.setattr(report, "REPORT_MAX_POINTS", 40)
+    shown = plotted_embeddings(run, 0)
+    assert shown.n_obs == 40 and set(shown.obs_names) <= set(run.embeddings.obs_names)
+    assert set(shown.obs["split"]) == set(run.embeddings.obs["split"])
+    np.testing.assert_allclose(shown.obsm["X_fused"], run.embeddings[shown.obs_names]
+                               .obsm["X_fused"], rtol=1e-5, atol=1e-6)  # fmt: skip
     page = (run.out / "report.html").read_text("utf-8")
     assert "principal components of the fused embedding" in page
 

@@ -182,3 +182,9 @@ def test_training_that_releases_the_raw_values_writes_the_same_outputs(files, tm
         assert sp.issparse(data.mods["adt"].X) == release
     for f in ("predictions.csv", "markers.csv", "metrics.json", "embeddings.h5ad"):
         assert (tmp_path / "kept" / f).read_bytes() == (tmp_path / "released" / f).read_bytes(), f
+    from balmm.predict import predict
+
+    kept = predict(tmp_path / "kept", load_inputs([str(dense)]))
+    data = load_inputs([str(dense)])
+    pd.testing.assert_frame_equal(predict(tmp_path / "kept", data, release_raw=True), kept)
+    assert all(a.X.nnz == 0 for a in data.mods.values())

@@ -82,9 +82,10 @@ def predict(
     out: str | Path | OutputRun | None = None,
     device: str = "auto",
     progress: Progress = NULL_PROGRESS,
+    release_raw: bool = False,
 ) -> pd.DataFrame:
     """Predictions for every sample of ``data`` (one row each; see docs/outputs.md)."""
-    return predict_result(model_dir, data, out, device, progress).predictions
+    return predict_result(model_dir, data, out, device, progress, release_raw).predictions
 
 
 def predict_result(
@@ -93,9 +94,12 @@ def predict_result(
     out: str | Path | OutputRun | None = None,
     device: str = "auto",
     progress: Progress = NULL_PROGRESS,
+    release_raw: bool = False,
 ) -> PredictResult:
     """:func:`predict` with the embeddings and metrics too; with ``out``, writes
-    predictions.csv, metrics.json and embeddings.h5ad."""
+    predictions.csv, metrics.json and embeddings.h5ad. ``release_raw``: free the in-memory
+    raw values of ``data`` once preprocessed (``data`` is changed; for callers done with
+    it, as the CLI)."""
 
     from balmm.model.bundle import load_bundle
     from balmm.training.fit import feature_store, resolve_device
@@ -134,6 +138,8 @@ def predict_result(
                          obs=data.obs)  # fmt: skip
     with feature_store(sub) as store:
         proc = bundle.preprocessor.transform(sub, ids, store=store)
+        if release_raw:  # only the preprocessed features are read from here on
+            sub.release_values(ids[:0])
         res = _apply(model, proc, ids, bundle, dev)
         # while the features on disk (--backed) exist: the embeddings are computed from
         # them a block at a time as they are written, or now when nothing is written

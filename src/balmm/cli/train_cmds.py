@@ -297,7 +297,8 @@ def predict(
                              require_labels=False, no_ids=no_ids, layer=layer,
                              var_key=var_key, backed=backed)  # fmt: skip
         with make_progress() as progress:
-            df = run_predict(model_dir, data, out=run, device=device.value, progress=progress)
+            df = run_predict(model_dir, data, out=run, device=device.value, progress=progress,
+                             release_raw=True)  # fmt: skip
     lab = df["true"].notna()
     line = f"{len(df)} samples predicted"
     if lab.any():

@@ -137,9 +137,9 @@ def predict_result(
     sub = MultiOmicsData(mods={m: a for m, a in data.mods.items() if m in model.modalities},
                          obs=data.obs)  # fmt: skip
     with feature_store(sub) as store:
-        proc = bundle.preprocessor.transform(sub, ids, store=store)
-        if release_raw:  # only the preprocessed features are read from here on
-            sub.release_values(ids[:0])
+        # with release_raw, each modality's raw values are freed once preprocessed
+        keep = ids[:0] if release_raw else None
+        proc = bundle.preprocessor.transform(sub, ids, store=store, release_keep=keep)
         res = _apply(model, proc, ids, bundle, dev)
         # while the features on disk (--backed) exist: the embeddings are computed from
         # them a block at a time as they are written, or now when nothing is written

@@ -95,15 +95,18 @@ class MultiOmicsData:
             index=self.obs.index,
         )
 
-    def release_values(self, keep: Sequence[str] | pd.Index) -> None:
+    def release_values(
+        self, keep: Sequence[str] | pd.Index, names: Sequence[str] | None = None
+    ) -> None:
         """Free the in-memory matrices' values except the rows of the samples ``keep``:
         each such modality's ``X`` becomes a CSR matrix holding only those rows (the others
         empty), its samples, features and every table unchanged. For a caller done with the
-        raw values (``balmm train`` once they are preprocessed); on-disk (backed) ones stay."""
+        raw values (``balmm train`` once they are preprocessed); on-disk (backed) ones stay.
+        ``names``: only these modalities (default: all)."""
         import scipy.sparse as sp
 
-        for a in self.mods.values():
-            if a.isbacked:
+        for name, a in self.mods.items():
+            if a.isbacked or (names is not None and name not in names):
                 continue
             rows = np.flatnonzero(a.obs_names.isin(pd.Index(keep)))
             # dense rows to CSR keep their NaN (missing) entries; the values are unchanged

@@ -321,13 +321,17 @@ class Preprocessor:
         data: MultiOmicsData,
         ids: pd.Index | list[str],
         store: str | os.PathLike[str] | None = None,
+        release_keep: pd.Index | None = None,
     ) -> ProcessedData:
         """Apply the fitted steps to ``ids`` (statistics are never re-estimated).
 
         Columns are selected before rows and rows are read in chunks, so the float64 working
         copy is one chunk of the model's features. With ``store`` (a folder) each
         modality's features are written to a :class:`balmm.data.matrix.DiskMatrix` there
-        instead of being held in memory (``--backed``)."""
+        instead of being held in memory (``--backed``). With ``release_keep`` (sample IDs),
+        each modality's raw in-memory values are freed as soon as it is transformed, except
+        those samples' rows (:meth:`MultiOmicsData.release_values`; ``data`` is changed), so
+        the raw and preprocessed matrices of every modality are never held together."""
         if not self._mods:
             raise RuntimeError("Preprocessor.transform called before fit/load")
         ids = pd.Index(ids)
@@ -369,6 +373,9 @@ class Preprocessor:
                 for sl in matrix.row_chunks(len(ids), d):
                     out.append(np.zeros((sl.stop - sl.start, d), dtype=np.float32))
             X[name], mask[name] = out, have
+            if release_keep is not None and adata is not None:
+                x = None  # the last reference to the raw values here
+                data.release_values(release_keep, names=[name])
         if LABEL in data.obs:
             y = data.y(ids, classes=self.classes)
         else:

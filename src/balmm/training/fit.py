@@ -221,11 +221,12 @@ def _train(data, cfg: TrainConfig, run, dev, progress, store=None, release_raw=F
         max_features=cfg.max_features, log1p=cfg.log1p, scale=cfg.scale, clip=cfg.clip
     ).fit(data, fit_ids)
     all_ids = fit_ids.append(val_ids).append(test_ids)
-    proc = pre.transform(data, all_ids, store=store)
+    keep = None
     if release_raw:  # training reads the preprocessed features only; markers a few raw rows
         from balmm.markers import marker_samples
 
-        data.release_values(marker_samples(data, cfg.seed))
+        keep = marker_samples(data, cfg.seed)
+    proc = pre.transform(data, all_ids, store=store, release_keep=keep)
     progress.finish("prep")
     n_fit, n_val = len(fit_ids), len(val_ids)
     idx = {

@@ -2,9 +2,9 @@
 
 For each dataset and seed, print every enabled edge of the distillation plan with whether
 it was kept (``accepted``: the student's out-of-fold log-loss improved) and the OOF
-log-loss before and after (docs/results.md, issue-9 targets)::
+log-loss and macro-F1 before and after (docs/results.md, issue-9 targets)::
 
-    .venv/bin/python benchmarks/kd_tally.py --data ../shared/data --seeds 3
+    .venv/bin/python benchmarks/kd_tally.py --data ../shared/data --seeds 3 [--only brca]
 """
 
 from __future__ import annotations
@@ -47,9 +47,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="../shared/data", type=Path)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--only", nargs="*", default=None, help="dataset names (default: all)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     for name, (inputs, options) in datasets(args.data).items():
+        if args.only and name not in args.only:
+            continue
         data = load_inputs(inputs, **options)
         for seed in range(args.seeds):
             res = train(data, seed=seed, threads=1)
@@ -58,7 +61,8 @@ def main() -> None:
             for e in planned:
                 print(
                     f"  {e['teacher']} -> {e['student']}: kept {e.get('accepted')}, OOF "
-                    f"log-loss {e['oof_log_loss_before']:.3f} -> {e['oof_log_loss_after']:.3f}"
+                    f"log-loss {e['oof_log_loss_before']:.3f} -> {e['oof_log_loss_after']:.3f}, "
+                    f"OOF macro-F1 {e['oof_macro_f1_before']:.3f} -> {e['oof_macro_f1_after']:.3f}"
                 )
 
 

@@ -345,6 +345,7 @@ def run_bench(
     threads: int = 0,
     progress: Progress = NULL_PROGRESS,
     checkpoints: str | Path | None = None,
+    scratch: str | Path | None = None,
 ) -> BenchResult:
     """Run the units of ``shard`` (all by default), ``jobs`` processes in parallel.
 
@@ -353,6 +354,8 @@ def run_bench(
     small and idle thread pools spin.
     ``checkpoints``: a folder where each unit's rows are stored as soon as it finishes;
     units already stored there (by an interrupted run of the same benchmark) are not rerun.
+    ``scratch``: where the data are written once for ``jobs`` > 1 (default ``$TMPDIR``; the
+    CLI gives its output's work folder, so a killed run leaves nothing elsewhere).
     """
     import torch
     from threadpoolctl import threadpool_limits
@@ -404,7 +407,7 @@ def run_bench(
         finally:
             torch.set_num_threads(before)
     else:
-        with tempfile.TemporaryDirectory(prefix="balmm-bench-data-") as folder:
+        with tempfile.TemporaryDirectory(prefix=".bench-data-", dir=scratch) as folder:
             data_dir = write_worker_data(data, Path(folder))
             runs = run_parallel(todo, jobs, _init_worker, (data_dir, spec, threads), _worker_unit)
             with contextlib.closing(runs):  # an interrupt here terminates the workers at once

@@ -384,7 +384,8 @@ def bench(
         with make_progress() as progress:
             result = run_bench(data, spec, shard=shard_t, jobs=jobs, threads=threads or 0,
                                progress=progress,
-                               checkpoints=run.checkpoints / "bench")  # fmt: skip
+                               checkpoints=run.checkpoints / "bench",
+                               scratch=run.work)  # fmt: skip
         secs = time.perf_counter() - t0
         if shard_t != (1, 1):
             write_partial(result, run)

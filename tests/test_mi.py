@@ -254,3 +254,18 @@ def test_train_pair_mi_uses_as_many_dims_as_the_sample_supports() -> None:
     assert close(est, truth), (est, truth)
     fixed, _, _ = pair_mi(za, zb, "gaussian", 4, 20, seed=0)
     assert fixed < 0.9 * truth
+
+
+def test_train_pair_mi_above_its_cap_uses_a_subsample(monkeypatch) -> None:
+    """Above PAIR_MI_MAX samples the pair MI is estimated on a seeded subsample of that many
+    rows (bounded memory on single-cell sizes): still the known MI, and the same estimate
+    as on those rows alone."""
+    from balmm.training import kd
+
+    rhos = [0.7, 0.5]
+    za, zb = gaussian_pair(3000, rhos, seed=11)
+    monkeypatch.setattr(kd, "PAIR_MI_MAX", 1000)
+    est, lo, hi = kd.pair_mi(za, zb, "gaussian", 0, 20, seed=3)
+    assert close(est, gaussian_mi_true(rhos)), est
+    rows = np.sort(np.random.default_rng(3).choice(3000, 1000, replace=False))
+    assert kd.pair_mi(za[rows], zb[rows], "gaussian", 0, 20, seed=3) == (est, lo, hi)

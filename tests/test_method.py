@@ -136,8 +136,6 @@ def test_distillation_is_kept_only_if_the_student_improves_out_of_fold(cch_run):
 
 
 def test_stacked_fused_head_is_fitted_out_of_fold_and_travels_in_the_bundle(tmp_path):
-    from balmm.predict import predict
-
     specs = make_specs(["strong", "weak", "noise"], n_features=[20, 20, 10],
                        signal=[2.5, 1.8, 0.0], n_informative=[8, 8, 2],
                        shared=[0.0, 0.0, 0.0])  # fmt: skip
@@ -148,18 +146,12 @@ def test_stacked_fused_head_is_fitted_out_of_fold_and_travels_in_the_bundle(tmp_
     assert "noise" not in head["trust"]  # left out of the fusion: not stacked
     assert res.model.stack is not None and bool(res.model.stack.active)
     # predict rebuilds the stacked head from the bundle: the same fused probabilities
-    pred = predict(tmp_path / "run", data)
-    cols = [c for c in res.predictions if c.startswith("proba_")]
-    mine = res.predictions.set_index("sample")[cols]
-    again = pred.set_index("sample").loc[mine.index, cols]
-    np.testing.assert_allclose(again.to_numpy(), mine.to_numpy(), rtol=1e-5, atol=1e-6)
+    _assert_predict_reproduces(res, tmp_path / "run", data)
 
 
 def test_fold_average_travels_in_the_bundle(tmp_path):
     """final_model = "average" keeps the K fold joint models beside the refit one; predict
     rebuilds the same ensemble from the bundle."""
-    from balmm.predict import predict
-
     specs = make_specs(["strong", "weak"], n_features=[20, 20], signal=[2.0, 1.5],
                        n_informative=[8, 8], shared=[0.0, 0.0])  # fmt: skip
     data = simulate(n_samples=200, n_classes=2, modalities=specs, missing_rate=0.1, seed=4)
@@ -167,7 +159,14 @@ def test_fold_average_travels_in_the_bundle(tmp_path):
     assert res.metrics["protocol"]["decisions"]["final_model"] == {"kind": "average",
                                                                    "members": 4}  # fmt: skip
     assert len(res.model.members) == 3
-    pred = predict(tmp_path / "run", data)
+    _assert_predict_reproduces(res, tmp_path / "run", data)
+
+
+def _assert_predict_reproduces(res, run, data) -> None:
+    """``balmm predict`` with the run's bundle gives the run's fused probabilities."""
+    from balmm.predict import predict
+
+    pred = predict(run, data)
     cols = [c for c in res.predictions if c.startswith("proba_")]
     mine = res.predictions.set_index("sample")[cols]
     again = pred.set_index("sample").loc[mine.index, cols]

@@ -24,6 +24,7 @@ from balmm.data.dataset import MultiOmicsData
 from balmm.errors import InputError
 from balmm.outputs import OutputRun, output_dir, output_path, write_json_atomic
 from balmm.progress import NULL_PROGRESS, Progress
+from balmm.training.embeddings import LazyEmbeddings
 
 logger = logging.getLogger("balmm")
 
@@ -51,7 +52,7 @@ def feature_coverage(bundle, data: MultiOmicsData) -> dict[str, dict]:
 
 
 @dataclass
-class PredictResult:
+class PredictResult(LazyEmbeddings):
     """Predictions (one row per sample, in input order), the embeddings of the same samples
     (AnnData: class probabilities in X, ``obsm['X_fused']`` and ``obsm['X_<modality>']``)
     and the metrics (with scores when labels were given)."""
@@ -62,18 +63,6 @@ class PredictResult:
     classes: list[str]
     out: Path | None = None
     _embeddings: Any = None
-
-    @property
-    def embeddings(self) -> Any:
-        """The AnnData (built in memory on first access; read from ``out``'s
-        embeddings.h5ad where it was computed from features on disk that are gone)."""
-        if self._embeddings is None and self.embedding_source is not None:
-            self._embeddings = self.embedding_source.anndata()
-        elif self._embeddings is None and self.out is not None:
-            import anndata as ad
-
-            self._embeddings = ad.read_h5ad(Path(self.out) / "embeddings.h5ad")
-        return self._embeddings
 
 
 def predict(
@@ -145,9 +134,7 @@ def predict_result(
         # them a block at a time as they are written, or now when nothing is written
         result = _finish(res, model, model_dir, coverage, unknown, classes, out, progress)
         if store is not None:
-            if out is None:
-                result.embeddings  # noqa: B018
-            result.embedding_source = None
+            result.drop_source(written=out is not None)
     return result
 
 

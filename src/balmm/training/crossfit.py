@@ -41,7 +41,7 @@ from balmm.training.checkpoint import Checkpointer
 from balmm.training.distil import distil_students
 from balmm.training.metrics import bootstrap_f1, macro_f1
 from balmm.training.oof_curves import choose_decay
-from balmm.training.stage1 import enc_head_state, train_one, unimodal_net
+from balmm.training.stage1 import enc_head_state, train_one, unimodal_net, with_decay
 from balmm.training.tensors import Split, infer, mean_log_loss, restrict, single
 
 logger = logging.getLogger("balmm")
@@ -172,7 +172,7 @@ def crossfit_alone(
     def curve(task: tuple[str, int, float, Split, bool]) -> tuple[dict, list[dict]]:
         m, k, wd, inside_k, keep = task
         kept: list[dict] | None = [] if keep else None
-        cfg_wd, tag = _with_decay(cfg, wd)
+        cfg_wd, tag = with_decay(cfg, wd)
         done = train_one(m, n_features[m], n_classes, inside_k, None, cfg_wd, progress, ckpt,
                          f"fold{k}/trace:{m}{tag}", (f"fold{k}/", "stage1", m),
                          epochs=cfg.pretrain_epochs, held=all_sets[k][0]["held"],
@@ -185,7 +185,7 @@ def crossfit_alone(
     for (m, k, wd, _, _), (done, kept) in zip(curves, distributed.spread(curves, curve),
                                               strict=True):  # fmt: skip
         if distributed.current() is not None:
-            ckpt.save_done(f"fold{k}/trace:{m}{_with_decay(cfg, wd)[1]}", done)
+            ckpt.save_done(f"fold{k}/trace:{m}{with_decay(cfg, wd)[1]}", done)
         traces.setdefault(m, {}).setdefault(wd, []).append(done["trace"].numpy())
         snapshots[(k, m, wd)] = kept
     for m in trainable:
@@ -208,7 +208,7 @@ def crossfit_alone(
                 ckpt.save_done(unit, done)
             if done is None:
                 done = train_one(m, n_features[m], n_classes, restrict(sets["inside"], m), None,
-                                 _with_decay(cfg, wd)[0], progress, ckpt, unit,
+                                 with_decay(cfg, wd)[0], progress, ckpt, unit,
                                  (f"fold{k}/", "stage1", m), epochs=n_ep)  # fmt: skip
             net = unimodal_net(m, n_features[m], n_classes, cfg).to(train.y.device)
             net.load_state_dict(done["state"])
@@ -226,14 +226,6 @@ def crossfit_alone(
         cf.fold_sets.append(sets)
         cf.fold_fit_rows.append(fit_rows)
     return cf
-
-
-def _with_decay(cfg: TrainConfig, wd: float) -> tuple[TrainConfig, str]:
-    """The config with weight decay ``wd``, and the checkpoint-unit tag of that decay ("" for
-    the config's own, so a run without a grid keeps its unit names)."""
-    if wd == cfg.weight_decay:
-        return cfg, ""
-    return cfg.replace(weight_decay=wd), f"@wd{wd:g}"
 
 
 def oof_evidence(

@@ -154,6 +154,38 @@ class EmbeddingSource:
         return adata
 
 
+class LazyEmbeddings:
+    """For a result holding ``embedding_source`` (an :class:`EmbeddingSource` or None),
+    ``out`` (its output folder or None) and ``_embeddings``: the ``embeddings`` AnnData,
+    built in memory on first access, or read from ``out``'s embeddings.h5ad where it was
+    computed from features on disk that are gone."""
+
+    embedding_source: EmbeddingSource | None
+    out: Path | None
+    _embeddings: Any
+
+    @property
+    def embeddings(self) -> Any:
+        if self._embeddings is None and self.embedding_source is not None:
+            self._embeddings = self.embedding_source.anndata()
+        elif self._embeddings is None and self.out is not None:
+            import anndata as ad
+
+            self._embeddings = ad.read_h5ad(Path(self.out) / "embeddings.h5ad")
+        return self._embeddings
+
+    @embeddings.setter
+    def embeddings(self, value: Any) -> None:
+        self._embeddings = value
+
+    def drop_source(self, written: bool) -> None:
+        """Before the features on disk (``--backed``) go: build the embeddings in memory now
+        unless they were ``written`` to embeddings.h5ad, then forget the source."""
+        if not written:
+            self.embeddings  # noqa: B018
+        self.embedding_source = None
+
+
 def _embed(model: Any, s: Split, rows: np.ndarray) -> dict[str, np.ndarray]:
     """Embeddings of the rows ``rows`` of ``s``, per modality (gcn: the split's whole graph
     is run and those rows kept)."""

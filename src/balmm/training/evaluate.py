@@ -17,13 +17,13 @@ from balmm.data.pairing import pairing_table
 from balmm.model.bundle import versions
 from balmm.profiling.shapley import CachedGame, exact_shapley
 from balmm.training.balancers import FUSED
-from balmm.training.embeddings import EmbeddingSource
+from balmm.training.embeddings import EmbeddingSource, LazyEmbeddings
 from balmm.training.metrics import classification_metrics, macro_f1
 from balmm.training.tensors import infer, single
 
 
 @dataclass
-class TrainResult:
+class TrainResult(LazyEmbeddings):
     metrics: dict
     history: list[dict]
     predictions: pd.DataFrame
@@ -51,24 +51,6 @@ class TrainResult:
     # units restored from checkpoints (finished ones, and "unit@epoch" for partial ones)
     resumed_units: list[str] = field(default_factory=list)
     _embeddings: Any = field(default=None, repr=False)
-
-    @property
-    def embeddings(self) -> Any:
-        """AnnData: one row per sample (fit, validation, test), fused class probabilities in
-        ``.X``, the embeddings in ``.obsm`` (built in memory on first access; read from
-        the run's embeddings.h5ad, in input order, where they were computed from features
-        on disk that are gone)."""
-        if self._embeddings is None and self.embedding_source is not None:
-            self._embeddings = self.embedding_source.anndata()
-        elif self._embeddings is None and self.out is not None:
-            import anndata as ad
-
-            self._embeddings = ad.read_h5ad(Path(self.out) / "embeddings.h5ad")
-        return self._embeddings
-
-    @embeddings.setter
-    def embeddings(self, value: Any) -> None:
-        self._embeddings = value
 
 
 def _masked_copy(s, keep: set[str]):

@@ -198,10 +198,8 @@ def _train_threads(data, cfg: TrainConfig, run, progress: Progress, write=None,
         result.timing["total_s"] = time.perf_counter() - t0
         if write is not None:
             write(result)
-        elif store is not None:  # the features on disk go with the store: embed them now
-            result.embeddings  # noqa: B018
-        if store is not None:  # written (embeddings.h5ad) or built: nothing to compute from
-            result.embedding_source = None
+        if store is not None:  # the features on disk go with the store
+            result.drop_source(written=write is not None)
     return result
 
 

@@ -40,6 +40,14 @@ def enc_head_state(net: MultiModalNet, m: str) -> dict:
     }
 
 
+def with_decay(cfg: TrainConfig, wd: float) -> tuple[TrainConfig, str]:
+    """The config with weight decay ``wd``, and the checkpoint-unit tag of that decay ("" for
+    the config's own, so a run without a grid keeps its unit names)."""
+    if wd == cfg.weight_decay:
+        return cfg, ""
+    return cfg.replace(weight_decay=wd), f"@wd{wd:g}"
+
+
 def _snapshot(net: MultiModalNet) -> dict:
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
@@ -143,8 +151,7 @@ def train_alone(
             continue
         words = (*([scope] if scope else []), "stage1", m)
         n_ep = None if epochs is None else epochs.get(m)
-        wd = cfg.weight_decay if decay is None else decay.get(m, cfg.weight_decay)
-        cfg_m = cfg if wd == cfg.weight_decay else cfg.replace(weight_decay=wd)
+        cfg_m = cfg if decay is None else with_decay(cfg, decay.get(m, cfg.weight_decay))[0]
         done = train_one(m, n_features[m], n_classes, fit, val, cfg_m, progress, ckpt,
                          f"{scope}stage1:{m}", words, epochs=n_ep)  # fmt: skip
         net = unimodal_net(m, n_features[m], n_classes, cfg).to(dev)

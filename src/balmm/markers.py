@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from balmm.errors import InputError
+from balmm.optim import Adam
 
 if TYPE_CHECKING:
     from balmm.data.dataset import MultiOmicsData
@@ -108,7 +109,7 @@ def _fit(net: _Pathway, x: np.ndarray, y: np.ndarray, cfg, seed: int) -> _Pathwa
     gen = torch.Generator().manual_seed(seed)
     xt = torch.as_tensor(x, dtype=torch.float32)
     yt = torch.as_tensor(y, dtype=torch.long)
-    opt = torch.optim.Adam(net.parameters(), lr=10 * cfg.lr, weight_decay=cfg.weight_decay)
+    opt = Adam(net.parameters(), lr=10 * cfg.lr, weight_decay=cfg.weight_decay)
     batch = len(xt) if len(xt) <= 8192 else cfg.batch_size
     net.train()
     for _ in range(FOLD_STEPS):

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from balmm.errors import ConfigError
+from balmm.optim import Adam
 
 LN2 = math.log(2.0)
 ESTIMATORS = ("ksg", "gaussian", "infonce")  # names of the pair-MI estimators
@@ -301,7 +302,7 @@ def infonce_mi(
     bs = min(batch_size, n_tr)
     torch.manual_seed(seed)
     critic = _Critic(a.shape[1], b.shape[1], hidden, 32).to(dev)
-    opt = torch.optim.Adam(critic.parameters(), lr=lr)
+    opt = Adam(critic.parameters(), lr=lr)
     for _ in range(steps):
         idx = torch.randperm(n_tr, generator=gen)[:bs].to(dev)
         loss = -_infonce_nats(critic(tr_a[idx], tr_b[idx]))

@@ -29,6 +29,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
 
+from balmm.optim import adamw
 from balmm.profiling.mi import label_mi_bootstrap, resolve_device
 
 PCA_ABOVE = 256  # probes reduce wider inputs to PCA_DIMS components (inside each fold)
@@ -111,9 +112,7 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
             torch.nn.Dropout(self.dropout),
             torch.nn.Linear(self.hidden, len(self.classes_)),
         ).to(dev)
-        opt = torch.optim.AdamW(
-            self.model_.parameters(), lr=self.lr, weight_decay=self.weight_decay
-        )
+        opt = adamw(self.model_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         gen = torch.Generator().manual_seed(self.seed)
         n = xt.shape[0]
         self.model_.train()

@@ -128,9 +128,11 @@ def test_distillation_is_kept_only_if_the_student_improves_out_of_fold(cch_run):
     enabled = [e for e in res.plan if e["enabled"]]
     assert [(e["teacher"], e["student"]) for e in enabled] == [("strong", "weak")]
     for e in enabled:
-        assert e["accepted"] == (e["oof_log_loss_after"] < e["oof_log_loss_before"])
         for k in ("oof_macro_f1_before", "oof_macro_f1_after"):
             assert 0.0 <= e[k] <= 1.0
+        helps = (e["oof_log_loss_after"] < e["oof_log_loss_before"]
+                 and e["oof_macro_f1_after"] > e["oof_macro_f1_before"])  # fmt: skip
+        assert e["accepted"] == helps
         assert res.metrics["stage1"][e["student"]]["distilled"] == e["accepted"]
     assert res.metrics["protocol"]["decisions"]["cross_fitted"]
 
@@ -209,3 +211,24 @@ def test_crossfit_copes_with_a_fold_whose_held_out_samples_lack_a_modality():
     assert np.isnan(cf.logits["b"][folds == 0]).all()
     assert np.isfinite(cf.logits["b"][folds != 0]).all()
     assert np.isfinite(cf.logits["a"]).all()
+
+
+@pytest.mark.parametrize(
+    ("after", "lower_log_loss", "higher_f1"),
+    [
+        ([[0.6, 0.4], [0.4, 0.6], [0.6, 0.4]], True, True),  # all right
+        ([[0.7, 0.3], [0.52, 0.48], [0.48, 0.52]], True, False),  # the same decisions
+        ([[0.51, 0.49], [0.49, 0.51], [0.01, 0.99]], False, True),  # one badly wrong
+    ],
+)
+def test_distillation_is_kept_only_if_log_loss_and_macro_f1_both_improve(
+    after, lower_log_loss, higher_f1
+):
+    from balmm.training.distil import evidence_record
+
+    y = np.array([0, 1, 0])
+    before = np.array([[0.55, 0.45], [0.55, 0.45], [0.45, 0.55]])  # two of three wrong
+    rec = evidence_record(before, np.array(after), y, 2, "oof")
+    assert (rec["oof_log_loss_after"] < rec["oof_log_loss_before"]) is lower_log_loss
+    assert (rec["oof_macro_f1_after"] > rec["oof_macro_f1_before"]) is higher_f1
+    assert rec["accepted"] is (lower_log_loss and higher_f1)

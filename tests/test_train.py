@@ -137,8 +137,10 @@ def test_distillation_changes_the_student_or_is_reverted(folds):
     assert "strong" not in [e["student"] for e in enabled]
     (edge,) = enabled
     evidence = "oof" if folds else "val"
-    assert edge["accepted"] == (edge[f"{evidence}_log_loss_after"]
-                                < edge[f"{evidence}_log_loss_before"])  # fmt: skip
+    e = {k.removeprefix(f"{evidence}_"): v for k, v in edge.items()}
+    helps = e["log_loss_after"] < e["log_loss_before"]
+    helps = helps and e["macro_f1_after"] > e["macro_f1_before"]
+    assert edge["accepted"] == helps
     st = res.stage1_states["weak"]
     assert res.metrics["stage1"]["weak"]["distilled"] == edge["accepted"]
     if edge["accepted"]:  # kept: the student changed

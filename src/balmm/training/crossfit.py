@@ -38,11 +38,11 @@ from balmm.progress import Progress
 from balmm.training import distributed
 from balmm.training import kd as kd_mod
 from balmm.training.checkpoint import Checkpointer
-from balmm.training.distil import distil_students
+from balmm.training.distil import distil_students, evidence_record
 from balmm.training.metrics import bootstrap_f1, macro_f1
 from balmm.training.oof_curves import choose_decay
 from balmm.training.stage1 import enc_head_state, train_one, unimodal_net, with_decay
-from balmm.training.tensors import Split, infer, mean_log_loss, restrict, single
+from balmm.training.tensors import Split, infer, restrict, single
 
 logger = logging.getLogger("balmm")
 
@@ -312,9 +312,9 @@ def crossfit_kd(
     ckpt: Checkpointer,
 ) -> set[str]:
     """Distil every planned student in every fold; keep a student's distillation only if
-    its OOF log-loss improves. Fills ``plan`` entries (``accepted``, OOF macro-F1 and
-    log-loss before and after); returns the accepted students (their OOF logits in ``cf``
-    become the distilled ones)."""
+    its OOF log-loss and OOF macro-F1 both improve (``distil.evidence_record``). Fills
+    ``plan`` entries (``accepted``, OOF macro-F1 and log-loss before and after); returns
+    the accepted students (their OOF logits in ``cf`` become the distilled ones)."""
     students = sorted({e.student for e in edges if e.enabled})
     after = {s: cf.logits[s].copy() for s in students}
     fold_kd: list[dict[str, dict]] = []
@@ -346,13 +346,7 @@ def crossfit_kd(
         ok = cf.present[s] & (cf.y >= 0)
         y = cf.y[ok]
         p0, p1 = np.exp(cf.logits[s][ok]), np.exp(after[s][ok])
-        rec = {
-            "oof_log_loss_before": mean_log_loss(p0, y),
-            "oof_log_loss_after": mean_log_loss(p1, y),
-            "oof_macro_f1_before": macro_f1(y, p0.argmax(1), n_classes),
-            "oof_macro_f1_after": macro_f1(y, p1.argmax(1), n_classes),
-        }
-        rec["accepted"] = bool(rec["oof_log_loss_after"] < rec["oof_log_loss_before"])
+        rec = evidence_record(p0, p1, y, n_classes, "oof")
         if rec["accepted"]:
             accepted.add(s)
             cf.logits[s] = after[s]  # later decisions see the distilled student

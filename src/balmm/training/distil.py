@@ -14,7 +14,7 @@ from balmm.progress import Progress
 from balmm.training import kd as kd_mod
 from balmm.training.checkpoint import Checkpointer
 from balmm.training.loop import LoopSpec, TrainLoop, random_streams
-from balmm.training.metrics import bootstrap_f1
+from balmm.training.metrics import bootstrap_f1, macro_f1
 from balmm.training.stage1 import enc_head_state
 from balmm.training.tensors import (
     Split,
@@ -140,6 +140,28 @@ def distil_students(
     return hist
 
 
+def evidence_record(
+    before: np.ndarray, after: np.ndarray, y: np.ndarray, n_classes: int, evidence: str
+) -> dict:
+    """The student's held-out log-loss and macro-F1 before and after distillation, and
+    whether it is kept (``accepted``): only if it lowers the log-loss *and* raises the
+    macro-F1. Either alone is not enough: a lower log-loss with the same decisions only
+    recalibrates the student, and a higher macro-F1 with a worse log-loss is a few
+    samples crossing a threshold. ``before``/``after`` are class probabilities;
+    ``evidence`` (``"oof"`` or ``"val"``) prefixes the keys."""
+    rec = {
+        f"{evidence}_log_loss_before": mean_log_loss(before, y),
+        f"{evidence}_log_loss_after": mean_log_loss(after, y),
+        f"{evidence}_macro_f1_before": macro_f1(y, before.argmax(1), n_classes),
+        f"{evidence}_macro_f1_after": macro_f1(y, after.argmax(1), n_classes),
+    }
+    rec["accepted"] = bool(
+        rec[f"{evidence}_log_loss_after"] < rec[f"{evidence}_log_loss_before"]
+        and rec[f"{evidence}_macro_f1_after"] > rec[f"{evidence}_macro_f1_before"]
+    )
+    return rec
+
+
 def distil(
     mods: list[str],
     n_classes: int,
@@ -164,13 +186,11 @@ def distil(
         net_kd.encoders[s].load_state_dict(stage1[s]["kd_state"]["encoder"])
         net_kd.heads[s].load_state_dict(stage1[s]["kd_state"]["head"])
         after = infer(net_kd, single(val, s))[s][mk]
-        accepted = mean_log_loss(after, yv[mk]) < mean_log_loss(before, yv[mk])
+        rec = evidence_record(before, after, yv[mk], n_classes, "val")
         for d in plan:
             if d["student"] == s and d["enabled"]:
                 d["student_val_f1_after"] = stage1[s]["kd_val_f1"]
-                d["accepted"] = bool(accepted)
-                d["val_log_loss_before"] = mean_log_loss(before, yv[mk])
-                d["val_log_loss_after"] = mean_log_loss(after, yv[mk])
-        if not accepted:  # distillation did not help the student: reverted
+                d.update(rec)
+        if not rec["accepted"]:  # distillation did not help the student: reverted
             stage1[s]["kd_reverted"] = stage1[s].pop("kd_state")
     return plan, hist

@@ -1,8 +1,8 @@
 """Which distillation edges does ``balmm train`` plan and keep on the bundled real datasets?
 
 For each dataset and seed, print every enabled edge of the distillation plan with whether
-it was kept (``accepted``: the student's out-of-fold log-loss improved) and the OOF
-log-loss and macro-F1 before and after (docs/results.md, issue-9 targets)::
+it was kept (``accepted``: the student's out-of-fold log-loss fell and macro-F1 rose) and
+the OOF log-loss and macro-F1 before and after (docs/results.md, issue-9 targets)::
 
     .venv/bin/python benchmarks/kd_tally.py --data ../shared/data --seeds 3 [--only brca]
 """

@@ -13,10 +13,11 @@ reads its own held-out rows (tested). The OOF logits and embeddings then decide:
 - the intermodal term of the stage-2 weights (:mod:`balmm.training.intermodal`, on the
   OOF logits);
 - distillation: each planned student is distilled in every fold and the edge is kept only
-  if the student's OOF log-loss improves; in the folds and in the final model the targets
-  are the teacher's OOF logits (for a fold's rows they come from teacher models that saw
-  the other folds: the one place where a fold's result depends on another fold's labels;
-  the teacher's own fold model would be over-confident on its training rows).
+  if the student's OOF log-loss and macro-F1 both improve; in the folds and in the final
+  model the targets are the teacher's OOF logits (for a fold's rows they come from teacher
+  models that saw the other folds: the one place where a fold's result depends on another
+  fold's labels; the teacher's own fold model would be over-confident on its training
+  rows).
 
 Above ``CROSSFIT_MAX_SAMPLES`` training samples one validation carve is large enough for
 these decisions (and K fits would cost too much), so cross-fitting turns itself off.

@@ -34,6 +34,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "stage1_select": ("f1", "loss"),
     "stage2_select": ("f1", "loss"),
     "fusion_head": ("joint", "stack"),
+    "stack_missing": ("pattern", "zero-fill"),
     "final_model": ("refit", "average"),
     "report_embedding": ("auto", "umap", "pca"),
 }
@@ -68,6 +69,10 @@ class TrainConfig:
     # "stack": the fused prediction is the OOF stacker over the heads' logits (needs
     # cross-fitting); "joint": the end-to-end fusion head trained in stage 2
     fusion_head: str = "joint"
+    # the stacker on samples missing assays: "pattern" = a stacker per missingness pattern,
+    # fitted on the training rows that have its assays; "zero-fill" = one stacker, absent
+    # assays' features 0 plus presence flags (docs/method.md, "Fused head")
+    stack_missing: str = "pattern"
     # "average": the fused prediction averages the refitted joint model with the joint
     # models of the K cross-fitting folds (chosen by CV inside ROSMAP's training split:
     # docs/method.md); "refit": the refitted model alone

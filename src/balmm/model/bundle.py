@@ -8,6 +8,9 @@ Layout of ``model/``::
     preprocess/           the fitted preprocessing (Preprocessor.save)
     graph.safetensors     gcn only: the training nodes' features and graph, so new samples
                           attach to training samples (inductive)
+    stack.safetensors     ``stack_missing = "pattern"`` only: the stacker's training rows
+                          (OOF logits, presence, labels), from which the stacker of a
+                          missingness pattern is fitted when predict first meets it
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ def save_bundle(
             str(directory / "graph.safetensors"),
         )
         apply_umask(directory / "graph.safetensors")
+    if model.stack is not None and model.stack.source is not None:
+        _save_stack_source(directory / "stack.safetensors", model.stack.source)
     first_enc = next(iter(model.encoders.values()))
     meta = {
         "format": FORMAT,
@@ -93,6 +98,51 @@ def save_bundle(
     }
     write_json_atomic(directory / "model.json", meta)
     return directory
+
+
+def _save_stack_source(path: Path, source: dict) -> None:
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(source[k]))
+               for k in ("logits", "present", "y")}  # fmt: skip
+    meta = {"assays": json.dumps(source["assays"]), "seed": str(source["seed"]),
+            "cv": str(source["cv"])}  # fmt: skip
+    save_file(tensors, str(path), metadata=meta)
+    apply_umask(path)
+
+
+def _load_stack_source(path: Path, modalities: list[str], n_classes: int) -> dict:
+    """The stacker's training rows of a bundle, validated (an InputError names the file)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        tensors = load_file(str(path))
+        assays = json.loads(meta["assays"])
+        seed, cv = int(meta["seed"]), int(meta["cv"])
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing from the model bundle") from None
+    except Exception as exc:  # noqa: BLE001 - safetensors and json raise their own types
+        raise InputError(f"{path}: not a readable stacker source ({exc})") from None
+    if not isinstance(assays, list) or not assays or not set(assays) <= set(modalities):
+        raise InputError(f"{path}: 'assays' must be a list of modalities among {modalities}")
+    if sorted(tensors) != ["logits", "present", "y"]:
+        raise InputError(f"{path}: expected the tensors logits, present and y")
+    logits, present, y = tensors["logits"], tensors["present"], tensors["y"]
+    n, a = len(y), len(assays)
+    if (
+        tuple(logits.shape) != (n, a, n_classes)
+        or tuple(present.shape) != (n, a)
+        or y.ndim != 1
+        or present.dtype != torch.bool
+        or logits.dtype != torch.float32
+        or y.dtype != torch.int64
+    ):
+        raise InputError(f"{path}: tensor shapes or types do not match {a} assays and "
+                         f"{n_classes} classes")  # fmt: skip
+    if n and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+        raise InputError(f"{path}: tensor 'y' must hold class codes 0..{n_classes - 1}")
+    return {"assays": assays, "logits": logits.numpy(), "present": present.numpy(),
+            "y": y.numpy(), "seed": seed, "cv": cv}  # fmt: skip
 
 
 def _meta_error(path: Path, key: str, why: str) -> InputError:
@@ -236,6 +286,10 @@ def load_bundle(directory: str | Path, device: torch.device | str = "cpu") -> Bu
     model.fusion_off = set(meta.get("fusion_off", []))
     for member in model.members:
         member.fusion_off = set(model.fusion_off)
+    if cfg.fusion_head == "stack" and cfg.stack_missing == "pattern" and model.stack is not None \
+            and bool(model.stack.active):  # fmt: skip
+        model.stack.source = _load_stack_source(directory / "stack.safetensors",
+                                                model.modalities, len(meta["classes"]))  # fmt: skip
     model.to(device).eval()
     graph = {}
     if (directory / "graph.safetensors").exists():

@@ -25,59 +25,107 @@ from balmm.model.encoders import make_encoder
 CONCAT = "concat"
 
 
+def expand_stacker(
+    state: Mapping[str, Any], modalities: list[str], n_classes: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A ``Stacker.to_dict()`` laid out over ``modalities`` (the net's order; a modality
+    the stacker did not see gets scale 0): (per-modality scale, weight, bias) in float64."""
+    c = n_classes
+    assays = list(state["assays"])
+    coef = torch.tensor(state["coef"], dtype=torch.float64)
+    icpt = torch.tensor(state["intercept"], dtype=torch.float64)
+    classes = list(state["classes"])
+    full_w = torch.zeros(c, len(assays) * (c + 1), dtype=torch.float64)
+    full_b = torch.full((c,), float("-inf"), dtype=torch.float64)
+    if len(classes) == 2 and coef.shape[0] == 1:  # binary: one score for class 1
+        full_w[classes[1]] = coef[0]
+        full_b[classes[0]] = 0.0
+        full_b[classes[1]] = icpt[0]
+    else:
+        for i, k in enumerate(classes):
+            full_w[k] = coef[i]
+            full_b[k] = icpt[i]
+    n = len(modalities)
+    w = torch.zeros(c, n * (c + 1), dtype=torch.float64)
+    factor = torch.zeros(n, dtype=torch.float64)
+    for j, m in enumerate(modalities):
+        if m not in assays:
+            continue
+        i = assays.index(m)
+        w[:, j * c : (j + 1) * c] = full_w[:, i * c : (i + 1) * c]
+        w[:, n * c + j] = full_w[:, len(assays) * c + i]
+        factor[j] = float(state["factor"][m])
+    return factor, w, full_b
+
+
 class StackedFusion(nn.Module):
     """A fitted OOF stacker (:class:`balmm.training.stacking.Stacker`) as a torch module:
     per modality, the centred logits of its head times a scale (0 where the sample lacks
     the modality) and a presence flag, then a linear map. Buffers only (saved in bundles);
-    ``active`` is 0 until :meth:`load_stacker` fills it."""
+    ``active`` is 0 until :meth:`load_stacker` fills it.
 
-    def __init__(self, n_mods: int, n_classes: int) -> None:
+    ``stack_missing = "pattern"``: ``source`` holds the stacker's training rows (saved
+    beside the weights in bundles) and ``patterns`` the stacker of each missingness
+    pattern (a tuple of presence flags over ``source["assays"]``), fitted from ``source``
+    by ``balmm.training.stack_patterns`` before inference; a pattern mapped to ``None``,
+    or absent, uses the one zero-fill stacker above."""
+
+    def __init__(self, modalities: list[str], n_classes: int) -> None:
         super().__init__()
+        n_mods = len(modalities)
+        self.modalities = list(modalities)
         self.register_buffer("factor", torch.zeros(n_mods))
         self.register_buffer("weight", torch.zeros(n_classes, n_mods * (n_classes + 1)))
         self.register_buffer("bias", torch.zeros(n_classes))
         self.register_buffer("active", torch.zeros((), dtype=torch.bool))
+        self.source: dict[str, Any] | None = None
+        self.patterns: dict[tuple[bool, ...], tuple[torch.Tensor, ...] | None] = {}
+        self.pattern_info: dict[tuple[bool, ...], dict[str, Any]] = {}
 
     def load_stacker(self, state: Mapping[str, Any], modalities: list[str]) -> None:
         """Copy a ``Stacker.to_dict()`` over ``modalities`` (the net's order; a modality
         the stacker did not see gets scale 0)."""
-        c = self.bias.shape[0]
-        assays = list(state["assays"])
-        coef = torch.tensor(state["coef"], dtype=torch.float64)
-        icpt = torch.tensor(state["intercept"], dtype=torch.float64)
-        classes = list(state["classes"])
-        full_w = torch.zeros(c, len(assays) * (c + 1), dtype=torch.float64)
-        full_b = torch.full((c,), float("-inf"), dtype=torch.float64)
-        if len(classes) == 2 and coef.shape[0] == 1:  # binary: one score for class 1
-            full_w[classes[1]] = coef[0]
-            full_b[classes[0]] = 0.0
-            full_b[classes[1]] = icpt[0]
-        else:
-            for i, k in enumerate(classes):
-                full_w[k] = coef[i]
-                full_b[k] = icpt[i]
-        w = torch.zeros_like(self.weight, dtype=torch.float64)
-        n = len(modalities)
-        for j, m in enumerate(modalities):
-            if m not in assays:
-                continue
-            i = assays.index(m)
-            w[:, j * c : (j + 1) * c] = full_w[:, i * c : (i + 1) * c]
-            w[:, n * c + j] = full_w[:, len(assays) * c + i]
-            self.factor[j] = float(state["factor"][m])
+        factor, w, b = expand_stacker(state, modalities, self.bias.shape[0])
+        self.factor.copy_(factor.to(self.factor.dtype))
         self.weight.copy_(w.to(self.weight.dtype))
-        self.bias.copy_(full_b.to(self.bias.dtype))
+        self.bias.copy_(b.to(self.bias.dtype))
         self.active.fill_(True)
 
-    def forward(self, logits: list[torch.Tensor], masks: list[torch.Tensor]) -> torch.Tensor:
+    def set_pattern(self, key: tuple[bool, ...], state: Mapping[str, Any] | None) -> None:
+        """The stacker (``Stacker.to_dict()``) of the rows whose presence flags over
+        ``source["assays"]`` are ``key``; ``None``: those rows use the zero-fill stacker."""
+        if state is None:
+            self.patterns[key] = None
+            return
+        params = expand_stacker(state, self.modalities, self.bias.shape[0])
+        self.patterns[key] = tuple(t.to(self.weight.device, self.weight.dtype) for t in params)
+
+    @staticmethod
+    def _linear(logits, masks, factor, weight, bias) -> torch.Tensor:
         blocks, flags = [], []
         for j, (lg, mk) in enumerate(zip(logits, masks, strict=True)):
             f = mk.to(lg.dtype)
             centred = (lg - lg.mean(1, keepdim=True)) * f.unsqueeze(1)
-            blocks.append(centred * self.factor[j])
-            flags.append(f * (self.factor[j] > 0).to(lg.dtype))
+            blocks.append(centred * factor[j])
+            flags.append(f * (factor[j] > 0).to(lg.dtype))
         x = torch.cat([*blocks, torch.stack(flags, 1)], dim=1)
-        return x @ self.weight.T + self.bias
+        return x @ weight.T + bias
+
+    def forward(self, logits: list[torch.Tensor], masks: list[torch.Tensor]) -> torch.Tensor:
+        fused = self._linear(logits, masks, self.factor, self.weight, self.bias)
+        if self.source is None or not any(v is not None for v in self.patterns.values()):
+            return fused
+        cols = [self.modalities.index(a) for a in self.source["assays"]]
+        pres = torch.stack([masks[j].bool() for j in cols], 1)
+        for key, params in self.patterns.items():
+            if params is None:
+                continue
+            want = torch.tensor(key, dtype=torch.bool, device=pres.device)
+            rows = torch.nonzero((pres == want).all(1)).squeeze(1)
+            if len(rows):
+                fused[rows] = self._linear([lg[rows] for lg in logits],
+                                           [mk[rows] for mk in masks], *params)  # fmt: skip
+        return fused
 
 
 class MultiModalNet(nn.Module):
@@ -117,7 +165,7 @@ class MultiModalNet(nn.Module):
             self.heads = nn.ModuleDict({m: nn.Linear(embed, n_classes) for m in n_features})
             self.fusion = nn.Linear(embed * len(n_features) + len(n_features), n_classes)
             # fusion_head = "stack": the OOF stacker over the heads' logits, once fitted
-            self.stack = StackedFusion(len(n_features), n_classes) if stacked else None
+            self.stack = StackedFusion(list(n_features), n_classes) if stacked else None
             if late_heads:  # start as the sum of the unimodal heads (late fusion)
                 nn.init.zeros_(self.fusion.weight)
                 nn.init.zeros_(self.fusion.bias)

@@ -315,6 +315,10 @@ def _train(data, cfg: TrainConfig, run, dev, progress, store=None, release_raw=F
         device=dev,
     )  # fmt: skip
     timing["evaluate_s"] = time.perf_counter() - t
+    if stacked and s2.model.stack.source is not None:
+        from balmm.training.stack_patterns import pattern_report
+
+        decisions["fusion_head"]["patterns"] = pattern_report(s2.model.stack)
     result.metrics["protocol"]["decisions"] = decisions
     result.timing = timing
     result.resumed_units = list(ckpt.resumed_units)

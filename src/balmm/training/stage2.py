@@ -145,6 +145,7 @@ def fit_stack_head(model, balancer, cf, oof, cfg: TrainConfig) -> dict[str, Any]
     """Fit the OOF stacker on the cross-fitted stage-2 head logits (``oof``) of the
     modalities in the fusion and make it the model's fused head; without cross-fitting the
     joint head stays."""
+    from balmm.training.stack_patterns import make_source
     from balmm.training.stacking import Stacker
 
     if cf is None or oof is None:
@@ -155,4 +156,6 @@ def fit_stack_head(model, balancer, cf, oof, cfg: TrainConfig) -> dict[str, Any]
     present = {m: cf.present[m][lab] & np.isfinite(oof[m][lab]).all(1) for m in mods}
     st = Stacker(cv=5, seed=cfg.seed).fit(logits, present, cf.y[lab])
     model.stack.load_stacker(st.to_dict(), model.modalities)
-    return {"kind": "stack", "C": st.C_, "trust": st.trust_}
+    if cfg.stack_missing == "pattern":
+        model.stack.source = make_source(mods, logits, present, cf.y[lab], cfg.seed, cv=5)
+    return {"kind": "stack", "C": st.C_, "trust": st.trust_, "missing": cfg.stack_missing}

@@ -179,6 +179,11 @@ def infer(
     """Class probabilities of every head and (``embeddings``) the embeddings, in eval mode,
     a batch of rows at a time; ``masks``: presence masks to use instead of ``s.M``."""
     model.eval()
+    stack = getattr(model, "stack", None)
+    if stack is not None and stack.source is not None:  # stack_missing = "pattern"
+        from balmm.training.stack_patterns import prepare
+
+        prepare(stack, masks if masks is not None else s.gM if s.adj is not None else s.M)
     if s.adj is not None or len(s) <= batch:
         batches: list[torch.Tensor | None] = [None]
     else:

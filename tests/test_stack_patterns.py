@@ -118,7 +118,7 @@ def test_a_pattern_no_training_sample_has_is_predicted_the_same_by_the_bundle(tm
     """Test samples lack an assay that every training sample has: training-time evaluation
     fits their pattern's stacker, and predict, from the bundle's stored training rows,
     fits the same one."""
-    from balmm.predict import predict
+    from balmm.predict import predict, predict_result
 
     specs = make_specs(["strong", "weak"], n_features=[20, 20], signal=[1.5, 1.5],
                        n_informative=[8, 8], shared=[0.5, 0.5])  # fmt: skip
@@ -131,7 +131,10 @@ def test_a_pattern_no_training_sample_has_is_predicted_the_same_by_the_bundle(tm
     assert by_assays["strong"]["stacker"] == "pattern"  # the test samples' pattern
     assert by_assays["strong;weak"]["stacker"] == "zero-fill"  # no training row lacks one
     assert (tmp_path / "run" / "model" / "stack.safetensors").exists()
-    pred = predict(tmp_path / "run", data)
+    pred = predict_result(tmp_path / "run", data)
+    assert {p["assays"]: p["stacker"] for p in pred.metrics["stack_patterns"]} == {
+        "strong;weak": "zero-fill", "strong": "pattern"}  # fmt: skip
+    pred = pred.predictions
     cols = [c for c in res.predictions if c.startswith("proba_")]
     mine = res.predictions.set_index("sample")[cols]
     again = pred.set_index("sample").loc[mine.index, cols]

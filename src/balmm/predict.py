@@ -180,6 +180,11 @@ def _finish(res, model, model_dir, coverage, unknown, classes, out, progress) ->
         "samples_missing_modality": missing_any,
         "modalities_ignored": unknown,
     }
+    if model.stack is not None and model.stack.source is not None:
+        from balmm.training.stack_patterns import pattern_report
+
+        # stack_missing = "pattern": each pattern's stacker, or why it fell back
+        metrics["stack_patterns"] = pattern_report(model.stack)
     if (proc.y >= 0).any():
         metrics.update(split_metrics(proba, s, classes, model))
     written = None

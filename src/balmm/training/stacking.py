@@ -16,7 +16,8 @@ Features, per assay ``m`` (in the order of the ``logits`` dict):
   unpenalised intercept and its coefficient is 0.
 
 A sample with any subset of assays is predicted from the assays it has: an absent
-assay's features are 0 whatever its logits hold.
+assay's features are 0 whatever its logits hold (``stack_missing = "zero-fill"``;
+:mod:`balmm.training.stack_patterns` fits a stacker per missingness pattern instead).
 
 **Per-assay penalties.** ``penalties={m: p}`` multiplies the L2 penalty on assay
 ``m``'s coefficients by ``p`` (implemented by scaling its features by ``1/sqrt(p)``,

@@ -75,8 +75,9 @@ def save_bundle(
             str(directory / "graph.safetensors"),
         )
         apply_umask(directory / "graph.safetensors")
+    stack_info = None
     if model.stack is not None and model.stack.source is not None:
-        _save_stack_source(directory / "stack.safetensors", model.stack.source)
+        stack_info = _save_stack_source(directory / "stack.safetensors", model.stack.source)
     first_enc = next(iter(model.encoders.values()))
     meta = {
         "format": FORMAT,
@@ -94,37 +95,40 @@ def save_bundle(
         "versions": versions(),
         # final_model = "average": the fold models stored beside the refit (members.K.*)
         **({"n_members": len(model.members)} if len(model.members) else {}),
+        **({"stack_source": stack_info} if stack_info else {}),
         **(extra or {}),
     }
     write_json_atomic(directory / "model.json", meta)
     return directory
 
 
-def _save_stack_source(path: Path, source: dict) -> None:
+def _save_stack_source(path: Path, source: dict) -> dict:
+    """Write the stacker's training rows; returns what model.json keeps of them (the
+    safetensors metadata would not be byte-identical across reruns: its order varies)."""
     tensors = {k: torch.from_numpy(np.ascontiguousarray(source[k]))
                for k in ("logits", "present", "y")}  # fmt: skip
-    meta = {"assays": json.dumps(source["assays"]), "seed": str(source["seed"]),
-            "cv": str(source["cv"])}  # fmt: skip
-    save_file(tensors, str(path), metadata=meta)
+    save_file(tensors, str(path))
     apply_umask(path)
+    return {"assays": list(source["assays"]), "seed": int(source["seed"]),
+            "cv": int(source["cv"])}  # fmt: skip
 
 
-def _load_stack_source(path: Path, modalities: list[str], n_classes: int) -> dict:
-    """The stacker's training rows of a bundle, validated (an InputError names the file)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-        tensors = load_file(str(path))
-        assays = json.loads(meta["assays"])
-        seed, cv = int(meta["seed"]), int(meta["cv"])
-    except FileNotFoundError:
-        raise InputError(f"{path}: missing from the model bundle") from None
-    except Exception as exc:  # noqa: BLE001 - safetensors and json raise their own types
-        raise InputError(f"{path}: not a readable stacker source ({exc})") from None
-    if not isinstance(assays, list) or not assays or not set(assays) <= set(modalities):
-        raise InputError(f"{path}: 'assays' must be a list of modalities among {modalities}")
+def _load_stack_source(path: Path, meta: dict, n_classes: int) -> dict:
+    """The stacker's training rows of a bundle, validated (an InputError names the file
+    or model.json's key)."""
+    info = meta.get("stack_source")
+    mods = meta["modalities"]
+    where = path.parent / "model.json"
+    if not isinstance(info, dict):
+        raise _meta_error(where, "stack_source", "must describe the stacker's training rows")
+    assays, seed, cv = info.get("assays"), info.get("seed"), info.get("cv")
+    if not isinstance(assays, list) or not assays or not set(assays) <= set(mods):
+        raise _meta_error(where, "stack_source.assays", f"must list modalities among {mods}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (seed, cv)) or cv < 2:
+        raise _meta_error(where, "stack_source", "needs an integer seed and cv >= 2")
+    tensors = _load_tensors(path) if path.exists() else None
+    if tensors is None:
+        raise InputError(f"{path}: missing from the model bundle")
     if sorted(tensors) != ["logits", "present", "y"]:
         raise InputError(f"{path}: expected the tensors logits, present and y")
     logits, present, y = tensors["logits"], tensors["present"], tensors["y"]
@@ -288,8 +292,8 @@ def load_bundle(directory: str | Path, device: torch.device | str = "cpu") -> Bu
         member.fusion_off = set(model.fusion_off)
     if cfg.fusion_head == "stack" and cfg.stack_missing == "pattern" and model.stack is not None \
             and bool(model.stack.active):  # fmt: skip
-        model.stack.source = _load_stack_source(directory / "stack.safetensors",
-                                                model.modalities, len(meta["classes"]))  # fmt: skip
+        model.stack.source = _load_stack_source(directory / "stack.safetensors", meta,
+                                                len(meta["classes"]))  # fmt: skip
     model.to(device).eval()
     graph = {}
     if (directory / "graph.safetensors").exists():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -140,6 +142,18 @@ def test_a_pattern_no_training_sample_has_is_predicted_the_same_by_the_bundle(tm
     again = pred.set_index("sample").loc[mine.index, cols]
     np.testing.assert_allclose(again.to_numpy(), mine.to_numpy(), rtol=1e-5, atol=1e-6)
 
+    # a rerun writes the same bundle, byte for byte
+    train(data, seed=0, out=tmp_path / "again", **FAST)
+    for name in ("stack.safetensors", "weights.safetensors", "model.json"):
+        assert (tmp_path / "run" / "model" / name).read_bytes() == (
+            tmp_path / "again" / "model" / name).read_bytes(), name  # fmt: skip
+
+    meta_path = tmp_path / "again" / "model" / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["stack_source"]["assays"] = ["protein"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="stack_source.assays"):
+        predict(tmp_path / "again", data)
     (tmp_path / "run" / "model" / "stack.safetensors").write_bytes(b"damaged")
     with pytest.raises(InputError, match="stack.safetensors"):
         predict(tmp_path / "run", data)

@@ -100,3 +100,20 @@ def test_resume_refuses_another_runs_checkpoints(data, tmp_path):
         train(data, seed=0, out=Run(tmp_path / "a", ckpt), progress=StopAt("stage2", 1), **FAST)
     with pytest.raises(InputError, match=str(ckpt)):
         train(data, seed=1, out=Run(tmp_path / "b", ckpt), **FAST)
+
+
+def test_unreadable_partial_state_restarts_its_unit(data, reference, tmp_path, caplog):
+    """A partial loop state is not forced to disk (a system crash may leave it empty):
+    resuming drops it with a warning and trains that unit again, to the same outputs."""
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train(data, seed=0, out=Run(tmp_path / "a", ckpt),
+              progress=StopAt("fold2/trace:weak", 4), **FAST)  # fmt: skip
+    (partial,) = ckpt.glob("fold2_trace--weak.loop.pt")
+    partial.write_bytes(b"")
+    with caplog.at_level("WARNING", logger="balmm"):
+        res = train(data, seed=0, out=Run(tmp_path / "b", ckpt), **FAST)
+    assert "fold2/trace:weak starts again" in caplog.text
+    assert not any(u.startswith("fold2/trace:weak@") for u in res.resumed_units)
+    for f in OUTPUTS:
+        assert (tmp_path / "b" / "work" / f).read_bytes() == (reference / f).read_bytes(), f

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -22,6 +23,8 @@ import numpy as np
 import torch
 
 from balmm.errors import InputError
+
+logger = logging.getLogger("balmm")
 
 FORMAT = 1
 MANIFEST = "checkpoint.json"
@@ -104,13 +107,20 @@ class Checkpointer:
 
         def hook(loop) -> None:
             if loop.epoch % self.every == 0:
-                self._save(_file(unit, "loop"), loop.state())
+                self._save(_file(unit, "loop"), loop.state(), durable=False)
 
         return hook
 
     def resume_loop(self, unit: str, loop) -> None:
-        """Restore ``loop`` from the unit's partial state, if one was saved."""
-        st = self._load(_file(unit, "loop"))
+        """Restore ``loop`` from the unit's partial state, if one was saved. An unreadable
+        one (a partial state is not forced to disk, so a system crash may leave it empty)
+        is dropped and the unit starts again: its random streams are seeded by the unit,
+        so the outputs are the same."""
+        try:
+            st = self._load(_file(unit, "loop"))
+        except InputError as exc:
+            logger.warning("%s; unit %s starts again", exc, unit)
+            st = None
         if st is not None:
             loop.load_state(st)
             self.resumed_units.append(f"{unit}@{st['epoch']}")
@@ -124,14 +134,19 @@ class Checkpointer:
         except Exception as exc:  # noqa: BLE001 - any unreadable file is a bad checkpoint
             raise InputError(f"{self.folder / name}: unreadable checkpoint ({exc})") from exc
 
-    def _save(self, name: str, payload: dict) -> None:
+    def _save(self, name: str, payload: dict, durable: bool = True) -> None:
+        """Write ``payload`` atomically (a kill leaves the old file or the new one);
+        ``durable``: forced to disk first, so a system crash cannot leave it empty either
+        (3 ms a file here, a tenth of the checkpointing of a small run: partial loop states,
+        written every few epochs and replaceable by training again, are not forced)."""
         assert self.folder is not None
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.folder)
         try:
             with os.fdopen(fd, "wb") as fh:
                 torch.save(payload, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
+                if durable:
+                    fh.flush()
+                    os.fsync(fh.fileno())
             os.replace(tmp, self.folder / name)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

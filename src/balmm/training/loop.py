@@ -252,16 +252,18 @@ class TrainLoop:
 
     # -- state (checkpoints) ----------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        """Everything needed to continue this loop exactly where it is."""
+        """Everything needed to continue this loop exactly where it is: the live objects,
+        not copies (a checkpoint serialises them before training goes on; copying them
+        first cost more than writing them)."""
         return {
             "epoch": self.epoch,
             "stale": self.stale,
-            "history": copy.deepcopy(self.history),
+            "history": self.history,
             "best_key": self.best_key,
             "best_score": self.best_score,
-            "best_state": copy.deepcopy(self.best_state),
-            "model": copy.deepcopy(self.model.state_dict()),
-            "optimizer": copy.deepcopy(self.opt.state_dict()),
+            "best_state": self.best_state,
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
             "balancer": self.balancer.state() if self.balancer is not None else None,
             "rng": self.rng.bit_generator.state,
             "gen": self.gen.get_state(),

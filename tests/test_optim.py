@@ -41,13 +41,13 @@ def _train(make, steps: int = 25, resume_at: int | None = None) -> list[torch.Te
     return [p.detach().clone() for p in net.parameters()]
 
 
-@pytest.mark.parametrize("decoupled", [True, False])
-def test_same_bits_as_torch_optim(decoupled: bool) -> None:
+@pytest.mark.parametrize("decoupled,fused", [(True, False), (True, True), (False, False)])
+def test_same_bits_as_torch_optim(decoupled: bool, fused: bool) -> None:
     if decoupled:
-        ours, ref = (lambda g: adamw(g, lr=0.01, weight_decay=0.0)), torch.optim.AdamW
+        ours, ref = (lambda g: adamw(g, lr=0.01, weight_decay=0.0, fused=fused)), torch.optim.AdamW
     else:
         ours, ref = (lambda g: Adam(g, lr=0.01)), torch.optim.Adam
-    expected = _train(lambda g: ref(g, lr=0.01))
+    expected = _train(lambda g: ref(g, lr=0.01, fused=fused or None))
     got = _train(ours)
     assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
     # a state_dict round trip mid-training (checkpoints, --resume) changes nothing

@@ -208,10 +208,16 @@ class TrainLoop:
             model.encoders[m].requires_grad_(False)
         extra = balancer.parameters() if balancer is not None else []
         params = [p for p in model.parameters() if p.requires_grad] + list(extra)
-        # torch.optim.AdamW's step, bit for bit, without its 1.5 s torch._dynamo import
+        # torch.optim.AdamW's step, bit for bit, without its 1.5 s torch._dynamo import. A
+        # one-modality net (stage 1: most of a run's steps) takes the fused kernel, a quarter
+        # of the unfused update's time on CPU; a joint model does not: the fused kernel's
+        # rounding depends on a tensor's length (vectorised body, scalar tail), and the
+        # fusion head's width on which assays are present, so an assay left out of the
+        # fusion would change the others' weights
         self.opt = adamw(
             _decay_groups(model, extra, cfg.weight_decay, spec.decay) if spec.decay else params,
             lr=cfg.lr * spec.lr_scale, weight_decay=cfg.weight_decay,
+            fused=len(model.modalities) == 1,
         )  # fmt: skip
         self.epoch = 0
         self.stale = 0
@@ -242,7 +248,7 @@ class TrainLoop:
     def score(self) -> tuple[dict[str, float], float, tuple[float, float]]:
         """Validation macro-F1 of every head, the validation loss of the score head, and
         the selection key (higher is better; ties broken by the other criterion)."""
-        proba = infer(self.model, self.val)
+        proba = infer(self.model, self.val, embeddings=False)
         self._val_proba = proba[self.spec.score_head]
         f1s = head_f1(proba, self.val, self.model.n_classes)
         head = self.spec.score_head

@@ -55,6 +55,25 @@ def test_same_bits_as_torch_optim(decoupled: bool, fused: bool) -> None:
     assert all(torch.equal(a, b) for a, b in zip(resumed, expected, strict=True))
 
 
+def test_fused_per_group_as_torch_optim() -> None:
+    """A joint model's optimiser fuses some groups and not others (training/loop.py)."""
+
+    def mixed(make):
+        def build(groups):
+            groups[0]["fused"], groups[1]["fused"] = True, False
+            return make(groups)
+
+        return build
+
+    expected = _train(mixed(lambda g: torch.optim.AdamW(g, lr=0.01)))
+    got = _train(mixed(lambda g: adamw(g, lr=0.01, weight_decay=0.0)))
+    resumed = _train(mixed(lambda g: adamw(g, lr=0.01, weight_decay=0.0)), resume_at=11)
+    for params in (got, resumed):
+        assert all(torch.equal(a, b) for a, b in zip(params, expected, strict=True))
+    unfused = _train(lambda g: adamw(g, lr=0.01, weight_decay=0.0))
+    assert not all(torch.equal(a, b) for a, b in zip(got, unfused, strict=True))
+
+
 def test_load_state_dict_refuses_another_layout() -> None:
     a = adamw([torch.nn.Parameter(torch.zeros(2))], lr=0.1, weight_decay=0.0)
     b = adamw([torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))], 0.1, 0.0)

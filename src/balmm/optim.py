@@ -27,7 +27,7 @@ def _step_dtype() -> torch.dtype:
 class Adam:
     """Adam (``decoupled_weight_decay=False``: L2 on the gradient, ``torch.optim.Adam``) or
     AdamW (``True``: ``torch.optim.AdamW``) over parameters or parameter groups (dicts with
-    ``"params"`` and optionally ``"lr"`` and ``"weight_decay"``)."""
+    ``"params"`` and optionally ``"lr"``, ``"weight_decay"`` and ``"fused"``)."""
 
     def __init__(
         self,
@@ -43,12 +43,12 @@ class Adam:
         if items and not isinstance(items[0], dict):
             items = [{"params": items}]
         self.betas, self.eps, self.decoupled = betas, eps, decoupled_weight_decay
-        # one kernel per parameter instead of about ten elementwise ops: a stage-1 step's
-        # update 176 -> 42 us on CPU; the rounding differs from the unfused update's
-        self.fused = fused
+        # fused: one kernel per parameter instead of about ten elementwise ops (a stage-1
+        # step's update 176 -> 42 us on CPU); its rounding differs from the unfused update's
         self.param_groups: list[dict[str, Any]] = [
             {"params": list(g["params"]), "lr": g.get("lr", lr),
-             "weight_decay": g.get("weight_decay", weight_decay)}
+             "weight_decay": g.get("weight_decay", weight_decay),
+             "fused": bool(g.get("fused", fused))}
             for g in items
         ]  # fmt: skip
         self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
@@ -69,25 +69,25 @@ class Adam:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            states = [self._state(p) for p in params]
+            states = [self._state(p, group["fused"]) for p in params]
             _adam_step(
                 params, [p.grad for p in params],
                 [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [],
                 [s["step"] for s in states],
-                foreach=None, capturable=False, differentiable=False, fused=self.fused or None,
+                foreach=None, capturable=False, differentiable=False, fused=group["fused"] or None,
                 grad_scale=None, found_inf=None, has_complex=False,
                 decoupled_weight_decay=self.decoupled, amsgrad=False, beta1=beta1,
                 beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"],
                 eps=self.eps, maximize=False,
             )  # fmt: skip
 
-    def _state(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _state(self, p: torch.Tensor, fused: bool) -> dict[str, torch.Tensor]:
         st = self.state.get(p)
         if st is None:  # lazily, on the first step with a gradient (as torch.optim does)
             st = self.state[p] = {
                 # torch.optim keeps the fused kernel's step count on the parameter's device
                 "step": torch.zeros((), dtype=torch.float32, device=p.device)
-                if self.fused
+                if fused
                 else torch.tensor(0.0, dtype=_step_dtype()),
                 "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
                 "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
@@ -107,15 +107,15 @@ class Adam:
         }
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
-        flat = [p for g in self.param_groups for p in g["params"]]
+        flat = [(p, g["fused"]) for g in self.param_groups for p in g["params"]]
         if [g["n"] for g in sd["param_groups"]] != [len(g["params"]) for g in self.param_groups]:
             raise ValueError("optimiser state of another parameter layout")
         for g, saved in zip(self.param_groups, sd["param_groups"], strict=True):
             g["lr"], g["weight_decay"] = saved["lr"], saved["weight_decay"]
         self.state = {}
         for i, st in sd["state"].items():
-            p = flat[int(i)]
-            dev, dtype = (p.device, torch.float32) if self.fused else ("cpu", _step_dtype())
+            p, fused = flat[int(i)]
+            dev, dtype = (p.device, torch.float32) if fused else ("cpu", _step_dtype())
             self.state[p] = {
                 "step": st["step"].to(dtype=dtype, device=dev).clone(),
                 "exp_avg": st["exp_avg"].to(p.device, p.dtype).clone(),

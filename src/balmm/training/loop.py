@@ -206,19 +206,11 @@ class TrainLoop:
         self.progress, self.on_epoch = progress, on_epoch
         for m in spec.frozen:
             model.encoders[m].requires_grad_(False)
-        extra = balancer.parameters() if balancer is not None else []
-        params = [p for p in model.parameters() if p.requires_grad] + list(extra)
-        # torch.optim.AdamW's step, bit for bit, without its 1.5 s torch._dynamo import. A
-        # one-modality net (stage 1: most of a run's steps) takes the fused kernel, a quarter
-        # of the unfused update's time on CPU; a joint model does not: the fused kernel's
-        # rounding depends on a tensor's length (vectorised body, scalar tail), and the
-        # fusion head's width on which assays are present, so an assay left out of the
-        # fusion would change the others' weights
-        self.opt = adamw(
-            _decay_groups(model, extra, cfg.weight_decay, spec.decay) if spec.decay else params,
-            lr=cfg.lr * spec.lr_scale, weight_decay=cfg.weight_decay,
-            fused=len(model.modalities) == 1,
-        )  # fmt: skip
+        extra = list(balancer.parameters()) if balancer is not None else []
+        params = [p for p in model.parameters() if p.requires_grad] + extra
+        # torch.optim.AdamW's step, bit for bit, without its 1.5 s torch._dynamo import
+        self.opt = adamw(_param_groups(model, extra, cfg.weight_decay, spec.decay or {}),
+                         lr=cfg.lr * spec.lr_scale, weight_decay=cfg.weight_decay)  # fmt: skip
         self.epoch = 0
         self.stale = 0
         self.history: list[dict] = []
@@ -409,17 +401,28 @@ class TrainLoop:
         return live
 
 
-def _decay_groups(
-    model: MultiModalNet, extra, default: float, decay: dict[str, float]
+def _param_groups(
+    model: MultiModalNet, extra: list, default: float, decay: dict[str, float]
 ) -> list[dict]:
-    """AdamW parameter groups: modality m's encoder and head at ``decay[m]``, the rest at
-    ``default``."""
-    groups: dict[float, list] = {}
+    """AdamW parameter groups: modality m's encoder and head at ``decay[m]`` (cross-fitting's
+    choice), the rest at ``default``.
+
+    The fused AdamW kernel (a quarter of the unfused update's time on CPU) steps every
+    parameter of a one-modality net (stage 1: most of a run's steps) and a joint model's
+    per-modality encoders and heads. Its rounding depends on a tensor's length (vectorised
+    body, scalar tail), so the parameters whose shape depends on which assays are present
+    (the fusion head, the stacker, the balancer's, an early-fusion encoder) keep the
+    unfused step: an assay left out of the fusion must not change the others' weights."""
+    one = len(model.modalities) == 1
+    groups: dict[tuple[float, bool], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         part, _, rest = name.partition(".")
         m = rest.partition(".")[0] if part in ("encoders", "heads") else None
-        groups.setdefault(decay.get(m, default) if m else default, []).append(p)
-    groups.setdefault(default, []).extend(extra)
-    return [{"params": ps, "weight_decay": wd} for wd, ps in groups.items() if ps]
+        per_modality = m is not None and not model.early_fusion
+        groups.setdefault((decay.get(m, default) if m else default, one or per_modality),
+                          []).append(p)  # fmt: skip
+    groups.setdefault((default, one), []).extend(extra)
+    return [{"params": ps, "weight_decay": wd, "fused": fused}
+            for (wd, fused), ps in groups.items() if ps]  # fmt: skip

@@ -1,7 +1,8 @@
 """Multi-seed results of ``balmm train`` for docs/results.md.
 
-    .venv/bin/python benchmarks/results_train.py [--data PATH] [--seeds 5] \
-        [--balancers balmm none concat] [--noise] [--json out.json]
+    .venv/bin/python benchmarks/results_train.py [--data PATH ...] [--seeds 5] \
+        [--balancers balmm none concat] [--noise] [--json out.json] \
+        [--label-col COL] [--split-col COL]
 
 For each balancer, trains with seeds 0..N-1 (each seed changes the validation split
 and the initialisation; the test split is the dataset's) and prints mean ± sd of
@@ -42,8 +43,11 @@ def main() -> None:
     ap.add_argument("--noise", action="store_true")
     ap.add_argument("--set", nargs="*", default=[], help="config overrides key=value (JSON)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--label-col", default=None, help="as balmm train's --label-col")
+    ap.add_argument("--split-col", default=None, help="as balmm train's --split-col")
     args = ap.parse_args()
-    data = load_inputs(args.data)
+    opts = {k: v for k, v in (("label_col", args.label_col), ("split_col", args.split_col)) if v}
+    data = load_inputs(args.data, **opts)
     if args.noise:
         data = add_noise(data)
     ov = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}

@@ -16,6 +16,7 @@ import typer
 from typer.exceptions import Abort, Exit, TyperException
 
 from balmm import __version__
+from balmm.cli.common import thaw_gc
 from balmm.cli.console import err_console
 from balmm.cli.help import BalmmGroup
 from balmm.cli.state import state
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(argv)
     finally:
+        thaw_gc()
         for sig, handler in before.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
 

@@ -25,6 +25,7 @@ from balmm.cli.common import (
     ThreadsOpt,
     VarKeyOpt,
     cli_output,
+    imports_out_of_gc,
     input_paths,
     load_from_cli,
 )
@@ -151,8 +152,13 @@ def profile(
       balmm profile mrna=mrna.csv mirna=mirna.csv --labels y.csv --max-samples 5000
     """
     from balmm.cli.progress import make_progress
-    from balmm.profiling.run import ESTIMATORS
-    from balmm.profiling.run import profile as run_profile
+
+    with imports_out_of_gc():
+        # the report's figures: imported here, out of the collector's rescans too
+        import matplotlib.figure  # noqa: F401
+
+        from balmm.profiling.run import ESTIMATORS
+        from balmm.profiling.run import profile as run_profile
 
     est = [e.strip() for e in estimators.split(",") if e.strip()]
     bad = [e for e in est if e not in ESTIMATORS]

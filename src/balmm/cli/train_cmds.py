@@ -28,6 +28,7 @@ from balmm.cli.common import (
     VarKeyOpt,
     check_device,
     cli_output,
+    imports_out_of_gc,
     input_paths,
     load_from_cli,
     parse_sets,
@@ -211,7 +212,13 @@ def train(
     """
     from balmm.cli.progress import make_progress
     from balmm.config import load_config
-    from balmm.training.fit import train as fit_train
+
+    with imports_out_of_gc():
+        # the report's figures: imported here, out of the collector's rescans too
+        import matplotlib.figure  # noqa: F401
+        import scanpy  # noqa: F401
+
+        from balmm.training.fit import train as fit_train
 
     overrides = parse_sets(set_)
     flags = {

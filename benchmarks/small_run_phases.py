@@ -22,7 +22,9 @@ import time
 _CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
-import balmm.cli, balmm.training.fit  # noqa: E401 - what `balmm train` imports first
+from balmm.cli.common import imports_out_of_gc
+with imports_out_of_gc():  # what `balmm train` imports before training, as it does
+    import matplotlib.figure, scanpy, balmm.cli, balmm.training.fit  # noqa: E401, F401
 imports = time.perf_counter() - t0
 from balmm.training import report
 times = {}

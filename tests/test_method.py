@@ -147,6 +147,10 @@ def test_stacked_fused_head_is_fitted_out_of_fold_and_travels_in_the_bundle(tmp_
     assert head["kind"] == "stack" and head["C"] > 0
     assert "noise" not in head["trust"]  # left out of the fusion: not stacked
     assert res.model.stack is not None and bool(res.model.stack.active)
+    # the default fold average: the same stacker on each fold model's heads
+    assert res.metrics["protocol"]["decisions"]["final_model"] == {"kind": "average",
+                                                                   "members": 6}  # fmt: skip
+    assert all(bool(n.stack.active) for n in res.model.members)
     # predict rebuilds the stacked head from the bundle: the same fused probabilities
     _assert_predict_reproduces(res, tmp_path / "run", data)
 

@@ -85,6 +85,37 @@ def test_fold_average_is_the_mean_of_its_members_probabilities():
     assert all(n.fusion_off == {"b"} for n in nets[1:])
 
 
+def test_stacked_fold_average_applies_the_stacker_to_every_members_heads():
+    """fusion_head = "stack" with final_model = "average": each fold model's fused
+    prediction is the refit's stacker on that model's own head logits, and the ensemble's
+    is the mean of those probabilities."""
+    from balmm.training.stacking import Stacker
+    from balmm.training.stage2 import average_folds
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 20)
+    logits = {m: rng.normal(size=(60, 3)) + 2.0 * np.eye(3)[y] for m in ("a", "b")}
+    state = Stacker(cv=3, seed=0).fit(logits, None, y).to_dict()
+    nets = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        nets.append(MultiModalNet({"a": 5, "b": 7}, 3, hidden=8, embed_dim=4, stacked=True))
+    xs = {"a": torch.randn(6, 5), "b": torch.randn(6, 7)}
+    masks = {"a": torch.ones(6, dtype=torch.bool), "b": torch.tensor([True, False] * 3)}
+    with torch.no_grad():
+        alone = []
+        for net in nets:
+            net.eval().stack.load_stacker(state, net.modalities)
+            alone.append(torch.softmax(net(xs, masks)["fused"], 1))
+            net.stack.active.fill_(False)  # fold models leave stage 2 without a stacker
+        nets[0].stack.load_stacker(state, nets[0].modalities)
+        assert average_folds(nets[0], nets[1:]) == {"kind": "average", "members": 3}
+        avg = torch.softmax(nets[0](xs, masks)["fused"], 1)
+    assert all(bool(n.stack.active) for n in nets)
+    torch.testing.assert_close(avg, torch.stack(alone).mean(0))
+    assert not torch.allclose(alone[0], alone[1], atol=1e-3)  # members that disagree
+
+
 def test_contributions_sum_to_fused_logit():
     net = _net()
     torch.nn.init.normal_(net.fusion.weight)

@@ -294,6 +294,8 @@ def load_bundle(directory: str | Path, device: torch.device | str = "cpu") -> Bu
             and bool(model.stack.active):  # fmt: skip
         model.stack.source = _load_stack_source(directory / "stack.safetensors", meta,
                                                 len(meta["classes"]))  # fmt: skip
+        for member in model.members:  # the fold-average members apply the same stacker
+            member.stack.share_patterns(model.stack)
     model.to(device).eval()
     graph = {}
     if (directory / "graph.safetensors").exists():

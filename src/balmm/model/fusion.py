@@ -91,6 +91,12 @@ class StackedFusion(nn.Module):
         self.bias.copy_(b.to(self.bias.dtype))
         self.active.fill_(True)
 
+    def share_patterns(self, other: StackedFusion) -> None:
+        """Use ``other``'s training rows and per-pattern stackers (the same objects), so a
+        pattern fitted for one is fitted for both (fold-average members)."""
+        self.source, self.patterns = other.source, other.patterns
+        self.pattern_info = other.pattern_info
+
     def set_pattern(self, key: tuple[bool, ...], state: Mapping[str, Any] | None) -> None:
         """The stacker (``Stacker.to_dict()``) of the rows whose presence flags over
         ``source["assays"]`` are ``key``; ``None``: those rows use the zero-fill stacker."""

@@ -45,7 +45,7 @@ from balmm.training.evaluate import TrainResult, evaluate
 from balmm.training.intermodal import complementarity
 from balmm.training.loop import random_streams
 from balmm.training.stage1 import train_alone
-from balmm.training.stage2 import average_folds, crossfit_joint, fit_stack_head, train_joint
+from balmm.training.stage2 import fused_head, train_joint
 
 # re-exported: predict.py, benchmarks and tests use these names from here
 from balmm.training.tensors import (
@@ -293,16 +293,8 @@ def _train(data, cfg: TrainConfig, run, dev, progress, store=None, release_raw=F
     s2 = train_joint(mods, n_features, n_classes, sets, stage1, label_mi, cfg, progress, ckpt,
                      kappa, decay=cf.decay if cf is not None else None)  # fmt: skip
     history += s2.history
-    stacked = cfg.fusion_head == "stack" and s2.model.stack is not None
-    average = cfg.final_model == "average" and cfg.fusion_head == "joint"
-    oof, fold_models = None, []
-    if cf is not None and (stacked or average):
-        oof, fold_models = crossfit_joint(cf, mods, n_features, n_classes, label_mi, cfg,
-                                          progress, ckpt, kappa)  # fmt: skip
-    if stacked:
-        decisions["fusion_head"] = fit_stack_head(s2.model, s2.balancer, cf, oof, cfg)
-    if cfg.final_model == "average":
-        decisions["final_model"] = average_folds(s2.model, fold_models, cfg)
+    decisions.update(fused_head(s2, cf, mods, n_features, n_classes, label_mi, cfg, progress,
+                                ckpt, kappa))  # fmt: skip
     timing["stage2_s"] = time.perf_counter() - t
 
     # ---------------------------------------------------------------- evaluate once
@@ -315,7 +307,7 @@ def _train(data, cfg: TrainConfig, run, dev, progress, store=None, release_raw=F
         device=dev,
     )  # fmt: skip
     timing["evaluate_s"] = time.perf_counter() - t
-    if stacked and s2.model.stack.source is not None:
+    if s2.model.stack is not None and s2.model.stack.source is not None:
         from balmm.training.stack_patterns import pattern_report
 
         decisions["fusion_head"]["patterns"] = pattern_report(s2.model.stack)

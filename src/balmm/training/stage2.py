@@ -130,13 +130,37 @@ def crossfit_joint(
     return out, models
 
 
-def average_folds(model, fold_models: list, cfg: TrainConfig) -> dict[str, Any]:
-    """final_model = "average": the refit joint model's fused prediction averaged with the
-    cross-fitting folds' joint models."""
-    if cfg.fusion_head != "joint":
-        return {"kind": "refit", "why": "the average applies to the joint fused head only"}
+def fused_head(
+    s2: Stage2Result, cf: CrossFit | None, mods: list[str], n_features: dict[str, int],
+    n_classes: int, label_mi: dict[str, tuple[float, float]], cfg: TrainConfig,
+    progress: Progress, ckpt: Checkpointer, kappa: dict[str, float] | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The fused head (``fusion_head``) and the final model (``final_model``) of the refit
+    ``s2``: stage 2 again in every cross-fitting fold when the stacker or the fold average
+    needs it. Returns their ``protocol.decisions`` entries."""
+    stacked = cfg.fusion_head == "stack" and s2.model.stack is not None
+    decisions: dict[str, Any] = {}
+    oof, fold_models = None, []
+    if cf is not None and (stacked or cfg.final_model == "average"):
+        oof, fold_models = crossfit_joint(cf, mods, n_features, n_classes, label_mi, cfg,
+                                          progress, ckpt, kappa)  # fmt: skip
+    if stacked:
+        decisions["fusion_head"] = fit_stack_head(s2.model, s2.balancer, cf, oof, cfg)
+    if cfg.final_model == "average":
+        decisions["final_model"] = average_folds(s2.model, fold_models)
+    return decisions
+
+
+def average_folds(model, fold_models: list) -> dict[str, Any]:
+    """final_model = "average": the refit model's fused prediction averaged with the
+    cross-fitting folds' models. With the stacked head, each fold model's fused
+    prediction is the same stacker applied to that model's own head logits."""
     if not fold_models:
         return {"kind": "refit", "why": "averaging needs cross-fitted fold models (folds >= 2)"}
+    if model.stack is not None and bool(model.stack.active):
+        for net in fold_models:
+            net.stack.load_state_dict(model.stack.state_dict())
+            net.stack.share_patterns(model.stack)
     model.set_members(fold_models)
     return {"kind": "average", "members": 1 + len(fold_models)}
 

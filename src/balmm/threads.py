@@ -2,13 +2,16 @@
 
 ``os.cpu_count()`` counts the node's cores; a batch job usually gets a few of them (a
 128-core node with 2 allocated CPUs). The usable count is the smallest of the CPU
-affinity mask, the cgroup CPU quota and ``SLURM_CPUS_PER_TASK``.
+affinity mask, the cgroup CPU quota and ``SLURM_CPUS_PER_TASK``. :func:`scoped_threads`
+limits torch and BLAS to a count for one block.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 CGROUP_V2 = Path("/sys/fs/cgroup/cpu.max")
@@ -53,3 +56,21 @@ def available_cpus(env: dict[str, str] | None = None) -> int:
 def default_threads(jobs: int = 1) -> int:
     """Threads per process when ``jobs`` processes share the available CPUs."""
     return max(1, available_cpus() // max(1, jobs))
+
+
+@contextlib.contextmanager
+def scoped_threads(n: int | None) -> Iterator[None]:
+    """Limit torch and BLAS threads to ``n`` for the duration of a block (restored after)."""
+    if n is None:
+        yield
+        return
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield
+    finally:
+        torch.set_num_threads(old)

@@ -125,7 +125,7 @@ def profile(
     """Profile modality imbalance (as ``balmm profile``) on the training samples.
 
     Writes ``uns["balmm"]["profile"]`` (modalities, pairs, kd_plan, shapley, verdict) and
-    returns the :class:`balmm.profiling.run.ProfileResult` (``.to_dict()`` is
+    returns the :class:`balmm.profiling.result.ProfileResult` (``.to_dict()`` is
     profile.json). ``kwargs``: options of :func:`balmm.profiling.run.profile`.
     """
     from balmm.profiling.run import profile as run_profile

@@ -1,7 +1,7 @@
 """Plots of a profile (or of a training run's distillation plan): unimodal strength, the
 pair-MI heatmap, the distillation plan, Shapley contributions and per-class F1.
 
-Each takes a :class:`balmm.profiling.run.ProfileResult`, its ``to_dict()`` (profile.json)
+Each takes a :class:`balmm.profiling.result.ProfileResult`, its ``to_dict()`` (profile.json)
 or a ``profile --out`` folder, and an optional ``ax=``; each returns the Axes it drew on.
 :func:`kd_plan` also takes a training run (its ``metrics["kd_plan"]``).
 """

@@ -15,7 +15,7 @@ from balmm.pl.profile import CONCAT
 from balmm.report.html import figures, html_page, img_tag, plan_reasons, render, table_html
 
 if TYPE_CHECKING:
-    from balmm.profiling.run import ProfileResult
+    from balmm.profiling.result import ProfileResult
 
 
 def _f(x, digits: int = 3) -> str:

@@ -10,110 +10,31 @@ read here.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import platform
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.decomposition import PCA
 
 from balmm.data.dataset import MultiOmicsData
 from balmm.data.pairing import pairing_table
 from balmm.data.splits import stratified_subsample
 from balmm.errors import ConfigError, InputError
 from balmm.profiling import mi as mi_mod
-from balmm.profiling.plan import KDEdge, distillation_plan, teachers_of
+from balmm.profiling.mi_estimators import resolve_device
+from balmm.profiling.pairs import PRIMARY_ESTIMATOR, pairwise_mi
+from balmm.profiling.plan import distillation_plan, teachers_of
 from balmm.profiling.probes import ProbeResult, chance_macro_f1, cv_macro_f1, run_probe
 from balmm.profiling.quality import modality_quality
+from balmm.profiling.result import ProfileResult
 from balmm.profiling.shapley import MAX_EXACT, shapley
 from balmm.profiling.verdict import build_verdict
 from balmm.progress import NULL_PROGRESS, Progress
-from balmm.threads import default_threads
+from balmm.threads import default_threads, scoped_threads
 
 ESTIMATORS = mi_mod.ESTIMATORS
-# The estimator the distillation plan and the heatmap use. Gaussian: on the
-# multi-dimensional PCA embeddings (mi.pair_dims) KSG is strongly biased downwards (measured: -14%
-# at 4+4 dims and n=2000 on Gaussian data; on TCGA-BRCA, n=150, KSG gave about
-# half the Gaussian value for every pair), which would switch distillation off
-# for a bias, not for the data. KSG stays in the report beside it.
-PRIMARY_ESTIMATOR = "gaussian"
-MIN_PAIR_SAMPLES = 20
-
-
-@dataclass
-class ProfileResult:
-    """Everything ``balmm profile`` measured; ``to_dict()`` is profile.json."""
-
-    dataset: dict
-    settings: dict
-    modalities: dict[str, dict]
-    concatenated: dict
-    pairs: list[dict]
-    kd_plan: list[KDEdge]
-    shapley: dict
-    redundancy: dict
-    verdict: dict
-    warnings: list[str]
-    timings_s: dict[str, float] = field(default_factory=dict)
-    # one row per sample: which modalities it has, label, split (written as pairing.csv)
-    pairing: pd.DataFrame | None = None
-
-    def to_dict(self) -> dict:
-        """The profile.json content (keys documented in docs/outputs.md)."""
-        return {
-            "balmm_profile_version": 1,
-            "dataset": self.dataset,
-            "settings": self.settings,
-            "modalities": self.modalities,
-            "concatenated": self.concatenated,
-            "pairs": self.pairs,
-            "kd_plan": [e.to_dict() for e in self.kd_plan],
-            "shapley": self.shapley,
-            "redundancy": self.redundancy,
-            "verdict": self.verdict,
-            "warnings": self.warnings,
-            "timings_s": self.timings_s,
-        }
-
-    @property
-    def strongest(self) -> str:
-        """Modality with the highest probe macro-F1 (point estimate; the verdict's leader)."""
-        return self.verdict["leader"]
-
-    def write(self, out: str | Path) -> Path:
-        """Write profile.json, profile.md, profile.html and plots/ atomically into ``out``."""
-        from balmm.profiling.report import write_report
-
-        return write_report(self, out)
-
-
-def _pca(x: np.ndarray, dims: int, seed: int) -> np.ndarray:
-    dims = int(min(dims, x.shape[1], x.shape[0] - 1))
-    return PCA(n_components=dims, random_state=seed).fit_transform(x)
-
-
-@contextlib.contextmanager
-def scoped_threads(n: int | None) -> Iterator[None]:
-    """Limit torch and BLAS threads to ``n`` for the duration of a block (restored after)."""
-    if n is None:
-        yield
-        return
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        with threadpool_limits(limits=n):
-            yield
-    finally:
-        torch.set_num_threads(old)
 
 
 SMALL_PROBLEM = 5000  # training samples: below this, extra threads only add overhead
@@ -194,7 +115,7 @@ def _profile(
     if max_samples < 50:
         raise ConfigError(f"max_samples must be at least 50, got {max_samples}")
     max_probe_samples = max_probe_samples or 10 * max_samples
-    dev = mi_mod.resolve_device(device)
+    dev = resolve_device(device)
     names = data.modality_names
     classes = data.classes
     if len(classes) < 2:
@@ -284,57 +205,21 @@ def _profile(
 
     # ---------------------------------------------------------------- pairwise MI
     t0 = time.perf_counter()
-    pairs: list[dict] = []
-    pair_primary: dict[tuple[str, str], tuple[float, float]] = {}
-    pair_list = list(combinations(probe_names, 2))
     n_boot_mi = min(n_boot, 50)
     primary = PRIMARY_ESTIMATOR if PRIMARY_ESTIMATOR in estimators else estimators[0]
-    progress.start("mi", "Pairwise mutual information", total=len(pair_list) * len(estimators))
-    rng = np.random.default_rng(seed)
-    pca_cache: dict[tuple[str, bytes, int], np.ndarray] = {}
-
-    def pair_pca(m: str, rows: np.ndarray, dims: int) -> np.ndarray:
-        """PCA embedding of modality ``m`` on ``rows``; fitted once per (m, rows, dims), since
-        a fully measured modality has the same rows in every pair it is part of."""
-        key = (m, rows.tobytes(), dims)
-        if key not in pca_cache:
-            pca_cache[key] = _pca(pdata.X[m][rows], dims, seed)
-        return pca_cache[key]
-
-    for a, b in pair_list:
-        both = np.flatnonzero(pdata.mask[a] & pdata.mask[b])
-        n_both = len(both)
-        if n_both > max_samples:
-            both = np.sort(rng.choice(both, size=max_samples, replace=False))
-        if len(both) < MIN_PAIR_SAMPLES:
-            warn.append(f"pair {a}/{b}: only {n_both} training samples have both; no MI estimate")
-            progress.update("mi", advance=len(estimators))
-            continue
-        # as many components as the pair's sample size supports (mi.pair_dims)
-        da, db = mi_mod.pair_dims(len(both), pdata.X[a].shape[1], pdata.X[b].shape[1])
-        za, zb = pair_pca(a, both, da), pair_pca(b, both, db)
-        for est in estimators:
-            fn = mi_mod.estimator_fn(est, dev, seed)
-            # InfoNCE trains a network per replicate: a few replicates only.
-            nb = n_boot_mi if est != "infonce" else min(n_boot_mi, 10)
-            val, ci = mi_mod.bootstrap_mi(fn, za, zb, n_boot=nb, seed=seed)
-            pairs.append(
-                {
-                    "a": a,
-                    "b": b,
-                    "mi_bits": val,
-                    "mi_bits_ci": list(ci),
-                    "estimator": est,
-                    "n_samples": int(len(both)),
-                    "n_samples_both": int(n_both),
-                    "subsampled": bool(n_both > len(both)),
-                    "embedding": f"PCA({za.shape[1]}) vs PCA({zb.shape[1]})",
-                }
-            )
-            if est == primary:
-                pair_primary[(a, b)] = (val, ci[0])
-            progress.update("mi")
-    progress.finish("mi")
+    pairs, pair_primary = pairwise_mi(
+        pdata.X,
+        pdata.mask,
+        probe_names,
+        estimators,
+        primary,
+        max_samples,
+        n_boot_mi,
+        seed,
+        dev,
+        warn,
+        progress,
+    )
     timings["pair_mi"] = time.perf_counter() - t0
 
     # ---------------------------------------------------------------- plan

@@ -14,7 +14,7 @@ import torch
 
 from balmm.errors import InputError
 from balmm.model.fusion import MultiModalNet
-from balmm.profiling import mi as mi_mod
+from balmm.profiling import mi_estimators
 from balmm.training.balancers import FUSED
 from balmm.training.metrics import macro_f1
 
@@ -140,7 +140,7 @@ def resolve_device(device: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; ``cuda`` without a CUDA device is an error."""
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for but no CUDA device is available")
-    return mi_mod.resolve_device(device)
+    return mi_estimators.resolve_device(device)
 
 
 def forward(

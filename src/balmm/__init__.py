@@ -53,9 +53,9 @@ def _as_data(data: Any, kwargs: dict[str, Any], require_labels: bool = True):
     """``data`` as a MultiOmicsData: a MuData, AnnData or dict of AnnData is read with
     :func:`load` (taking its ``label_key``/``split_key``/``layer``/``var_key`` and, for the
     split, ``test_size`` out of ``kwargs``); anything else is returned as it is."""
-    from balmm.data.io import _is_in_memory
+    from balmm.data.detect import is_in_memory
 
-    if not _is_in_memory(data):
+    if not is_in_memory(data):
         return data
     keys = ("label_key", "split_key", "layer", "var_key", "test_size")
     opts = {k: kwargs.pop(k) for k in keys if k in kwargs}

@@ -15,7 +15,8 @@ Steps per modality, all statistics from the training rows:
    training variance otherwise;
 5. standardise (scikit-learn ``StandardScaler``) and clip to ``[-clip, clip]``.
 
-The fitted state is plain JSON + npz so a model bundle can carry it.
+The fitted state is plain JSON + npz so a model bundle can carry it. The steps themselves
+are functions in :mod:`balmm.data.preprocess_steps`; this module holds the fitted state.
 """
 
 from __future__ import annotations
@@ -35,11 +36,20 @@ from sklearn.preprocessing import StandardScaler
 
 from balmm.data import matrix
 from balmm.data.dataset import LABEL, MultiOmicsData
+from balmm.data.preprocess_steps import (
+    COUNT_MIN_MAX,
+    library_size,
+    library_sizes,
+    log1p_float64,
+    normalise_total,
+    scan_columns,
+    select_features,
+)
+from balmm.data.preprocess_steps import is_count_like as is_count_like  # public here too
 from balmm.errors import InputError
 
 logger = logging.getLogger("balmm")
 
-COUNT_MIN_MAX = 10.0
 STATE_JSON = "preprocess.json"
 STATE_NPZ = "preprocess.npz"
 
@@ -69,95 +79,6 @@ class _ModState:
     info: dict = field(default_factory=dict)
     # counts: library sizes are scaled to this (None: no normalisation, e.g. older bundles)
     target_sum: float | None = None
-
-
-def _scan(x: object, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """One pass over ``rows`` of ``x`` in row chunks: per feature the observed count,
-    nan-min, nan-max and whether a non-integer value occurs (sparse chunks stay sparse)."""
-    from sklearn.utils.sparsefuncs import min_max_axis
-
-    p = x.shape[1]
-    n_obs = np.zeros(p, dtype=np.int64)
-    lo = np.full(p, np.inf)
-    hi = np.full(p, -np.inf)
-    frac = np.zeros(p, dtype=bool)
-    for sl in matrix.row_chunks(len(rows), p):
-        c = matrix.read_rows(x, rows[sl])
-        if sp.issparse(c):
-            nan = np.isnan(c.data)
-            n_obs += c.shape[0] - np.bincount(c.indices[nan], minlength=p)
-            cmin, cmax = min_max_axis(c, axis=0, ignore_nan=True)
-            d = c.data[~nan]
-            frac |= np.bincount(c.indices[~nan][d != np.round(d)], minlength=p) > 0
-        else:
-            observed = ~np.isnan(c)
-            n_obs += observed.sum(0)
-            with np.errstate(all="ignore"):
-                cmin = np.nanmin(np.where(observed, c, np.inf), axis=0, initial=np.inf)
-                cmax = np.nanmax(np.where(observed, c, -np.inf), axis=0, initial=-np.inf)
-            frac |= (observed & (c != np.round(c))).any(0)
-        lo = np.fmin(lo, np.asarray(cmin, dtype=np.float64))
-        hi = np.fmax(hi, np.asarray(cmax, dtype=np.float64))
-    lo[n_obs == 0] = np.nan
-    hi[n_obs == 0] = np.nan
-    return {"n_obs": n_obs, "min": lo, "max": hi, "non_integer": frac}
-
-
-def _log1p(x: np.ndarray | sp.spmatrix, inplace: bool = False) -> np.ndarray | sp.spmatrix:
-    """scanpy's log1p in float64 (sparse stays sparse; NaN stays NaN).
-
-    ``x`` is left untouched (the log is taken on one float64 copy, C-ordered when dense: the
-    layout decides the summation order of later statistics) unless ``inplace``, which needs
-    a plain float64 ``np.ndarray`` that the caller owns.
-    """
-    if not inplace:
-        if sp.issparse(x):
-            x = x.astype(np.float64, copy=True)
-        else:
-            x = np.array(x, dtype=np.float64, order="C")
-    import scanpy as sc  # here, not at the top: importing scanpy costs seconds
-
-    return sc.pp.log1p(x, copy=False)
-
-
-def library_size(x: np.ndarray | sp.spmatrix) -> np.ndarray:
-    """Per-row total over every feature, missing values ignored (float64). Summed over the
-    dense row in either case, so sparse and dense input give the same bits."""
-    out = np.zeros(x.shape[0], dtype=np.float64)
-    for sl in matrix.row_chunks(x.shape[0], x.shape[1]):
-        c = x[sl]
-        c = c.toarray() if sp.issparse(c) else np.asarray(c)
-        out[sl] = np.nansum(c, axis=1, dtype=np.float64)
-    return out
-
-
-def _library_sizes(x: object, rows: np.ndarray) -> np.ndarray:
-    """:func:`library_size` of ``rows`` of ``x`` (in memory or on disk), read in chunks."""
-    out = np.zeros(len(rows), dtype=np.float64)
-    for sl in matrix.row_chunks(len(rows), x.shape[1]):
-        out[sl] = library_size(matrix.read_rows(x, rows[sl]))
-    return out
-
-
-def _normalise_total(
-    x: np.ndarray | sp.spmatrix, size: np.ndarray, target_sum: float
-) -> np.ndarray | sp.spmatrix:
-    """Rows of ``x`` scaled to ``target_sum`` given their library ``size`` (computed over
-    every feature of the row, as scanpy's ``normalize_total`` does, although only the
-    kept features are scaled here); empty rows stay 0. float64 copy."""
-    factor = np.divide(target_sum, size, out=np.zeros_like(size), where=size > 0)
-    if sp.issparse(x):
-        return sp.csr_matrix(sp.diags(factor) @ sp.csr_matrix(x, dtype=np.float64))
-    return np.asarray(x, dtype=np.float64) * factor[:, None]
-
-
-def is_count_like(x: np.ndarray | sp.spmatrix) -> bool:
-    """All observed values are non-negative integers and the largest is >= COUNT_MIN_MAX."""
-    vals = x.data if sp.issparse(x) else np.asarray(x).ravel()
-    vals = vals[~np.isnan(vals)]
-    if vals.size == 0:
-        return False
-    return bool(vals.min() >= 0 and np.all(vals == np.round(vals)) and vals.max() >= COUNT_MIN_MAX)
 
 
 class Preprocessor:
@@ -211,7 +132,7 @@ class Preprocessor:
     def _fit_modality(self, name: str, adata: ad.AnnData, rows: np.ndarray) -> _ModState:
         x = adata.X
         n_in = x.shape[1]
-        st = _scan(x, rows)
+        st = scan_columns(x, rows)
         keep = (st["n_obs"] > 0) & (st["max"] > st["min"])
         if not keep.any():
             raise InputError(
@@ -229,7 +150,7 @@ class Preprocessor:
         target_sum = None
         size = None
         if is_count:
-            size = _library_sizes(x, rows)  # over every feature, as for new rows in transform
+            size = library_sizes(x, rows)  # over every feature, as for new rows in transform
             # median training library size: scanpy normalize_total's default target
             target_sum = float(np.median(size[size > 0])) if (size > 0).any() else 1.0
         var_names = adata.var_names[cols]
@@ -237,7 +158,9 @@ class Preprocessor:
         v3 = is_count and adata.uns.get("balmm_layer") is not None
         reader = matrix.ColumnReader(x, rows, cols)
         if self.max_features is not None and len(cols) > self.max_features:
-            sel = self._select(reader, var_names, is_count, v3, size, target_sum)
+            sel = select_features(
+                reader, var_names, int(self.max_features), is_count, v3, size, target_sum
+            )
             cols, var_names = cols[sel], var_names[sel]
         else:
             sel = np.arange(len(cols))
@@ -246,7 +169,7 @@ class Preprocessor:
         for blk in matrix.column_blocks(k, len(rows)):
             xb = reader.block(sel[blk])
             if is_count:
-                xb = _log1p(_normalise_total(xb, size, target_sum), inplace=True)
+                xb = log1p_float64(normalise_total(xb, size, target_sum), inplace=True)
                 xb = xb.astype(np.float32)  # float32 statistics, as for dense input before
             imputer = SimpleImputer(strategy="median", keep_empty_features=True).fit(xb)
             median[blk] = imputer.statistics_
@@ -267,54 +190,6 @@ class Preprocessor:
         }  # fmt: skip
         return _ModState(list(map(str, var_names)), is_count, median, mean, scale, info,
                          target_sum)  # fmt: skip
-
-    def _select(
-        self,
-        reader: matrix.ColumnReader,
-        var_names: pd.Index,
-        is_count: bool,
-        v3: bool,
-        size: np.ndarray | None,
-        target_sum: float | None,
-    ) -> np.ndarray:
-        """Positions (in ``var_names``) of the kept features, in input order."""
-        k = int(self.max_features or 0)
-        n_rows, n_cols = len(reader.rows), len(var_names)
-        blocks = matrix.column_blocks(n_cols, n_rows)
-        if not is_count:
-            var = np.zeros(n_cols)
-            for blk in blocks:  # training variance per feature, missing values ignored
-                var[blk] = np.nanvar(reader.block(blk).astype(np.float64), axis=0)
-            return np.sort(np.argsort(-var, kind="stable")[:k])
-        # HVG on a sparse copy of the kept columns (dense count input too: scanpy's sparse
-        # and dense statistics differ in their last bits, so one format for both); missing
-        # values get the feature's training median first, as HVG needs complete data
-        parts = []
-        for blk in blocks:
-            xb = reader.block(blk).astype(np.float64)
-            if not v3:
-                xb = _log1p(_normalise_total(xb, size, target_sum), inplace=True)
-            gaps = np.isnan(xb)
-            if gaps.any():
-                med = np.nan_to_num(np.nanmedian(xb, axis=0))
-                xb[gaps] = med[np.nonzero(gaps)[1]]
-            parts.append(sp.csc_matrix(xb))
-        tmp = ad.AnnData(X=sp.hstack(parts, format="csr"))
-        del parts
-        tmp.var_names = var_names.astype(str)
-        import scanpy as sc
-
-        if v3:
-            hvg = sc.pp.highly_variable_genes(tmp, n_top_genes=k, flavor="seurat_v3", inplace=False)
-            rank = hvg["highly_variable_rank"].to_numpy(dtype=np.float64)
-            order = np.argsort(np.nan_to_num(rank, nan=np.inf), kind="stable")[:k]
-        else:
-            hvg = sc.pp.highly_variable_genes(tmp, n_top_genes=k, flavor="seurat", inplace=False)
-            disp = hvg["dispersions_norm"].to_numpy(dtype=np.float64)
-            order = np.argsort(-np.nan_to_num(disp, nan=-np.inf), kind="stable")[:k]
-        return np.sort(order)
-
-    # ------------------------------------------------------------ transform
 
     def transform(
         self,
@@ -422,8 +297,8 @@ class Preprocessor:
         if state.is_count:
             np.clip(xs, 0, None, out=xs)
             if size is not None:
-                xs = _normalise_total(xs, size, state.target_sum)
-            xs = _log1p(xs, inplace=True)
+                xs = normalise_total(xs, size, state.target_sum)
+            xs = log1p_float64(xs, inplace=True)
         xs = np.where(np.isnan(xs), state.median, xs)
         xs = (xs - state.mean) / np.where(state.scale > 0, state.scale, 1.0)
         if self.clip is not None:

@@ -9,6 +9,7 @@ From Python::
 
 from balmm.bench.aggregate import aggregate, write_partial
 from balmm.bench.report import write_report
-from balmm.bench.run import BenchResult, BenchSpec, run_bench
+from balmm.bench.run import BenchResult, run_bench
+from balmm.bench.spec import BenchSpec
 
 __all__ = ["BenchResult", "BenchSpec", "aggregate", "run_bench", "write_partial", "write_report"]

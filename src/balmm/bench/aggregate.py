@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from balmm.bench.run import BenchResult, BenchSpec, Unit, normalise_rows, order_rows
+from balmm.bench.run import BenchResult, normalise_rows, order_rows
+from balmm.bench.spec import BenchSpec, Unit
 from balmm.errors import InputError
 from balmm.outputs import OutputRun, output_dir, output_path, to_json
 

@@ -2,7 +2,7 @@
 
 # Registration order is the order of `balmm --help`: read -> profile -> train -> bench.
 # isort: off
-from balmm.cli import data_cmds, profile_cmd, train_cmds, bench_cmds  # noqa: F401
+from balmm.cli import data_cmds, profile_cmd, train_cmds, simulate_cmd, bench_cmds  # noqa: F401
 
 # isort: on
 from balmm.cli.app import app, main

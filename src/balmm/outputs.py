@@ -7,21 +7,19 @@ existing folder that is not a complete balmm output of the same command unless
 hidden work folder ``.OUT.partial`` beside the output. The run writes there;
 :meth:`OutputRun.commit` writes the completion marker and only then puts the work
 folder in place of ``OUT``. A failed or interrupted run keeps ``checkpoints/`` for
-``--resume`` and removes everything else, so nothing left behind looks complete.
+``--resume`` and removes everything else, so nothing left behind looks complete. The checks
+on ``--out`` and the lock are :mod:`balmm.output_checks`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import errno
-import fcntl
 import json
 import logging
 import os
 import re
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -30,11 +28,19 @@ from typing import Any
 import numpy as np
 
 from balmm.errors import InputError
+from balmm.output_checks import (
+    MARKER,
+    OutputLock,
+    check_location,
+    check_target,
+    probe_writable,
+    read_marker,
+    remove_path,
+)
 from balmm.testpoints import pause_point
 
 logger = logging.getLogger("balmm")
 
-MARKER = ".balmm-complete.json"
 RUN_INFO = ".balmm-run.json"
 
 
@@ -107,125 +113,6 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
     return write_text_atomic(path, to_json(obj, indent=2) + "\n")
 
 
-# ----------------------------------------------------------------------------- safe --out
-def _real(path: str | os.PathLike[str]) -> Path:
-    return Path(os.path.realpath(os.path.abspath(path)))
-
-
-def _inside(child: Path, parent: Path) -> bool:
-    return child == parent or parent in child.parents
-
-
-def read_marker(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The completion marker of a balmm output folder, or None when it is not complete."""
-    try:
-        meta = json.loads((Path(path) / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) else None
-
-
-def _check_target(out: Path, command: str, overwrite: bool, kind: str) -> None:
-    """Refuse an existing ``out`` that this run may not replace."""
-    if not os.path.lexists(out):
-        return
-    if kind == "file":
-        if out.is_dir():
-            raise InputError(f"{out}: is a folder; the output must be a file")
-        if not overwrite:
-            raise InputError(f"{out}: exists; pass --overwrite to replace it")
-        return
-    if not out.is_dir() or out.is_symlink():
-        if not overwrite:
-            raise InputError(f"{out}: exists and is not a folder; pass --overwrite to replace it")
-        return
-    if not any(out.iterdir()):
-        return
-    meta = read_marker(out)
-    if meta is not None and meta.get("command") == command:
-        return  # a complete output of the same command: replaced when the new one commits
-    if overwrite:
-        return
-    what = (
-        f"is a complete output of `balmm {meta.get('command')}`, not of `balmm {command}`"
-        if meta is not None
-        else "is a non-empty folder that is not a complete balmm output"
-    )
-    raise InputError(f"{out}: {what}; choose another --out or pass --overwrite to replace it")
-
-
-def _check_location(out: Path, protect: Iterable[str | os.PathLike[str]]) -> None:
-    real = _real(out)
-    cwd = _real(os.getcwd())
-    if _inside(cwd, real):
-        raise InputError(
-            f"{out}: is the working directory or a folder above it; choose a new folder for --out"
-        )
-    for p in protect:
-        pr = _real(p)
-        if _inside(real, pr) or _inside(pr, real):
-            rel = "is" if real == pr else ("lies inside" if _inside(real, pr) else "contains")
-            raise InputError(f"{out}: {rel} {p}, which this run reads; choose another --out")
-
-
-def _probe(parent: Path, out: Path) -> None:
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".balmm-probe-", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise InputError(f"{out}: cannot write there ({exc.strerror or exc})") from None
-
-
-class _Lock:
-    """``OUT.lock`` held with flock for the whole run; it records the holder's PID and host."""
-
-    def __init__(self, path: Path, out: Path) -> None:
-        self.path = path
-        for _ in range(20):
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                os.close(fd)
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise InputError(f"{path}: cannot lock ({exc.strerror})") from None
-                try:
-                    holder = path.read_text(encoding="utf-8").split()
-                except OSError:
-                    holder = []
-                who = f"PID {holder[0]} on {holder[1]}" if len(holder) >= 2 else "another process"
-                raise InputError(
-                    f"{out}: another balmm run is writing there ({who}; lock {path})"
-                ) from None
-            # the holder before us may have removed the file after we opened it: retry
-            try:
-                same = os.fstat(fd).st_ino == os.stat(path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
-                self.fd = fd
-                return
-            os.close(fd)
-        raise InputError(f"{path}: could not take the lock")
-
-    def release(self) -> None:
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
-        os.close(self.fd)
-
-
-def _rmtree_or_file(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
 class OutputRun:
     """One run's output: it writes into ``work`` and :meth:`commit` puts that at ``path``."""
 
@@ -263,7 +150,7 @@ class OutputRun:
             p = parent / entry
             if stale.match(entry):
                 logger.info("removing %s, left by an interrupted run", p)
-                _rmtree_or_file(p)
+                remove_path(p)
             elif old.match(entry):
                 olds.append(p)
         for p in olds:
@@ -273,13 +160,13 @@ class OutputRun:
                 os.replace(p, self.path)
             else:
                 logger.info("removing %s, left by an interrupted run", p)
-                _rmtree_or_file(p)
+                remove_path(p)
 
     def _prepare_work(self) -> None:
         if self.kind == "file":
             if os.path.lexists(self.work):
                 logger.info("removing %s, left by an interrupted run", self.work)
-                _rmtree_or_file(self.work)
+                remove_path(self.work)
             if self.resume:
                 logger.warning("--resume: %s is written in one step; starting it afresh", self.path)
             return
@@ -298,7 +185,7 @@ class OutputRun:
                 )
             for p in self.work.iterdir():  # only checkpoints survive: outputs are redone
                 if p.name not in ("checkpoints", RUN_INFO):
-                    _rmtree_or_file(p)
+                    remove_path(p)
             logger.info("resuming from the checkpoints in %s", self.checkpoints)
             return
         if os.path.lexists(self.work):
@@ -306,7 +193,7 @@ class OutputRun:
                 "removing %s, left by an interrupted run%s", self.work,
                 " (its checkpoints: rerun with --resume to keep them)" if has_ckpt else "",
             )  # fmt: skip
-            _rmtree_or_file(self.work)
+            remove_path(self.work)
         if self.resume:
             logger.warning("--resume: nothing to resume for %s; starting from the beginning",
                            self.path)  # fmt: skip
@@ -321,7 +208,7 @@ class OutputRun:
         (an older output is replaced only now); return ``path``."""
         if self.committed:
             return self.path
-        _check_target(self.path, self.command, self.overwrite, self.kind)
+        check_target(self.path, self.command, self.overwrite, self.kind)
         if self.kind == "dir":
             from balmm import __version__
 
@@ -340,7 +227,7 @@ class OutputRun:
             old = self.path.parent / f".{self.path.name}.old-{os.getpid()}"
             os.replace(self.path, old)
             os.replace(self.work, self.path)
-            _rmtree_or_file(old)
+            remove_path(old)
         else:
             os.replace(self.work, self.path)
         self.committed = True
@@ -354,14 +241,14 @@ class OutputRun:
         if self.kind == "dir" and has_ckpt:
             for p in self.work.iterdir():
                 if p.name not in ("checkpoints", RUN_INFO):
-                    _rmtree_or_file(p)
+                    remove_path(p)
             if failed:
                 logger.warning(
                     "checkpoints kept in %s: rerun the same command with --resume to continue",
                     self.checkpoints,
                 )
         else:
-            _rmtree_or_file(self.work)
+            remove_path(self.work)
 
 
 @contextlib.contextmanager
@@ -385,15 +272,15 @@ def open_output(
     if kind not in ("dir", "file"):
         raise ValueError(f"kind must be 'dir' or 'file', got {kind!r}")
     path = Path(out)
-    _check_location(path, protect)
+    check_location(path, protect)
     if path.name in ("", ".", ".."):
         raise InputError(f"{out}: not a valid output name")
-    _check_target(path, command, overwrite, kind)
-    _probe(path.parent, path)
-    lock = _Lock(path.parent / f"{path.name}.lock", path)
+    check_target(path, command, overwrite, kind)
+    probe_writable(path.parent, path)
+    lock = OutputLock(path.parent / f"{path.name}.lock", path)
     run = OutputRun(path, command, overwrite=overwrite, resume=resume, kind=kind)
     try:
-        _check_target(path, command, overwrite, kind)  # again, now that we hold the lock
+        check_target(path, command, overwrite, kind)  # again, now that we hold the lock
         run._sweep()
         run._prepare_work()
         try:

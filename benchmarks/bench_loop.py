@@ -34,7 +34,8 @@ from balmm.data.matrix import DiskMatrix
 from balmm.model.fusion import MultiModalNet
 from balmm.training import loop as loop_mod
 from balmm.training.balancers import make_balancer
-from balmm.training.loop import LoopSpec, TrainLoop, batches, random_streams
+from balmm.training.loop import LoopSpec, TrainLoop
+from balmm.training.minibatch import batches, random_streams
 from balmm.training.tensors import RowSource, Split
 
 FEATURES = {"mrna": 2000, "methylation": 2000, "mirna": 500}

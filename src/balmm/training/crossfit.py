@@ -39,10 +39,11 @@ from balmm.progress import Progress
 from balmm.training import distributed
 from balmm.training import kd as kd_mod
 from balmm.training.checkpoint import Checkpointer
+from balmm.training.curves import BatchedFolds, fold_states, new_member
 from balmm.training.distil import distil_students, evidence_record
 from balmm.training.metrics import bootstrap_f1, macro_f1
 from balmm.training.oof_curves import choose_decay
-from balmm.training.stage1 import enc_head_state, train_one, unimodal_net, with_decay
+from balmm.training.stage1 import enc_head_state, unimodal_net, with_decay
 from balmm.training.tensors import Split, infer, restrict, single
 
 logger = logging.getLogger("balmm")
@@ -153,66 +154,69 @@ def crossfit_alone(
     n_folds = int(folds.max()) + 1
     all_sets = [_fold_sets(train, folds, k, cfg) for k in range(n_folds)]
     held_rows = [np.flatnonzero(folds == k) for k in range(n_folds)]
-    trainable = []
-    traces: dict[str, dict[float, list[np.ndarray]]] = {}
-    # (fold, m, decay): the state after each epoch
-    snapshots: dict[tuple[int, str, float], list[dict]] = {}
-    # (m, fold, decay, inside rows with m, keep)
-    curves: list[tuple[str, int, float, Split, bool]] = []
-    grid = cfg.decay_grid()
+    inside: dict[str, list[Split]] = {}  # per modality and fold: the inside rows with it
+    units: list[tuple[str, float, bool]] = []  # (modality, decay, keep per-epoch states)
     for m in mods:
-        inside = [restrict(sets["inside"], m) for sets, _ in all_sets]
-        if min(len(s) for s in inside) < 4:
+        inside_m = [restrict(sets["inside"], m) for sets, _ in all_sets]
+        if min(len(s) for s in inside_m) < 4:
             logger.warning("modality %s: too few samples to cross-fit; no stage 1", m)
             continue
-        trainable.append(m)
+        inside[m] = inside_m
         keep = _snapshot_bytes(n_features[m], n_classes, cfg) <= SNAPSHOT_MAX_BYTES
         # every decay gets the same random streams: a paired comparison
-        curves += [(m, k, wd, inside[k], keep) for wd in grid for k in range(len(all_sets))]
+        units += [(m, wd, keep) for wd in cfg.decay_grid()]
 
-    def curve(task: tuple[str, int, float, Split, bool]) -> tuple[dict, list[dict]]:
-        m, k, wd, inside_k, keep = task
-        kept: list[dict] | None = [] if keep else None
+    # the units' members, kept in this process to be trained on where a fold model needs
+    # more epochs than its curve ran (not under torchrun: a unit may train on another rank)
+    live: dict[tuple[str, float], BatchedFolds] = {}
+    sharing = distributed.current() is not None
+
+    def fold_curves(unit: tuple[str, float, bool]) -> tuple[list[torch.Tensor], list]:
+        """One (modality, decay): every fold's held-out curve, and its per-epoch states."""
+        m, wd, keep = unit
         cfg_wd, tag = with_decay(cfg, wd)
-        done = train_one(m, n_features[m], n_classes, inside_k, None, cfg_wd, progress, ckpt,
-                         f"fold{k}/trace:{m}{tag}", (f"fold{k}/", "stage1", m),
-                         epochs=cfg.pretrain_epochs, held=all_sets[k][0]["held"],
-                         snapshots=kept)  # fmt: skip
-        return done, kept or []
+        name = f"trace:{m}{tag}"
+        done = ckpt.done(name)
+        if done is not None:
+            return done["traces"], [None] * n_folds
+        members = [new_member(m, n_features[m], n_classes, cfg_wd, k, inside[m][k],
+                              restrict(all_sets[k][0]["held"], m), cfg.pretrain_epochs, keep)
+                   for k in range(n_folds)]  # fmt: skip
+        job = BatchedFolds(m, members, cfg_wd, name)
+        ckpt.resume_loop(name, job)
+        job.run(progress, ckpt)
+        traces = job.traces()
+        ckpt.save_done(name, {"traces": traces})
+        if not sharing:
+            live[(m, wd)] = job
+        return traces, [mb.snapshots for mb in members]
 
-    # sfast (issue 12): under torchrun the curves are shared out over the ranks, each
-    # trained by one rank alone (bit for bit the single-process curve); rank 0 then keeps
+    # sfast (issue 12): under torchrun the units are shared out over the ranks, each
+    # trained by one rank alone (bit for bit the single-process result); rank 0 then keeps
     # the checkpoints of all of them
-    for (m, k, wd, _, _), (done, kept) in zip(curves, distributed.spread(curves, curve),
-                                              strict=True):  # fmt: skip
+    traces: dict[str, dict[float, list[np.ndarray]]] = {}
+    snapshots: dict[tuple[str, float], list] = {}  # per fold: states after each epoch, or None
+    for (m, wd, _), (tr, kept) in zip(units, distributed.spread(units, fold_curves),
+                                      strict=True):  # fmt: skip
         if distributed.current() is not None:
-            ckpt.save_done(f"fold{k}/trace:{m}{with_decay(cfg, wd)[1]}", done)
-        traces.setdefault(m, {}).setdefault(wd, []).append(done["trace"].numpy())
-        snapshots[(k, m, wd)] = kept
-    for m in trainable:
+            ckpt.save_done(f"trace:{m}{with_decay(cfg, wd)[1]}", {"traces": tr})
+        traces.setdefault(m, {})[wd] = [t.numpy() for t in tr]
+        snapshots[(m, wd)] = kept
+    for m in inside:
         # a trace covers the held-out samples that have m, in order
         y_held = [y[h][present[m][h]] for h in held_rows]
         (cf.decay[m], cf.epochs[m]), per_fold, pooled = choose_decay(traces[m], y_held)
         cf.fold_decay[m] = [wd for wd, _ in per_fold]
         cf.fold_epochs[m] = [ep for _, ep in per_fold]
         cf.oof_loss_curve[m] = [float(v) for v in pooled]
+    states = fold_states(cf.fold_epochs, cf.fold_decay, inside, snapshots, live, n_features,
+                         n_classes, cfg, progress, ckpt)  # fmt: skip
     for k, (sets, fit_rows) in enumerate(all_sets):
         st: dict[str, dict] = {}
         held = held_rows[k]
-        for m in trainable:
-            n_ep, wd = cf.fold_epochs[m][k], cf.fold_decay[m][k]
-            unit, kept = f"fold{k}/stage1:{m}", snapshots[(k, m, wd)]
-            done = ckpt.done(unit)
-            if done is None and len(kept) >= n_ep:
-                # the curve's model at that epoch: what training again would give, bit for bit
-                done = {"state": kept[n_ep - 1], "history": [], "score": float("nan")}
-                ckpt.save_done(unit, done)
-            if done is None:
-                done = train_one(m, n_features[m], n_classes, restrict(sets["inside"], m), None,
-                                 with_decay(cfg, wd)[0], progress, ckpt, unit,
-                                 (f"fold{k}/", "stage1", m), epochs=n_ep)  # fmt: skip
+        for m in inside:
             net = unimodal_net(m, n_features[m], n_classes, cfg).to(train.y.device)
-            net.load_state_dict(done["state"])
+            net.load_state_dict(states[(k, m)])
             st[m] = {"net": net, "state": enc_head_state(net, m), "val_f1": float("nan")}
             out = infer(net, single(sets["held"], m))
             with np.errstate(divide="ignore"):

@@ -13,8 +13,9 @@ from balmm.profiling.plan import distillation_plan, pair_lookup
 from balmm.progress import Progress
 from balmm.training import kd as kd_mod
 from balmm.training.checkpoint import Checkpointer
-from balmm.training.loop import LoopSpec, TrainLoop, random_streams
+from balmm.training.loop import LoopSpec, TrainLoop
 from balmm.training.metrics import bootstrap_f1, macro_f1
+from balmm.training.minibatch import random_streams
 from balmm.training.stage1 import enc_head_state
 from balmm.training.tensors import (
     Split,

@@ -43,7 +43,7 @@ from balmm.training.crossfit import (
 from balmm.training.distil import distil, distil_students, make_plan
 from balmm.training.evaluate import TrainResult, evaluate
 from balmm.training.intermodal import complementarity
-from balmm.training.loop import random_streams
+from balmm.training.minibatch import random_streams
 from balmm.training.stage1 import train_alone
 from balmm.training.stage2 import fused_head, train_joint
 

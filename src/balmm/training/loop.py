@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +26,7 @@ from balmm.progress import NULL_PROGRESS, Progress
 from balmm.training import distributed
 from balmm.training.balancers import FUSED, Balancer
 from balmm.training.budget import BUDGET
+from balmm.training.minibatch import batches, drop_modalities, to_device
 from balmm.training.prefetch import prefetched
 from balmm.training.tensors import Split, forward, head_f1, infer, mean_log_loss
 
@@ -35,57 +35,6 @@ LossFn = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
 # read the next minibatch of features kept off the device (on disk, --backed; host rows for
 # a GPU) in a background thread while the current one trains (same batches, same model)
 PREFETCH = True
-
-
-def random_streams(seed: int, *scope: str) -> tuple[np.random.Generator, torch.Generator]:
-    """Random streams for one part of training (a stage, a modality), seeded from
-    ``(seed, *scope)`` alone; torch's global generator (initialisation, dropout) is
-    reseeded too. So a modality's training never depends on which other modalities are
-    present or in which order, and an assay left out of the fusion cannot change the
-    fused model through the random numbers it would otherwise consume."""
-    words = [zlib.crc32(part.encode()) for part in scope]
-    state = np.random.SeedSequence([seed % 2**63, *words]).generate_state(3, dtype=np.uint64)
-    torch.manual_seed(int(state[0]))
-    return np.random.default_rng(int(state[1])), torch.Generator().manual_seed(int(state[2]))
-
-
-def batches(n: int, batch_size: int, rng: np.random.Generator, graph: bool) -> list[np.ndarray]:
-    """Shuffled minibatches of ``range(n)`` (the whole graph at once for gcn)."""
-    if graph:
-        return [np.arange(n)]
-    perm = rng.permutation(n)
-    # drop a last batch of one sample: norm layers and BatchNorm need more than one row
-    out = [perm[i : i + batch_size] for i in range(0, n, batch_size)]
-    if len(out) > 1 and len(out[-1]) < 2:
-        out[-2] = np.concatenate([out[-2], out[-1]])
-        out.pop()
-    return out
-
-
-def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A host tensor on ``device``; to CUDA through pinned memory without blocking, so the
-    host does not wait for the device's queue at every step."""
-    if device.type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
-
-
-def drop_modalities(
-    masks: dict[str, torch.Tensor], p: float, gen: torch.Generator, skip: set[str] = frozenset()
-) -> dict[str, torch.Tensor]:
-    """Randomly hide present modalities (each with probability p), keeping >= 1 per sample,
-    so the fusion head learns to predict from any subset (e.g. BRCA test lacks protein).
-    Modalities in ``skip`` (left out of the fusion) are neither dropped nor drawn for."""
-    names = [m for m in masks if m not in skip]
-    if p <= 0 or len(names) < 2:
-        return masks
-    present = torch.stack([masks[m] for m in names], 1)
-    drop = to_device(torch.rand(present.shape, generator=gen), present.device) < p
-    kept = present & ~drop
-    empty = kept.sum(1) == 0
-    # where(), not kept[empty] = ...: boolean-mask indexing waits for the device (CUDA)
-    kept = torch.where(empty.unsqueeze(1), present, kept)
-    return {**masks, **{m: kept[:, i] for i, m in enumerate(names)}}
 
 
 class StepLog:
@@ -166,9 +115,6 @@ class LoopSpec:
     # no selection: train exactly ``epochs`` and keep the last state (an epoch count chosen
     # by cross-fitting); the validation split, if any, is only scored for the history
     keep_last: bool = False
-    # record the score head's validation log-probabilities in each epoch's history record
-    # (``val_logp``): the held-out curve cross-fitting chooses an epoch count on
-    trace_val: bool = False
     # AdamW weight decay of each modality's encoder and head (cross-fitting's choice);
     # every other parameter keeps the config's weight_decay
     decay: dict[str, float] | None = None
@@ -241,7 +187,6 @@ class TrainLoop:
         """Validation macro-F1 of every head, the validation loss of the score head, and
         the selection key (higher is better; ties broken by the other criterion)."""
         proba = infer(self.model, self.val, embeddings=False)
-        self._val_proba = proba[self.spec.score_head]
         f1s = head_f1(proba, self.val, self.model.n_classes)
         head = self.spec.score_head
         vloss = mean_log_loss(proba[head], self.val.y.cpu().numpy())
@@ -364,14 +309,10 @@ class TrainLoop:
         rec: dict[str, Any] = {"stage": spec.key, "epoch": self.epoch}
         rec["loss"], rec["grad_norm"] = log.means()
         scored = self.val is not None and len(self.val) > 0
-        every = spec.trace_val or self.epoch % cfg.eval_every == 0  # a curve needs each epoch
-        if scored and (every or self.epoch == spec.epochs):
+        if scored and (self.epoch % cfg.eval_every == 0 or self.epoch == spec.epochs):
             f1s, vloss, cand = self.score()
             rec["val_f1"] = f1s
             rec["val_loss"] = vloss
-            if spec.trace_val:
-                p = torch.as_tensor(self._val_proba).clamp_min(1e-12)
-                rec["val_logp"] = torch.log(p)
             improved = self.best_key is None or cand > self.best_key
             if improved:
                 self.best_key = cand

@@ -5,14 +5,13 @@ from __future__ import annotations
 import copy
 import logging
 
-import torch
-
 from balmm.config import TrainConfig
 from balmm.model.fusion import ENCODER_KEYS, MultiModalNet
 from balmm.progress import Progress
 from balmm.training.balancers import masked_ce
 from balmm.training.checkpoint import Checkpointer
-from balmm.training.loop import LoopSpec, TrainLoop, random_streams
+from balmm.training.loop import LoopSpec, TrainLoop
+from balmm.training.minibatch import random_streams
 from balmm.training.tensors import Split, restrict
 
 logger = logging.getLogger("balmm")
@@ -48,10 +47,6 @@ def with_decay(cfg: TrainConfig, wd: float) -> tuple[TrainConfig, str]:
     return cfg.replace(weight_decay=wd), f"@wd{wd:g}"
 
 
-def _snapshot(net: MultiModalNet) -> dict:
-    return {k: v.detach().clone() for k, v in net.state_dict().items()}
-
-
 def train_one(
     m: str,
     n_in: int,
@@ -64,22 +59,11 @@ def train_one(
     unit: str,
     streams_scope: tuple[str, ...],
     epochs: int | None = None,
-    held: Split | None = None,
-    snapshots: list[dict] | None = None,
 ) -> dict:
     """Train modality ``m`` alone on ``fit``: selected on ``val`` (``epochs`` None), or for
     exactly ``epochs`` epochs keeping the last state (an epoch count chosen by cross-fitting;
     ``val`` then only scored for the history).
-
-    With ``held`` (a cross-fitting fold's held-out samples; ``val`` unused), the
-    log-probabilities of its samples that have ``m`` after every epoch are returned as
-    ``trace`` (epochs x samples x classes), the curve cross-fitting chooses the epoch count
-    on; the curve stops early after ``pretrain_patience`` epochs without a lower held-out
-    log-loss. The held-out labels only decide where the curve ends: the weights never see
-    them. ``snapshots`` (a list) receives the state after every epoch when the whole run
-    happens in this call (left empty when resumed from a checkpoint or already done), so
-    cross-fitting can take a fold's model at a chosen epoch without training it again.
-    Returns ``{"state", "history", "score"[, "trace"]}`` (checkpointed as ``unit``)."""
+    Returns ``{"state", "history", "score"}`` (checkpointed as ``unit``)."""
     done = ckpt.done(unit)
     if done is not None:
         return done
@@ -87,36 +71,16 @@ def train_one(
     streams = random_streams(cfg.seed, *streams_scope)
     net = unimodal_net(m, n_in, n_classes, cfg).to(dev)
     fixed = epochs is not None
-    tracing = held is not None
     spec = LoopSpec(
         unit, f"stage 1: {m} alone", epochs if fixed else cfg.pretrain_epochs,
-        cfg.pretrain_patience if tracing or not fixed else 0, m, require_epoch=True,
-        select_on_loss=tracing or cfg.stage1_select == "loss", keep_last=fixed,
-        trace_val=tracing,
+        0 if fixed else cfg.pretrain_patience, m, require_epoch=True,
+        select_on_loss=cfg.stage1_select == "loss", keep_last=fixed,
     )  # fmt: skip
-    save = ckpt.loop_hook(unit)
-
-    def on_epoch(lp: TrainLoop) -> None:
-        if snapshots is not None:
-            snapshots.append(_snapshot(lp.model))
-        if save is not None:
-            save(lp)
-
-    loop = TrainLoop(net, unimodal_loss(m, cfg.label_smoothing),
-                     fit, restrict(held, m) if tracing else val, cfg, spec, streams,
-                     progress=progress, on_epoch=on_epoch)  # fmt: skip
+    loop = TrainLoop(net, unimodal_loss(m, cfg.label_smoothing), fit, val, cfg, spec, streams,
+                     progress=progress, on_epoch=ckpt.loop_hook(unit))  # fmt: skip
     ckpt.resume_loop(unit, loop)
-    resumed = loop.epoch > 0
     res = loop.run()
-    if snapshots is not None:
-        if resumed:
-            snapshots.clear()  # the epochs before the interruption are not in memory
-        elif len(snapshots) < loop.epoch:  # on_epoch does not run after the last epoch
-            snapshots.append(_snapshot(loop.model))
     done = {"state": res.best_state, "history": res.history, "score": res.best_score}
-    if tracing:  # a fold whose held-out samples all lack m has an empty curve
-        empty = torch.zeros((0, n_classes))
-        done["trace"] = torch.stack([r.pop("val_logp", empty) for r in res.history])
     for r in res.history:
         r["modality"] = m
     ckpt.save_done(unit, done)

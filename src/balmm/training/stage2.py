@@ -12,7 +12,8 @@ from balmm.model.fusion import MultiModalNet, build_model
 from balmm.progress import Progress
 from balmm.training.balancers import FUSED, Balancer, make_balancer
 from balmm.training.checkpoint import Checkpointer
-from balmm.training.loop import LoopSpec, TrainLoop, random_streams
+from balmm.training.loop import LoopSpec, TrainLoop
+from balmm.training.minibatch import random_streams
 from balmm.training.tensors import Split, infer
 
 if TYPE_CHECKING:

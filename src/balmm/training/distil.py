@@ -188,9 +188,12 @@ def distil(
         net_kd.heads[s].load_state_dict(stage1[s]["kd_state"]["head"])
         after = infer(net_kd, single(val, s))[s][mk]
         rec = evidence_record(before, after, yv[mk], n_classes, "val")
+        # one name per number: the validation macro-F1 before and after is the plan's
+        # student_val_f1_before/after (as in the cross-fitted path), not val_macro_f1_* too
+        f1_before, f1_after = rec.pop("val_macro_f1_before"), rec.pop("val_macro_f1_after")
         for d in plan:
             if d["student"] == s and d["enabled"]:
-                d["student_val_f1_after"] = stage1[s]["kd_val_f1"]
+                d["student_val_f1_before"], d["student_val_f1_after"] = f1_before, f1_after
                 d.update(rec)
         if not rec["accepted"]:  # distillation did not help the student: reverted
             stage1[s]["kd_reverted"] = stage1[s].pop("kd_state")

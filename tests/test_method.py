@@ -168,6 +168,43 @@ def test_fold_average_travels_in_the_bundle(tmp_path):
     _assert_predict_reproduces(res, tmp_path / "run", data)
 
 
+def test_stage2_epoch_count_is_chosen_on_the_folds_held_out_curves(tmp_path, monkeypatch):
+    """stage2_select = "crossfit": the folds' stage 2 only records its held-out fused curves
+    (the fold models are the default run's, bit for bit: the held-out rows steer nothing),
+    and the refit trains for the epoch count with the lowest pooled OOF log-loss."""
+    from balmm.training import oof_curves
+
+    seen = {}
+
+    def recording(traces, y_held):
+        seen["traces"], seen["y"] = traces, y_held
+        return oof_curves._pooled_choices(traces, y_held)[0], [], np.zeros(1)
+
+    specs = make_specs(["strong", "weak"], n_features=[20, 20], signal=[1.2, 0.8],
+                       n_informative=[8, 8], shared=[0.0, 0.0])  # fmt: skip
+    data = simulate(n_samples=200, n_classes=2, modalities=specs, seed=6)
+    monkeypatch.setattr(oof_curves, "choose_epochs", recording)
+    res = train(data, seed=0, out=tmp_path / "cf", folds=3, stage2_select="crossfit", **FAST)
+    chosen = res.metrics["protocol"]["decisions"]["stage2_epochs"]
+    assert chosen["kind"] == "crossfit"
+    traces, y_held = seen["traces"], seen["y"]
+    n_train = int((res.predictions["split"] != "test").sum())
+    assert len(traces) == 3 and sum(len(y) for y in y_held) == n_train  # every training row
+    for t, y in zip(traces, y_held, strict=True):
+        assert t.shape[1:] == (len(y), 2) and np.allclose(np.exp(t).sum(-1), 1, atol=1e-4)
+    # the pooled curve by hand: mean negative log-probability of the true class per epoch
+    n_ep = min(len(t) for t in traces)
+    curve = sum(-t[:n_ep, np.arange(len(y)), y].sum(1) for t, y in zip(traces, y_held, strict=True))
+    assert chosen["epochs"] == int(np.argmin(curve)) + 1
+    refit = [h for h in res.history if h.get("stage") == "stage2"]
+    assert [h["epoch"] for h in refit] == list(range(1, chosen["epochs"] + 1))
+    monkeypatch.undo()
+    default = train(data, seed=0, out=tmp_path / "f1", folds=3, **FAST)
+    for a, b in zip(res.model.members, default.model.members, strict=True):
+        for k, v in a.state_dict().items():
+            assert torch.equal(v, b.state_dict()[k]), k
+
+
 def _assert_predict_reproduces(res, run, data) -> None:
     """``balmm predict`` with the run's bundle gives the run's fused probabilities."""
     from balmm.predict import predict

@@ -32,7 +32,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "device": DEVICES,
     "mi_estimator": MI_ESTIMATORS,
     "stage1_select": ("f1", "loss"),
-    "stage2_select": ("f1", "loss"),
+    "stage2_select": ("f1", "loss", "crossfit"),
     "fusion_head": ("joint", "stack"),
     "stack_missing": ("pattern", "zero-fill"),
     "final_model": ("refit", "average"),
@@ -105,7 +105,9 @@ class TrainConfig:
     # stage 2: joint balanced training
     epochs: int = 80
     patience: int = 20
-    stage2_select: str = "f1"  # joint model: best validation fused macro-F1 ("f1") or loss
+    # joint model: best validation fused macro-F1 ("f1") or loss; "crossfit": the epoch count
+    # with the lowest pooled OOF fused log-loss of the cross-fitting folds' stage 2
+    stage2_select: str = "f1"
     modality_dropout: float = 0.15
     fused_weight: float = 1.0
     weight_beta: float = 2.0  # lag term: a head behind the best one gets up to 1 + beta

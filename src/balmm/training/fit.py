@@ -45,7 +45,7 @@ from balmm.training.evaluate import TrainResult, evaluate
 from balmm.training.intermodal import complementarity
 from balmm.training.minibatch import random_streams
 from balmm.training.stage1 import train_alone
-from balmm.training.stage2 import fused_head, train_joint
+from balmm.training.stage2 import joint_stage
 
 # re-exported: predict.py, benchmarks and tests use these names from here
 from balmm.training.tensors import (
@@ -290,11 +290,10 @@ def _train(data, cfg: TrainConfig, run, dev, progress, store=None, release_raw=F
 
     # ---------------------------------------------------------------- stage 2
     t = time.perf_counter()
-    s2 = train_joint(mods, n_features, n_classes, sets, stage1, label_mi, cfg, progress, ckpt,
-                     kappa, decay=cf.decay if cf is not None else None)  # fmt: skip
+    s2, joint_decisions = joint_stage(mods, n_features, n_classes, sets, stage1, label_mi, cfg,
+                                      progress, ckpt, kappa, cf)  # fmt: skip
     history += s2.history
-    decisions.update(fused_head(s2, cf, mods, n_features, n_classes, label_mi, cfg, progress,
-                                ckpt, kappa))  # fmt: skip
+    decisions.update(joint_decisions)
     timing["stage2_s"] = time.perf_counter() - t
 
     # ---------------------------------------------------------------- evaluate once

@@ -145,8 +145,12 @@ class TrainLoop:
         balancer: Balancer | None = None,
         progress: Progress = NULL_PROGRESS,
         on_epoch: Callable[[TrainLoop], None] | None = None,
+        held: Split | None = None,
     ) -> None:
+        """``held``: a cross-fitting fold's held-out samples, whose fused log-probabilities
+        after every epoch go in the history (``held_logp``): a curve, never a selection."""
         self.model, self.loss_fn, self.fit, self.val = model, loss_fn, fit, val
+        self.held = held
         self.cfg, self.spec, self.balancer = cfg, spec, balancer
         self.rng, self.gen = streams
         self.progress, self.on_epoch = progress, on_epoch
@@ -329,6 +333,9 @@ class TrainLoop:
                 bal.end_epoch(f1s)
         if spec.keep_last and self.epoch == spec.epochs:
             rec["selected"] = True
+        if self.held is not None and len(self.held):
+            p = infer(self.model, self.held, embeddings=False)[FUSED]
+            rec["held_logp"] = torch.log(torch.as_tensor(p).clamp_min(1e-12))
         if bal is not None:
             rec["weights"] = bal.weights()
             rec["ogm_coef"] = dict(bal.last_coef)

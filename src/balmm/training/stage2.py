@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from balmm.config import TrainConfig
 from balmm.model.fusion import MultiModalNet, build_model
@@ -27,6 +28,7 @@ class Stage2Result:
     history: list[dict]
     selected_epoch: int
     final_weights: dict[str, float]
+    trace: torch.Tensor | None = None  # held-out fused log-probabilities per epoch
 
 
 def train_joint(
@@ -42,11 +44,15 @@ def train_joint(
     kappa: dict[str, float] | None = None,
     scope: str = "",
     decay: dict[str, float] | None = None,
+    epochs: int | None = None,
+    held: Split | None = None,
 ) -> Stage2Result:
     """Build the joint model (from the stage-1 encoders for ``balmm``), train it with the
-    configured balancer and keep the epoch with the best validation fused macro-F1.
+    configured balancer and keep the epoch with the best validation fused macro-F1, or
+    (``epochs``, chosen by cross-fitting) the state after exactly that many epochs.
     ``scope`` (e.g. ``"fold2/"``) names a cross-fitting fold; ``decay`` gives a modality's
-    encoder and head their cross-fitted weight decay."""
+    encoder and head their cross-fitted weight decay; ``held`` (a fold's held-out samples)
+    adds their fused log-probabilities after every epoch (``Stage2Result.trace``)."""
     if decay is not None and all(v == cfg.weight_decay for v in decay.values()):
         decay = None  # one decay for every parameter: the plain optimiser
     dev = sets["fit"].y.device
@@ -67,10 +73,12 @@ def train_joint(
         # balmm: an assay left out of the fusion keeps its stage-1 encoder (not forced);
         # only its head goes on learning, as a probe. With its own random streams per
         # stage this makes the fused model the same whether or not such an assay is given.
+        fixed = epochs is not None
         spec = LoopSpec(
-            unit, f"stage 2 ({cfg.balancer})", cfg.epochs, cfg.patience, FUSED,
-            require_epoch=not (warm and cfg.stage2_select_start),
-            select_on_loss=cfg.stage2_select == "loss",
+            unit, f"stage 2 ({cfg.balancer})", epochs if fixed else cfg.epochs,
+            0 if fixed else cfg.patience, FUSED,
+            require_epoch=fixed or not (warm and cfg.stage2_select_start),
+            select_on_loss=cfg.stage2_select == "loss", keep_last=fixed,
             modality_dropout=cfg.modality_dropout if cfg.balancer != "concat" else 0.0,
             lr_scale=cfg.stage2_lr_scale if warm else 1.0,
             frozen=frozenset(balancer.excluded) if warm else frozenset(), decay=decay,
@@ -79,11 +87,14 @@ def train_joint(
         loop = TrainLoop(
             model, lambda mdl, o, y, mk, rows: balancer.loss(mdl, o, y, mk), sets["fit"],
             sets["val"], cfg, spec, streams, balancer=balancer, progress=progress,
-            on_epoch=ckpt.loop_hook(unit),
+            on_epoch=ckpt.loop_hook(unit), held=held,
         )  # fmt: skip
         ckpt.resume_loop(unit, loop)
         res = loop.run()
         done = {"state": res.best_state, "history": res.history, "balancer": balancer.state()}
+        if held is not None:
+            empty = torch.zeros((0, n_classes))
+            done["trace"] = torch.stack([r.pop("held_logp", empty) for r in res.history])
         ckpt.save_done(unit, done)
     else:
         balancer.load_state(done["balancer"])
@@ -91,6 +102,7 @@ def train_joint(
     h2 = done["history"]
     selected = max((h for h in h2 if h.get("selected")), key=lambda h: h["epoch"], default=None)
     return Stage2Result(
+        trace=done.get("trace"),
         model=model,
         balancer=balancer,
         history=h2,
@@ -109,10 +121,12 @@ def crossfit_joint(
     progress: Progress,
     ckpt: Checkpointer,
     kappa: dict[str, float] | None,
+    traces: list[np.ndarray] | None = None,
 ) -> tuple[dict[str, np.ndarray], list]:
     """Stage 2 in every fold (from that fold's stage-1 and kept distillation states).
     Returns the OOF logits of each modality head of the jointly trained models (for the
-    stacker) and the fold models (for ``final_model = "average"``)."""
+    stacker) and the fold models (for ``final_model = "average"``); ``traces`` (a list)
+    receives each fold's held-out fused log-probability curve (epochs x held x classes)."""
     n = len(cf.y)
     out = {m: np.full((n, n_classes), np.nan, dtype=np.float32) for m in mods}
     models = []
@@ -120,7 +134,10 @@ def crossfit_joint(
         fold = {"fit": sets["fit"], "val": sets["val"]}
         s2 = train_joint(mods, n_features, n_classes, fold, st, label_mi, cfg, progress, ckpt,
                          kappa, scope=f"fold{k}/",
-                         decay={m: cf.fold_decay[m][k] for m in cf.fold_decay})  # fmt: skip
+                         decay={m: cf.fold_decay[m][k] for m in cf.fold_decay},
+                         held=sets["held"] if traces is not None else None)  # fmt: skip
+        if traces is not None:
+            traces.append(s2.trace.numpy())
         proba = infer(s2.model, sets["held"])
         held = np.flatnonzero(cf.folds == k)
         for m in mods:
@@ -131,25 +148,49 @@ def crossfit_joint(
     return out, models
 
 
-def fused_head(
-    s2: Stage2Result, cf: CrossFit | None, mods: list[str], n_features: dict[str, int],
-    n_classes: int, label_mi: dict[str, tuple[float, float]], cfg: TrainConfig,
+def joint_stage(
+    mods: list[str], n_features: dict[str, int], n_classes: int, sets: dict[str, Split],
+    stage1: dict[str, dict], label_mi: dict[str, tuple[float, float]], cfg: TrainConfig,
     progress: Progress, ckpt: Checkpointer, kappa: dict[str, float] | None,
-) -> dict[str, Any]:  # fmt: skip
-    """The fused head (``fusion_head``) and the final model (``final_model``) of the refit
-    ``s2``: stage 2 again in every cross-fitting fold when the stacker or the fold average
-    needs it. Returns their ``protocol.decisions`` entries."""
-    stacked = cfg.fusion_head == "stack" and s2.model.stack is not None
+    cf: CrossFit | None,
+) -> tuple[Stage2Result, dict[str, Any]]:  # fmt: skip
+    """Stage 2: the joint model trained on the fit samples (the refit), and, when the
+    stacker, the fold average or ``stage2_select = "crossfit"`` needs them, the joint models
+    of the cross-fitting folds. With ``"crossfit"`` the folds run first and record their
+    held-out fused log-probabilities after every epoch; the refit then trains for the epoch
+    count with the lowest pooled OOF log-loss. Returns the refit and the
+    ``protocol.decisions`` entries of its epoch count, fused head and final model."""
+    stacked = cfg.fusion_head == "stack" and cfg.balancer != "concat"
     decisions: dict[str, Any] = {}
-    oof, fold_models = None, []
-    if cf is not None and (stacked or cfg.final_model == "average"):
+    oof, fold_models, traces = None, [], None
+    decay = cf.decay if cf is not None else None
+    folds_needed = cf is not None and (stacked or cfg.final_model == "average")
+    epochs = None
+    if cfg.stage2_select == "crossfit":
+        if cf is None:
+            decisions["stage2_epochs"] = {"kind": "validation",
+                                          "why": "needs cross-fitting (folds >= 2)"}  # fmt: skip
+        else:
+            from balmm.training.oof_curves import choose_epochs
+
+            traces = []
+            oof, fold_models = crossfit_joint(cf, mods, n_features, n_classes, label_mi, cfg,
+                                              progress, ckpt, kappa, traces)  # fmt: skip
+            y_held = [cf.y[cf.folds == k] for k in range(len(traces))]
+            epochs, _, curve = choose_epochs(traces, y_held)
+            decisions["stage2_epochs"] = {"kind": "crossfit", "epochs": epochs,
+                                          "oof_log_loss": float(curve[epochs - 1])}  # fmt: skip
+            folds_needed = False
+    s2 = train_joint(mods, n_features, n_classes, sets, stage1, label_mi, cfg, progress, ckpt,
+                     kappa, decay=decay, epochs=epochs)  # fmt: skip
+    if folds_needed:
         oof, fold_models = crossfit_joint(cf, mods, n_features, n_classes, label_mi, cfg,
                                           progress, ckpt, kappa)  # fmt: skip
     if stacked:
         decisions["fusion_head"] = fit_stack_head(s2.model, s2.balancer, cf, oof, cfg)
     if cfg.final_model == "average":
         decisions["final_model"] = average_folds(s2.model, fold_models)
-    return decisions
+    return s2, decisions
 
 
 def average_folds(model, fold_models: list) -> dict[str, Any]:

@@ -41,16 +41,15 @@ report._plots = timed("plots", report._plots)
 report.write_outputs_into = timed("outputs", report.write_outputs_into)
 out, args = sys.argv[1], sys.argv[2:]
 sys.argv = ["balmm", "-q", "train", *args, "--out", out]
+def figures():  # run() ends the process itself, after the atexit handlers
+    cli = time.perf_counter() - t1
+    stages = json.load(open(out + "/timing.json"))
+    print(json.dumps({"imports_s": imports, "cli_s": cli, **stages,
+                      **{k + "_s": v for k, v in times.items()}}), flush=True)
+import atexit
+atexit.register(figures)
 t1 = time.perf_counter()
-try:
-    balmm.cli.run()
-except SystemExit as exc:
-    if exc.code:
-        raise
-cli = time.perf_counter() - t1
-stages = json.load(open(out + "/timing.json"))
-print(json.dumps({"imports_s": imports, "cli_s": cli, **stages,
-                  **{k + "_s": v for k, v in times.items()}}))
+balmm.cli.run()
 """
 
 

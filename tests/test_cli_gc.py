@@ -40,3 +40,22 @@ def test_main_thaws_after_a_command(tmp_path) -> None:
     # a command that fails on its input after its imports: the freeze is still undone
     assert main(["profile", str(tmp_path / "missing.h5mu"), "--out", str(tmp_path / "o")]) == 2
     assert gc.get_freeze_count() == 0
+
+
+def test_predict_imports_out_of_gc_then_thaws(tmp_path, monkeypatch) -> None:
+    import importlib
+
+    app = importlib.import_module("balmm.cli.app")  # the module (balmm.cli.app is the Typer app)
+
+    frozen = []
+
+    def thaw() -> None:
+        frozen.append(gc.get_freeze_count())
+        thaw_gc()
+
+    monkeypatch.setattr(app, "thaw_gc", thaw)
+    code = app.main(["predict", str(tmp_path / "no-model"), "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert frozen and frozen[0] > 0  # its imports were frozen out of the collector's passes
+    assert gc.get_freeze_count() == 0
+    assert gc.isenabled()

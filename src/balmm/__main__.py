@@ -1,5 +1,3 @@
-import sys
+from balmm.cli import run
 
-from balmm.cli import main
-
-sys.exit(main())
+run()

@@ -293,8 +293,13 @@ def predict(
       balmm predict run1 mrna=new_mrna.csv meth=new_meth.csv --out run1-new
     """
     from balmm.cli.progress import make_progress
-    from balmm.model.bundle import read_meta
-    from balmm.predict import predict as run_predict
+
+    with imports_out_of_gc():  # what a prediction imports, out of the collector's rescans
+        import balmm.data.io  # noqa: F401
+        import balmm.training.evaluate  # noqa: F401
+        import balmm.training.fit  # noqa: F401
+        from balmm.model.bundle import read_meta
+        from balmm.predict import predict as run_predict
 
     check_device(device.value)
     protect = [model_dir, *input_paths(inputs, labels)]

@@ -12,7 +12,8 @@ Either way, on CPU, a member's weights, held-out curve and stopping epoch are bi
 those of training that fold alone (tests/test_curves.py): what is shared is the Python
 and autograd overhead of about 2,700 tiny steps. (On a GPU the dropout masks come from
 other streams than a lone loop's: drawn on the host for ``linear``, from the device's
-one generator otherwise; cross-fitting runs only up to 5,000 samples.)
+one generator otherwise; cross-fitting runs only up to 5,000 samples. The config's
+``compile`` and ``bf16`` are not applied to these small one-modality models.)
 
 Two uses (:mod:`balmm.training.crossfit`): *curves* (every fold for up to
 ``pretrain_epochs``, its held-out log-probabilities recorded after each epoch, stopping

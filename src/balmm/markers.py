@@ -51,6 +51,10 @@ COLUMNS = [
 ]
 IG_STEPS = 16
 FOLD_STEPS = 100
+# rows per refit step: on 1,600-row folds of 2,000 features the whole fold per step took
+# 42 s for three modalities (dropout sampling, mostly) and 512 rows 16 s, with stability
+# values that correlate 0.87 with the whole fold's (another markers seed: 0.12)
+FOLD_ROWS = 512
 
 
 class _Pathway(nn.Module):
@@ -104,13 +108,13 @@ def _fresh(pathway: _Pathway, seed: int) -> _Pathway:
 
 def _fit(net: _Pathway, x: np.ndarray, y: np.ndarray, cfg, seed: int) -> _Pathway:
     """Train ``net`` on cross-entropy with the run's weight decay: :data:`FOLD_STEPS` Adam
-    steps on the whole fold (minibatches of the run's batch size above 8192 samples), at
-    10x the run's learning rate to make up for the fewer, larger steps."""
+    steps on minibatches of at most :data:`FOLD_ROWS` rows of the fold, at 10x the run's
+    learning rate to make up for the fewer, larger steps."""
     gen = torch.Generator().manual_seed(seed)
     xt = torch.as_tensor(x, dtype=torch.float32)
     yt = torch.as_tensor(y, dtype=torch.long)
     opt = Adam(net.parameters(), lr=10 * cfg.lr, weight_decay=cfg.weight_decay)
-    batch = len(xt) if len(xt) <= 8192 else cfg.batch_size
+    batch = min(len(xt), FOLD_ROWS)
     net.train()
     for _ in range(FOLD_STEPS):
         rows = torch.randperm(len(xt), generator=gen)[:batch]

@@ -42,12 +42,16 @@ def test_markers_recover_the_informative_features(sim, run) -> None:
     table = pd.read_csv(run.out / "markers.csv")
     assert list(table.columns) == COLUMNS
     assert _precision_at_k(table, sim, "strong") >= 0.8
-    truth = set(sim.uns["simulation"]["modalities"]["strong"]["informative_features"])
+    _assert_held_out_checks_agree(table, sim)
+
+
+def _assert_held_out_checks_agree(table: pd.DataFrame, data) -> None:
+    """The informative markers are stable across fold models, and shuffling them on
+    held-out folds costs more log-loss than shuffling the others."""
+    truth = set(data.uns["simulation"]["modalities"]["strong"]["informative_features"])
     strong = table[table["modality"] == "strong"]
     real = strong[strong["feature"].isin(truth)]
     other = strong[~strong["feature"].isin(truth)]
-    # the held-out checks agree: the informative markers are stable across refits and
-    # shuffling them on held-out folds costs more log-loss than shuffling the others
     assert real["stability"].mean() >= 0.6
     assert real["permutation_importance"].mean() > max(0.0, other["permutation_importance"].mean())
 
@@ -58,13 +62,7 @@ def test_refitted_fold_models_agree_on_the_informative_features(sim, run, monkey
     import balmm.markers as markers_mod
 
     monkeypatch.setattr(markers_mod, "FOLD_ROWS", 64)
-    table = markers(run, sim, n_folds=3)
-    truth = set(sim.uns["simulation"]["modalities"]["strong"]["informative_features"])
-    strong = table[table["modality"] == "strong"]
-    real = strong[strong["feature"].isin(truth)]
-    other = strong[~strong["feature"].isin(truth)]
-    assert real["stability"].mean() >= 0.6
-    assert real["permutation_importance"].mean() > max(0.0, other["permutation_importance"].mean())
+    _assert_held_out_checks_agree(markers(run, sim, n_folds=3), sim)
 
 
 def test_markers_table_layout(sim, run) -> None:

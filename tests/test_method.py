@@ -216,11 +216,12 @@ def _assert_predict_reproduces(res, run, data) -> None:
     np.testing.assert_allclose(again.to_numpy(), mine.to_numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_fold_models_kept_from_the_curve_equal_fold_models_trained_again(monkeypatch):
+def test_fold_models_kept_from_the_curve_equal_fold_models_trained_again(monkeypatch, tmp_path):
     """A fold's model at the chosen epoch is taken from the epoch curve's in-memory states;
-    training it again for that many epochs (what happens after a resume, or when the states
-    are too large to keep) gives the same OOF logits and embeddings, bit for bit."""
-    from balmm.training import crossfit
+    training its member on from where the curve stopped (states too large to keep), or
+    again from the start (curves restored from checkpoints after a resume), gives the same
+    OOF logits and embeddings, bit for bit."""
+    from balmm.training import crossfit, curves
 
     rng = np.random.default_rng(3)
     train_split = _split(rng)
@@ -229,12 +230,30 @@ def test_fold_models_kept_from_the_curve_equal_fold_models_trained_again(monkeyp
     off = Checkpointer(None, "", 0)
     args = (["a", "b"], {"a": 10, "b": 10}, 2, train_split, folds, cfg, NULL_PROGRESS, off)
     kept = crossfit_alone(*args)
+    trained_on = []
+    train_on = curves.BatchedFolds.train_on
+
+    def recording(self, epochs, key):
+        trained_on.append(epochs)
+        train_on(self, epochs, key)
+
+    monkeypatch.setattr(curves.BatchedFolds, "train_on", recording)
     monkeypatch.setattr(crossfit, "SNAPSHOT_MAX_BYTES", 0)
     again = crossfit_alone(*args)
-    assert kept.fold_epochs == again.fold_epochs
-    for m in ("a", "b"):
-        np.testing.assert_array_equal(kept.logits[m], again.logits[m])
-        np.testing.assert_array_equal(kept.z[m], again.z[m])
+    assert trained_on, "some fold model should train on past its curve's stop"
+    # curves restored from checkpoints, fold models not: every fold model trained afresh
+    crossfit_alone(*args[:-1], Checkpointer(tmp_path, "x", 0))
+    for f in tmp_path.glob("fold*_stage1--*.done.pt"):
+        f.unlink()
+    trained_on.clear()
+    ckpt = Checkpointer(tmp_path, "x", 0)
+    resumed = crossfit_alone(*args[:-1], ckpt)
+    assert {"trace:a", "trace:b"} <= set(ckpt.resumed_units) and not trained_on
+    for other in (again, resumed):
+        assert kept.fold_epochs == other.fold_epochs
+        for m in ("a", "b"):
+            np.testing.assert_array_equal(kept.logits[m], other.logits[m])
+            np.testing.assert_array_equal(kept.z[m], other.z[m])
 
 
 def test_crossfit_copes_with_a_fold_whose_held_out_samples_lack_a_modality():

@@ -6,7 +6,7 @@ import string
 
 import numpy as np
 import pandas as pd
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pandas._libs.parsers import STR_NA_VALUES
 
@@ -48,6 +48,10 @@ def tables(draw):
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(df=tables(), fmt=st.sampled_from([(".csv", ","), (".tsv", "\t"), (".csv.gz", ",")]))
+@example(  # a feature named like the ID column's header: pandas would read "sample.1"
+    df=pd.DataFrame([[1.0]], index=pd.Index(["a"], name="sample"), columns=["sample"]),
+    fmt=(".csv", ","),
+)
 def test_csv_round_trip(tmp_path, df, fmt):
     ext, sep = fmt
     path = tmp_path / f"m{ext}"

@@ -185,6 +185,7 @@ def read_csv_frame(
         names = names[1:] if index else names
         if len(names) == df.shape[1]:
             validate.check_unique(names, "column name", str(path))
+            df.columns = names  # also a feature named like the ID column ("sample.1" else)
     if index:
         if df.index.isna().any():
             row = int(np.flatnonzero(df.index.isna())[0]) + (2 if header else 1)

@@ -35,6 +35,7 @@ from torch import nn
 
 from balmm.errors import InputError
 from balmm.optim import Adam
+from balmm.threads import scoped_threads
 
 if TYPE_CHECKING:
     from balmm.data.dataset import MultiOmicsData
@@ -208,17 +209,10 @@ def markers(
     ``result``: a TrainResult of a ``linear`` or ``mlp`` run (``balmm.train``); ``data``:
     the data it was trained on (only its training split is used).
     """
-    from threadpoolctl import threadpool_limits
-
     # one thread: the matrices are small, and extra threads on a busy machine make each of
     # the many small steps several times slower
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1):
-            return _markers(result, data, top, n_folds, seed)
-    finally:
-        torch.set_num_threads(before)
+    with scoped_threads(1):
+        return _markers(result, data, top, n_folds, seed)
 
 
 def marker_samples(data: MultiOmicsData, seed: int) -> pd.Index:

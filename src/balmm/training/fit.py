@@ -27,7 +27,7 @@ from balmm.data.dataset import MultiOmicsData
 from balmm.data.splits import stratified_split, stratified_subsample
 from balmm.errors import InputError
 from balmm.progress import NULL_PROGRESS, Progress
-from balmm.threads import default_threads
+from balmm.threads import default_threads, scoped_threads
 from balmm.training import distributed
 from balmm.training import kd as kd_mod
 from balmm.training.budget import stage_budget
@@ -159,22 +159,14 @@ def _train_run(data, cfg: TrainConfig, run, progress: Progress, release_raw: boo
 @contextmanager
 def _thread_budget(data, cfg: TrainConfig, dev: torch.device) -> Iterator[None]:
     """torch and BLAS limited to ``cfg.threads`` (0 = auto) while inside."""
-    from threadpoolctl import threadpool_limits
-
-    threads_before = torch.get_num_threads()
     n_cells = sum(a.n_obs * a.n_vars for a in data.mods.values())
     # threads = 0 (auto): one thread for omics-sized data, where the matrices are so small
-    # that extra threads only add synchronisation (3x slower on a busy 2-core machine)
+    # that extra threads only add synchronisation (3x slower on a busy 2-core machine).
+    # numpy/scikit-learn BLAS pools too: oversubscribed threads make PCA or a small
+    # logistic regression 50x slower on a shared machine
     want = cfg.threads or (1 if n_cells < 100_000_000 and dev.type == "cpu" else default_threads())
-    if want:
-        torch.set_num_threads(want)
-    try:
-        # numpy/scikit-learn BLAS pools too: oversubscribed threads make PCA or a small
-        # logistic regression 50x slower on a shared machine
-        with threadpool_limits(limits=want or None):
-            yield
-    finally:
-        torch.set_num_threads(threads_before)
+    with scoped_threads(want):
+        yield
 
 
 def _train_threads(data, cfg: TrainConfig, run, progress: Progress, write=None,

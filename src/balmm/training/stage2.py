@@ -156,36 +156,32 @@ def joint_stage(
 ) -> tuple[Stage2Result, dict[str, Any]]:  # fmt: skip
     """Stage 2: the joint model trained on the fit samples (the refit), and, when the
     stacker, the fold average or ``stage2_select = "crossfit"`` needs them, the joint models
-    of the cross-fitting folds. With ``"crossfit"`` the folds run first and record their
-    held-out fused log-probabilities after every epoch; the refit then trains for the epoch
+    of the cross-fitting folds (those first). With ``"crossfit"`` the folds record their
+    held-out fused log-probabilities after every epoch, and the refit trains for the epoch
     count with the lowest pooled OOF log-loss. Returns the refit and the
     ``protocol.decisions`` entries of its epoch count, fused head and final model."""
     stacked = cfg.fusion_head == "stack" and cfg.balancer != "concat"
+    by_folds = cfg.stage2_select == "crossfit"
     decisions: dict[str, Any] = {}
-    oof, fold_models, traces = None, [], None
-    decay = cf.decay if cf is not None else None
-    folds_needed = cf is not None and (stacked or cfg.final_model == "average")
-    epochs = None
-    if cfg.stage2_select == "crossfit":
-        if cf is None:
-            decisions["stage2_epochs"] = {"kind": "validation",
-                                          "why": "needs cross-fitting (folds >= 2)"}  # fmt: skip
-        else:
+    oof, fold_models, epochs = None, [], None
+    # the folds first: every stage reseeds its own random streams, so the order changes
+    # no model, and their curves can choose the refit's epoch count
+    if cf is not None and (stacked or cfg.final_model == "average" or by_folds):
+        traces: list[np.ndarray] | None = [] if by_folds else None
+        oof, fold_models = crossfit_joint(cf, mods, n_features, n_classes, label_mi, cfg,
+                                          progress, ckpt, kappa, traces)  # fmt: skip
+        if traces is not None:
             from balmm.training.oof_curves import choose_epochs
 
-            traces = []
-            oof, fold_models = crossfit_joint(cf, mods, n_features, n_classes, label_mi, cfg,
-                                              progress, ckpt, kappa, traces)  # fmt: skip
             y_held = [cf.y[cf.folds == k] for k in range(len(traces))]
             epochs, _, curve = choose_epochs(traces, y_held)
             decisions["stage2_epochs"] = {"kind": "crossfit", "epochs": epochs,
                                           "oof_log_loss": float(curve[epochs - 1])}  # fmt: skip
-            folds_needed = False
+    elif by_folds:
+        decisions["stage2_epochs"] = {"kind": "validation",
+                                      "why": "needs cross-fitting (folds >= 2)"}  # fmt: skip
     s2 = train_joint(mods, n_features, n_classes, sets, stage1, label_mi, cfg, progress, ckpt,
-                     kappa, decay=decay, epochs=epochs)  # fmt: skip
-    if folds_needed:
-        oof, fold_models = crossfit_joint(cf, mods, n_features, n_classes, label_mi, cfg,
-                                          progress, ckpt, kappa)  # fmt: skip
+                     kappa, decay=cf.decay if cf is not None else None, epochs=epochs)  # fmt: skip
     if stacked:
         decisions["fusion_head"] = fit_stack_head(s2.model, s2.balancer, cf, oof, cfg)
     if cfg.final_model == "average":

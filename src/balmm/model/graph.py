@@ -21,6 +21,8 @@ one graph over every sample's features (never labels); reports say so.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -193,6 +195,42 @@ def to_torch(adj: sp.csr_matrix, device) -> torch.Tensor:
     )
 
 
+def _node_tensors(X, M, rows: np.ndarray, device) -> tuple[dict, dict]:
+    return (
+        {m: torch.as_tensor(X[m][rows], device=device) for m in X},
+        {m: torch.as_tensor(M[m][rows], device=device) for m in M},
+    )
+
+
+def inductive_graphs(
+    X, M, ref_rows: np.ndarray, ref_split, new: list[tuple[Any, np.ndarray]], k: int, t: int,
+    mu: float, device,
+) -> tuple[sp.csr_matrix, dict[str, np.ndarray], sp.csr_matrix]:  # fmt: skip
+    """The SNF graph over the samples ``ref_rows`` (positions in ``X`` and ``M``, per
+    modality features and presence) given to ``ref_split`` (when not None), and to each
+    ``(split, rows)`` of ``new`` that graph with its own samples attached inductively: they
+    take edges to the reference samples and give none, so they never shape it. A split
+    gets ``adj``, ``gX``, ``gM`` and ``graph_rows`` (duck-typed: model/ knows no Split).
+    Returns the kernel graph, each modality's bandwidths and the reference adjacency."""
+    X_ref = {m: X[m][ref_rows] for m in X}
+    M_ref = {m: M[m][ref_rows] for m in M}
+    w, eps = fused_graph(X_ref, M_ref, k, t, mu)
+    a_ref = gcn_adjacency(w)
+    if ref_split is not None:
+        ref_split.gX, ref_split.gM = _node_tensors(X, M, ref_rows, device)
+        ref_split.adj = to_torch(a_ref, device)
+        ref_split.graph_rows = torch.arange(len(ref_rows), device=device)
+    for s, rows in new:
+        x_new = {m: X[m][rows] for m in X}
+        m_new = {m: M[m][rows] for m in M}
+        w_new = attach(X_ref, M_ref, eps, x_new, m_new, k, mu)
+        both = np.concatenate([ref_rows, rows])
+        s.gX, s.gM = _node_tensors(X, M, both, device)
+        s.adj = to_torch(inductive_adjacency(a_ref, w_new), device)
+        s.graph_rows = torch.arange(len(ref_rows), len(both), device=device)
+    return w, eps, a_ref
+
+
 def attach_graphs(
     proc, idx_fit, idx_val, idx_test, sets, cfg, device
 ) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -204,17 +242,11 @@ def attach_graphs(
     M_fit = {m: M[m][idx_fit] for m in M}
     k, t, mu = cfg.knn_k, cfg.snf_iterations, cfg.snf_mu
 
-    def tens(rows):
-        return (
-            {m: torch.as_tensor(X[m][rows], device=device) for m in X},
-            {m: torch.as_tensor(M[m][rows], device=device) for m in M},
-        )
-
     if cfg.transductive:
         allr = np.concatenate([idx_fit, idx_val, idx_test])
         w, eps = fused_graph({m: X[m][allr] for m in X}, {m: M[m][allr] for m in M}, k, t, mu)
         adj = to_torch(gcn_adjacency(w), device)
-        gX, gM = tens(allr)
+        gX, gM = _node_tensors(X, M, allr, device)
         off = 0
         for name, rows in (("fit", idx_fit), ("val", idx_val), ("test", idx_test)):
             s = sets[name]
@@ -223,22 +255,8 @@ def attach_graphs(
             off += len(rows)
         info = {"mode": "transductive", "nnz": int(w.nnz)}
     else:
-        w, eps = fused_graph(X_fit, M_fit, k, t, mu)
-        a_fit = gcn_adjacency(w)
-        gX, gM = tens(idx_fit)
-        s = sets["fit"]
-        s.adj, s.gX, s.gM = to_torch(a_fit, device), gX, gM
-        s.graph_rows = torch.arange(len(idx_fit), device=device)
-        for name, rows in (("val", idx_val), ("test", idx_test)):
-            x_new = {m: X[m][rows] for m in X}
-            m_new = {m: M[m][rows] for m in M}
-            w_new = attach(X_fit, M_fit, eps, x_new, m_new, k, mu)
-            adj = inductive_adjacency(a_fit, w_new)
-            s = sets[name]
-            both = np.concatenate([idx_fit, rows])
-            s.gX, s.gM = tens(both)
-            s.adj = to_torch(adj, device)
-            s.graph_rows = torch.arange(len(idx_fit), len(both), device=device)
+        new = [(sets["val"], idx_val), (sets["test"], idx_test)]
+        w, eps, a_fit = inductive_graphs(X, M, idx_fit, sets["fit"], new, k, t, mu, device)
         info = {"mode": "inductive", "nnz": int(w.nnz)}
     info.update({"k": k, "snf_iterations": t, "mu": mu})
     state = {f"X:{m}": torch.as_tensor(X_fit[m]) for m in X}

@@ -223,7 +223,9 @@ class BatchedFolds:
         if not self.stacked:  # stacked: dropout is applied here, whatever the modules' mode
             for mb in active:
                 mb.net.train()
-        plans = [batches(len(mb.fit), self.cfg.batch_size, mb.rng, False) for mb in active]
+        # gcn: a member's one batch is its whole fold graph
+        plans = [batches(len(mb.fit), self.cfg.batch_size, mb.rng, mb.fit.adj is not None)
+                 for mb in active]  # fmt: skip
         dev = active[0].fit.y.device
         orders = [torch.as_tensor(np.concatenate(p)).to(dev) for p in plans]
         starts = [0] * len(active)

@@ -114,7 +114,10 @@ def run_measured(cmd: list[str]) -> dict:
     sampler.join()
     wall = time.time() - t0
     rc = os.waitstatus_to_exitcode(status)
-    out = {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "rc": rc, "t0": t0,
+    # CPU seconds (user + system) as well as wall: on a shared machine they move far less
+    # with the load, so growth is compared on them
+    out = {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+           "peak_rss_mb": usage.ru_maxrss / 1024, "rc": rc, "t0": t0,
            "rss_samples": samples}  # fmt: skip
     if rc != 0:
         out["stderr_tail"] = stderr.decode(errors="replace")[-2000:]
@@ -240,6 +243,7 @@ def one_size(n: int, args: argparse.Namespace, peak: float) -> dict:
         res["predict"] = run_measured([exe, "-q", "predict", str(run), str(data), "--out",
                                        f"{tmp}/pred", *mode])  # fmt: skip
     res["train_s_per_1k_samples"] = res["train"]["wall_s"] / n * 1000
+    res["train_cpu_s_per_1k_samples"] = res["train"]["cpu_s"] / n * 1000
     res["train_rss_kb_per_sample"] = res["train"]["peak_rss_mb"] * 1024 / n
     if args.samples_to:  # the RSS timelines in a file of their own; kept out of the summary
         with open(args.samples_to, "a") as f:
@@ -268,14 +272,40 @@ def main() -> None:
     ap.add_argument("--backed", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "balmm-scale"))
-    ap.add_argument("--work-dir", default=None)
+    ap.add_argument("--work-dir", default=None, help="where the runs go (created if missing)")
     ap.add_argument("--samples-to", default=None, help="append the RSS timelines (JSON lines)")
     args = ap.parse_args()
+    if args.work_dir:
+        Path(args.work_dir).mkdir(parents=True, exist_ok=True)
     peak = matmul_peak(args.threads)
     print(json.dumps({"matmul_peak_gflops": peak / 1e9, "threads": args.threads,
                       "cpu_count": os.cpu_count(), "backed": args.backed}), flush=True)  # fmt: skip
+    done = []
     for n in (int(s) for s in args.sizes.split(",")):
-        print(json.dumps(one_size(n, args, peak)), flush=True)
+        done.append(one_size(n, args, peak))
+        print(json.dumps(done[-1]), flush=True)
+    ok = [r for r in done if r.get("train", {}).get("rc") == 0]
+    if len(ok) >= 2:
+        print(json.dumps({"growth": growth(ok)}), flush=True)
+
+
+def growth(rows: list[dict]) -> list[dict]:
+    """Per-sample and marginal (per extra sample) train CPU time and peak RSS between
+    consecutive sizes: the marginal figures leave out what does not grow with n (imports,
+    the report's fixed-size plots, the markers' fixed-size refits)."""
+    out = []
+    for a, b in zip(rows, rows[1:], strict=False):
+        ta, tb = a["train"]["cpu_s"], b["train"]["cpu_s"]
+        ma, mb = a["train"]["peak_rss_mb"], b["train"]["peak_rss_mb"]
+        dn = b["n"] - a["n"]
+        out.append({
+            "from": a["n"], "to": b["n"],
+            "per_sample_cpu_ratio": (tb / b["n"]) / (ta / a["n"]),
+            "per_sample_rss_ratio": (mb / b["n"]) / (ma / a["n"]),
+            "marginal_cpu_ms_per_sample": (tb - ta) / dn * 1000,
+            "marginal_kb_per_sample": (mb - ma) * 1024 / dn,
+        })  # fmt: skip
+    return out
 
 
 if __name__ == "__main__":

@@ -54,6 +54,23 @@ def test_statistics_come_from_training_samples_only():
     assert out_tr[5, 2] == pytest.approx(expect, abs=1e-4)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_imputation_medians_are_scikit_learns(seed):
+    # the training medians equal scikit-learn SimpleImputer's, bit for bit: gaps, ties
+    # (values rounded to 0.1) and even and odd observed counts per column
+    from sklearn.impute import SimpleImputer
+
+    rng = np.random.default_rng(seed)
+    x = np.round(rng.normal(size=(90, 12)), 1).astype(np.float32)
+    x[rng.random(x.shape) < 0.3] = np.nan
+    x[:60, 0] = np.nan
+    x[0, 0], x[1, 0] = 2.5, -1.0  # a column with two observed training values
+    d = _data({"m": x}, n_train=60)
+    pre = Preprocessor(max_features=None, clip=None).fit(d, d.ids("train"))
+    expect = SimpleImputer(strategy="median").fit(x[:60]).statistics_
+    np.testing.assert_array_equal(pre._mods["m"].median, expect)
+
+
 def test_feature_selection_uses_training_variance_only():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(50, 6)).astype(np.float32)

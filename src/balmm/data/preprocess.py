@@ -8,7 +8,7 @@ Steps per modality, all statistics from the training rows:
    not mistaken for counts): library-size normalisation to the median training library
    size (scanpy ``normalize_total``'s rule, with the target fixed at fit time), then
    ``log1p`` (scanpy);
-3. impute missing values with the training median (scikit-learn ``SimpleImputer``);
+3. impute missing values with the training median (numpy ``nanmedian``);
 4. keep at most ``max_features`` features: scanpy highly-variable genes for counts
    (``seurat_v3`` on the raw counts when they were read from a layer, e.g.
    ``layer="counts"``; else ``seurat`` on the normalised log values), the highest
@@ -31,7 +31,6 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from sklearn.impute import SimpleImputer
 from sklearn.preprocessing import StandardScaler
 
 from balmm.data import matrix
@@ -171,11 +170,14 @@ class Preprocessor:
             if is_count:
                 xb = log1p_float64(normalise_total(xb, size, target_sum), inplace=True)
                 xb = xb.astype(np.float32)  # float32 statistics, as for dense input before
-            imputer = SimpleImputer(strategy="median", keep_empty_features=True).fit(xb)
-            median[blk] = imputer.statistics_
+            # the medians scikit-learn's SimpleImputer gives, bit for bit (tested), but by
+            # partition, O(n) per column: SimpleImputer sorts a masked copy, O(n log n) and
+            # 6x slower; at 100k samples it was most of preprocessing's time
+            med = np.nanmedian(xb, axis=0)  # every kept column has an observed value
+            median[blk] = med
             gaps = np.isnan(xb)
             if gaps.any():  # fill in place rather than through a second copy
-                xb[gaps] = imputer.statistics_[np.nonzero(gaps)[1]]
+                xb[gaps] = med[np.nonzero(gaps)[1]]
             if self.scale:
                 scaler = StandardScaler().fit(xb)
                 mean[blk], scale[blk] = scaler.mean_, scaler.scale_

@@ -8,11 +8,13 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from balmm.cli.app import main
 from balmm.config import TrainConfig
 from balmm.progress import NULL_PROGRESS
+from balmm.threads import scoped_threads
 from balmm.training.checkpoint import Checkpointer
 from balmm.training.crossfit import _fold_sets, crossfit_alone, fold_assignment
 from balmm.training.curves import BatchedFolds, new_member
@@ -20,7 +22,8 @@ from balmm.training.tensors import Split
 from datagen import write_named
 
 GCN = dict(encoder="gcn", pretrain_epochs=6, pretrain_patience=0, kd_epochs=3, epochs=6,
-           patience=0, n_boot=20, hidden=16, embed_dim=8, lr=0.01, knn_k=5, folds=4)  # fmt: skip
+           patience=0, n_boot=20, hidden=16, embed_dim=8, lr=0.01, knn_k=5, snf_iterations=3,
+           folds=4)  # fmt: skip
 
 
 def _split(seed: int = 0, n: int = 96) -> Split:
@@ -48,12 +51,12 @@ def test_gcn_fold_never_reads_its_held_out_labels():
     folds = fold_assignment(y, 4, seed=0)
     cfg = TrainConfig(**GCN)
     off = Checkpointer(None, "", 0)
-    clean = crossfit_alone(["a", "b"], {"a": 8, "b": 8}, 2, train, folds, cfg, NULL_PROGRESS, off)
     flipped = y.copy()
     flipped[folds == 0] = 1 - flipped[folds == 0]
     poisoned = Split(train.ids, train.X, train.M, torch.as_tensor(flipped))
-    dirty = crossfit_alone(["a", "b"], {"a": 8, "b": 8}, 2, poisoned, folds, cfg, NULL_PROGRESS,
-                           off)  # fmt: skip
+    with scoped_threads(1):  # as train() runs it: tiny sparse products, one thread
+        clean, dirty = (crossfit_alone(["a", "b"], {"a": 8, "b": 8}, 2, s, folds, cfg,
+                                       NULL_PROGRESS, off) for s in (train, poisoned))  # fmt: skip
     held = folds == 0
     for m in ("a", "b"):
         has = clean.present[m]
@@ -90,7 +93,8 @@ def test_gcn_held_out_rows_only_attach_to_their_folds_graphs():
     states = []
     for sets in (a, b):
         mb = new_member("a", 8, 2, cfg, 0, sets["inside"], None, 4, keep=False)
-        BatchedFolds("a", [mb], cfg, "t").run(NULL_PROGRESS)
+        with scoped_threads(1):
+            BatchedFolds("a", [mb], cfg, "t").run(NULL_PROGRESS)
         states.append(mb.net.state_dict())
     for key, v in states[0].items():
         torch.testing.assert_close(v, states[1][key], rtol=0, atol=0)
@@ -118,3 +122,30 @@ def test_gcn_train_cross_fits_and_predict_reproduces_the_fold_average(tmp_path):
     cols = [c for c in ref.columns if c.startswith("proba_")]
     assert len(ref) > 0 and cols
     np.testing.assert_allclose(got[cols].to_numpy(), ref[cols].to_numpy(), atol=1e-6, rtol=0)
+
+
+def test_gcn_cross_fitted_run_resumes_byte_identical(tmp_path):
+    """Interrupted inside the fold curves (graph members; the other units resume as for every
+    encoder: tests/test_checkpoint.py), a gcn run resumes to the uninterrupted run's bytes."""
+    from balmm.data.simulate import simulate
+    from balmm.training.fit import train
+    from test_checkpoint import Run, StopAt
+
+    mods = {"a": {"n_features": 10, "signal": 2.0}, "b": {"n_features": 8, "signal": 1.0}}
+    data = simulate(n_samples=90, modalities=mods, seed=2)
+    cfg = {**GCN, "folds": 3, "checkpoint_every": 2}
+    train(data, seed=0, out=Run(tmp_path / "ref", tmp_path / "ref-ckpt"), **cfg)
+    files = ["metrics.json", "predictions.csv", "history.jsonl", "model/weights.safetensors",
+             "model/graph.safetensors"]  # fmt: skip
+    for key, n in (("trace:b", 3),):
+        ckpt = tmp_path / f"ckpt-{key.replace('/', '_')}"
+        with pytest.raises(KeyboardInterrupt):
+            train(data, seed=0, out=Run(tmp_path / f"a{n}{key[0]}", ckpt),
+                  progress=StopAt(key, n), **cfg)  # fmt: skip
+        out = tmp_path / f"b-{key.replace('/', '_')}"
+        res = train(data, seed=0, out=Run(out, ckpt), **cfg)
+        assert any(u.startswith(f"{key}@") for u in res.resumed_units), res.resumed_units
+        for f in files:
+            assert (out / "work" / f).read_bytes() == (
+                tmp_path / "ref" / "work" / f
+            ).read_bytes(), f

@@ -33,6 +33,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "mi_estimator": MI_ESTIMATORS,
     "stage1_select": ("f1", "loss"),
     "stage2_select": ("f1", "loss", "crossfit"),
+    "stage2_weights": ("validation", "crossfit"),
     "fusion_head": ("joint", "stack"),
     "stack_missing": ("pattern", "zero-fill"),
     "final_model": ("refit", "average"),
@@ -108,6 +109,10 @@ class TrainConfig:
     # joint model: best validation fused macro-F1 ("f1") or loss; "crossfit": the epoch count
     # with the lowest pooled OOF fused log-loss of the cross-fitting folds' stage 2
     stage2_select: str = "f1"
+    # balmm's stage-2 weights of the refit read each head's per-epoch macro-F1 from the
+    # validation carve ("validation"), or from the cross-fitting folds' joint models: the
+    # pooled out-of-fold macro-F1 of each head after each epoch ("crossfit")
+    stage2_weights: str = "validation"
     modality_dropout: float = 0.15
     fused_weight: float = 1.0
     weight_beta: float = 2.0  # lag term: a head behind the best one gets up to 1 + beta

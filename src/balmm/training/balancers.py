@@ -104,6 +104,14 @@ class Balancer:
         self.excluded: dict[str, str] = {}  # modality -> reason it is left out of the fusion
         self.last_coef: dict[str, float] = {m: 1.0 for m in modalities}
         self.notes: list[str] = []
+        # a fixed per-epoch evidence schedule ({head: macro-F1} for epochs 1, 2, ...) read
+        # by end_epoch instead of the validation carve's scores; None: the carve's
+        self.schedule: list[dict[str, float]] | None = None
+
+    def evidence_at(self, epoch: int) -> dict[str, float]:
+        """The schedule's evidence for ``epoch`` (1-based); past its end, the last."""
+        assert self.schedule
+        return dict(self.schedule[min(epoch, len(self.schedule)) - 1])
 
     def to(self, device) -> Balancer:
         """Move learned balancing parameters (if any) to ``device``."""

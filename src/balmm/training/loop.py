@@ -147,8 +147,9 @@ class TrainLoop:
         on_epoch: Callable[[TrainLoop], None] | None = None,
         held: Split | None = None,
     ) -> None:
-        """``held``: a cross-fitting fold's held-out samples, whose fused log-probabilities
-        after every epoch go in the history (``held_logp``): a curve, never a selection."""
+        """``held``: a cross-fitting fold's held-out samples, whose log-probabilities (every
+        head's) after every epoch go in the history (``held_logp``): a curve, never a
+        selection."""
         self.model, self.loss_fn, self.fit, self.val = model, loss_fn, fit, val
         self.held = held
         self.cfg, self.spec, self.balancer = cfg, spec, balancer
@@ -329,13 +330,19 @@ class TrainLoop:
                 self.best_state = copy.deepcopy(model.state_dict())
                 self.best_score = f1s[spec.score_head]
                 rec["selected"] = True
-            if bal is not None:
+            if bal is not None and bal.schedule is None:
                 bal.end_epoch(f1s)
+        if bal is not None and bal.schedule is not None:
+            # a fixed schedule of evidence (cross-fitting's pooled OOF macro-F1 per epoch)
+            rec["weight_evidence"] = evidence = bal.evidence_at(self.epoch)
+            rec.setdefault("val_f1", evidence)  # no carve scored: the history's F1
+            bal.end_epoch(evidence)
         if spec.keep_last and self.epoch == spec.epochs:
             rec["selected"] = True
         if self.held is not None and len(self.held):
-            p = infer(self.model, self.held, embeddings=False)[FUSED]
-            rec["held_logp"] = torch.log(torch.as_tensor(p).clamp_min(1e-12))
+            p = infer(self.model, self.held, embeddings=False)
+            rec["held_logp"] = {h: torch.log(torch.as_tensor(v).clamp_min(1e-12))
+                                for h, v in p.items()}  # fmt: skip
         if bal is not None:
             rec["weights"] = bal.weights()
             rec["ogm_coef"] = dict(bal.last_coef)

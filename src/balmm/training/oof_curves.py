@@ -1,9 +1,12 @@
-"""Choices made on out-of-fold log-loss curves: a unimodal model's epoch count, and its
-weight decay with the epoch count (:mod:`balmm.training.crossfit` records the curves)."""
+"""Choices made on out-of-fold curves: a model's epoch count, a unimodal model's weight decay
+with its epoch count (:mod:`balmm.training.crossfit` and :mod:`.stage2` record the curves),
+and the stage-2 weights' per-epoch evidence (each head's pooled OOF macro-F1)."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from balmm.training.metrics import macro_f1
 
 
 def _pooled_choices(
@@ -67,3 +70,25 @@ def choose_decay(
             wd_k = min(scored, key=lambda wd: scored[wd][2][k][1])
             per_fold.append((wd_k, scored[wd_k][2][k][0]))
     return (every, scored[every][0]), per_fold, scored[every][1]
+
+
+def pooled_f1_schedule(
+    traces: list[dict[str, np.ndarray]],
+    y_held: list[np.ndarray],
+    present: list[dict[str, np.ndarray]],
+    n_classes: int,
+) -> list[dict[str, float]]:
+    """Each head's pooled out-of-fold macro-F1 after each epoch, from the folds' held-out
+    log-probability curves ``traces[k][head]`` (epochs x held samples x classes): at epoch
+    e, fold k's held-out predictions after its e-th epoch, pooled over the folds, scored on
+    the labelled samples that have the head's modality (``present[k][head]``; the fused
+    head: every labelled sample). Only epochs that every fold's curve reaches are given."""
+    n_ep = min((len(next(iter(t.values()))) for t in traces), default=0)
+    schedule: list[dict[str, float]] = [{} for _ in range(n_ep)]
+    for h in traces[0] if traces else []:
+        keep = [(y >= 0) & present[k].get(h, np.ones(len(y), bool)) for k, y in enumerate(y_held)]
+        truth = np.concatenate([y[ok] for y, ok in zip(y_held, keep, strict=True)])
+        for e in range(n_ep):
+            pred = [t[h][e][ok].argmax(1) for t, ok in zip(traces, keep, strict=True)]
+            schedule[e][h] = macro_f1(truth, np.concatenate(pred), n_classes)
+    return schedule

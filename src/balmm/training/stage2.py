@@ -28,7 +28,8 @@ class Stage2Result:
     history: list[dict]
     selected_epoch: int
     final_weights: dict[str, float]
-    trace: torch.Tensor | None = None  # held-out fused log-probabilities per epoch
+    # held-out log-probabilities per epoch of every head (fused and per modality)
+    trace: dict[str, torch.Tensor] | None = None
 
 
 def train_joint(
@@ -46,13 +47,16 @@ def train_joint(
     decay: dict[str, float] | None = None,
     epochs: int | None = None,
     held: Split | None = None,
+    schedule: list[dict[str, float]] | None = None,
 ) -> Stage2Result:
     """Build the joint model (from the stage-1 encoders for ``balmm``), train it with the
     configured balancer and keep the epoch with the best validation fused macro-F1, or
     (``epochs``, chosen by cross-fitting) the state after exactly that many epochs.
     ``scope`` (e.g. ``"fold2/"``) names a cross-fitting fold; ``decay`` gives a modality's
     encoder and head their cross-fitted weight decay; ``held`` (a fold's held-out samples)
-    adds their fused log-probabilities after every epoch (``Stage2Result.trace``)."""
+    adds every head's log-probabilities after every epoch (``Stage2Result.trace``);
+    ``schedule`` (per epoch, each head's cross-fitted macro-F1) is the evidence the
+    balancer's weights read instead of the validation carve's scores."""
     if decay is not None and all(v == cfg.weight_decay for v in decay.values()):
         decay = None  # one decay for every parameter: the plain optimiser
     dev = sets["fit"].y.device
@@ -61,6 +65,8 @@ def train_joint(
     model = build_model(n_features, n_classes, cfg.to_dict()).to(dev)
     balancer = make_balancer(cfg.balancer, mods, cfg, label_mi, kappa).to(dev)
     model.fusion_off = set(balancer.excluded)
+    if schedule:
+        balancer.schedule = schedule
     warm = cfg.balancer == "balmm" and cfg.pretrain_init and bool(stage1)
     if warm:
         for m in mods:
@@ -93,8 +99,11 @@ def train_joint(
         res = loop.run()
         done = {"state": res.best_state, "history": res.history, "balancer": balancer.state()}
         if held is not None:
+            logp = [r.pop("held_logp", {}) for r in res.history]
+            heads = next((list(lp) for lp in logp if lp), [FUSED])
             empty = torch.zeros((0, n_classes))
-            done["trace"] = torch.stack([r.pop("held_logp", empty) for r in res.history])
+            done["trace"] = {h: torch.stack([lp.get(h, empty) for lp in logp]) if logp
+                             else torch.zeros((0, 0, n_classes)) for h in heads}  # fmt: skip
         ckpt.save_done(unit, done)
     else:
         balancer.load_state(done["balancer"])
@@ -121,12 +130,13 @@ def crossfit_joint(
     progress: Progress,
     ckpt: Checkpointer,
     kappa: dict[str, float] | None,
-    traces: list[np.ndarray] | None = None,
+    traces: list[dict[str, np.ndarray]] | None = None,
 ) -> tuple[dict[str, np.ndarray], list]:
     """Stage 2 in every fold (from that fold's stage-1 and kept distillation states).
     Returns the OOF logits of each modality head of the jointly trained models (for the
     stacker) and the fold models (for ``final_model = "average"``); ``traces`` (a list)
-    receives each fold's held-out fused log-probability curve (epochs x held x classes)."""
+    receives each fold's held-out log-probability curves (head -> epochs x held x
+    classes)."""
     n = len(cf.y)
     out = {m: np.full((n, n_classes), np.nan, dtype=np.float32) for m in mods}
     models = []
@@ -137,7 +147,7 @@ def crossfit_joint(
                          decay={m: cf.fold_decay[m][k] for m in cf.fold_decay},
                          held=sets["held"] if traces is not None else None)  # fmt: skip
         if traces is not None:
-            traces.append(s2.trace.numpy())
+            traces.append({h: t.numpy() for h, t in s2.trace.items()})
         proba = infer(s2.model, sets["held"])
         held = np.flatnonzero(cf.folds == k)
         for m in mods:
@@ -157,36 +167,62 @@ def joint_stage(
     """Stage 2: the joint model trained on the fit samples (the refit), and, when the
     stacker, the fold average or ``stage2_select = "crossfit"`` needs them, the joint models
     of the cross-fitting folds (those first). With ``"crossfit"`` the folds record their
-    held-out fused log-probabilities after every epoch, and the refit trains for the epoch
-    count with the lowest pooled OOF log-loss. Returns the refit and the
+    heads' held-out log-probabilities after every epoch, and the refit trains for the epoch
+    count with the lowest pooled OOF fused log-loss; with ``stage2_weights = "crossfit"``
+    its balmm weights read each head's pooled OOF macro-F1 at each epoch (the folds' models
+    are the same either way: the held-out rows steer nothing). Returns the refit and the
     ``protocol.decisions`` entries of its epoch count, fused head and final model."""
     stacked = cfg.fusion_head == "stack" and cfg.balancer != "concat"
     by_folds = cfg.stage2_select == "crossfit"
+    # the weight schedule from the folds: balmm's weights are the only ones that read F1
+    by_weights = cfg.stage2_weights == "crossfit" and cfg.balancer == "balmm"
     decisions: dict[str, Any] = {}
-    oof, fold_models, epochs = None, [], None
+    oof, fold_models, epochs, schedule = None, [], None, None
     # the folds first: every stage reseeds its own random streams, so the order changes
-    # no model, and their curves can choose the refit's epoch count
-    if cf is not None and (stacked or cfg.final_model == "average" or by_folds):
-        traces: list[np.ndarray] | None = [] if by_folds else None
+    # no model, and their curves can choose the refit's epoch count and weight schedule
+    if cf is not None and (stacked or cfg.final_model == "average" or by_folds or by_weights):
+        traces: list[dict[str, np.ndarray]] | None = [] if by_folds or by_weights else None
         oof, fold_models = crossfit_joint(cf, mods, n_features, n_classes, label_mi, cfg,
                                           progress, ckpt, kappa, traces)  # fmt: skip
         if traces is not None:
-            from balmm.training.oof_curves import choose_epochs
+            from balmm.training.oof_curves import choose_epochs, pooled_f1_schedule
 
-            y_held = [cf.y[cf.folds == k] for k in range(len(traces))]
-            epochs, _, curve = choose_epochs(traces, y_held)
-            decisions["stage2_epochs"] = {"kind": "crossfit", "epochs": epochs,
-                                          "oof_log_loss": float(curve[epochs - 1])}  # fmt: skip
-    elif by_folds:
-        decisions["stage2_epochs"] = {"kind": "validation",
-                                      "why": "needs cross-fitting (folds >= 2)"}  # fmt: skip
+            held = [cf.folds == k for k in range(len(traces))]
+            y_held = [cf.y[h] for h in held]
+            if by_folds:
+                epochs, _, curve = choose_epochs([t[FUSED] for t in traces], y_held)
+                decisions["stage2_epochs"] = {"kind": "crossfit", "epochs": epochs,
+                                              "oof_log_loss": float(curve[epochs - 1])}  # fmt: skip
+            if by_weights:
+                present = [{m: cf.present[m][h] for m in mods} for h in held]
+                schedule = pooled_f1_schedule(traces, y_held, present, n_classes) or None
+                decisions["stage2_weights"] = _schedule_decision(schedule, len(traces))
+    else:
+        why = {"kind": "validation", "why": "needs cross-fitting (folds >= 2)"}
+        if by_folds:
+            decisions["stage2_epochs"] = dict(why)
+        if by_weights:
+            decisions["stage2_weights"] = dict(why)
     s2 = train_joint(mods, n_features, n_classes, sets, stage1, label_mi, cfg, progress, ckpt,
-                     kappa, decay=cf.decay if cf is not None else None, epochs=epochs)  # fmt: skip
+                     kappa, decay=cf.decay if cf is not None else None, epochs=epochs,
+                     schedule=schedule)  # fmt: skip
     if stacked:
         decisions["fusion_head"] = fit_stack_head(s2.model, s2.balancer, cf, oof, cfg)
     if cfg.final_model == "average":
         decisions["final_model"] = average_folds(s2.model, fold_models)
     return s2, decisions
+
+
+def _schedule_decision(schedule: list[dict[str, float]] | None, n_folds: int) -> dict[str, Any]:
+    """``protocol.decisions.stage2_weights`` of a cross-fitted weight schedule."""
+    if not schedule:
+        return {"kind": "validation", "why": "the folds traced no held-out epoch"}
+    return {
+        "kind": "crossfit",
+        "evidence": f"each head's pooled out-of-fold macro-F1 after each epoch of the {n_folds} "
+        "folds' joint models (past the last epoch every fold reached: that epoch's)",
+        "epochs_traced": len(schedule),
+    }
 
 
 def average_folds(model, fold_models: list) -> dict[str, Any]:

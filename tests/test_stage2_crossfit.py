@@ -172,3 +172,97 @@ def test_resume_with_the_weight_schedule_is_byte_identical(data, tmp_path, key, 
     for f in ("metrics.json", "predictions.csv", "history.jsonl", "model/weights.safetensors"):
         a = (tmp_path / "b" / "work" / f).read_bytes()
         assert a == (tmp_path / "ref" / "work" / f).read_bytes(), f
+
+
+def test_carve_free_refit_reads_no_carve_and_reports_val_out_of_fold(data, tmp_path, monkeypatch):
+    """refit_on = "train": the final models train on every training sample; no loop outside
+    the folds scores a validation carve; metrics' val is the folds' OOF predictions."""
+    from balmm.training import loop as loop_mod
+    from balmm.training import stage2 as stage2_mod
+
+    scored, recorded = [], {}
+    score = loop_mod.TrainLoop.score
+
+    def recording_score(self):
+        scored.append(self.spec.key)
+        return score(self)
+
+    joint = stage2_mod.crossfit_joint
+
+    def recording_joint(cf, *args, **kwargs):
+        out, models = joint(cf, *args, **kwargs)
+        recorded.update(oof=out, y=cf.y)
+        return out, models
+
+    monkeypatch.setattr(loop_mod.TrainLoop, "score", recording_score)
+    monkeypatch.setattr(stage2_mod, "crossfit_joint", recording_joint)
+    res = train(data, seed=0, out=tmp_path / "all", folds=3, refit_on="train", **FAST)
+    p = res.metrics["protocol"]
+    n_train = int((res.predictions["split"] != "test").sum())
+    assert p["n_val"] == 0 and p["n_fit"] == n_train
+    assert p["validation"].startswith("out-of-fold")
+    assert p["decisions"]["refit_on"]["kind"] == "train"
+    assert p["decisions"]["stage2_epochs"]["kind"] == "crossfit"
+    assert p["decisions"]["stage2_weights"]["kind"] == "crossfit"
+    assert set(res.predictions["split"]) == {"train", "test"}
+    assert scored and all(k.startswith("fold") for k in scored), sorted(set(scored))
+    # val by hand from the folds' OOF fused predictions over every training sample
+    y, fused = recorded["y"], np.exp(recorded["oof"]["fused"]).argmax(1)
+    want = f1_score(y, fused, average="macro", labels=[0, 1], zero_division=0)
+    assert res.metrics["val"]["fused"]["macro_f1"] == pytest.approx(want, abs=1e-12)
+    assert res.metrics["val"]["fused"]["accuracy"] == pytest.approx((fused == y).mean())
+    refit = [h for h in res.history if h.get("stage") == "stage2"]
+    assert refit and all(h["val_f1"] == h["weight_evidence"] for h in refit)
+    assert all(np.isfinite(v["val_macro_f1"]) for v in res.metrics["stage1"].values())
+
+
+def test_carve_free_refit_falls_back_with_its_reason_without_cross_fitting(data):
+    res = train(data, seed=0, folds=0, refit_on="train", **FAST)
+    p = res.metrics["protocol"]
+    assert (
+        p["decisions"]["refit_on"]["kind"] == "fit"
+        and "cross-fitting" in (p["decisions"]["refit_on"]["why"])
+    )
+    assert p["n_val"] > 0 and "val" in set(res.predictions["split"])
+
+
+def test_carve_free_students_train_the_folds_pooled_best_epoch_count(monkeypatch):
+    from balmm.training import oof_curves
+
+    seen = []
+    choose = oof_curves.choose_epochs
+
+    def recording(traces, y_held):
+        seen.append((traces, y_held))
+        return choose(traces, y_held)
+
+    monkeypatch.setattr(oof_curves, "choose_epochs", recording)
+    specs = make_specs(["strong", "weak"], n_features=[30, 30], signal=[3.0, 1.5], noise=0.5,
+                       n_informative=30, shared=1.0)  # fmt: skip
+    cch = simulate(n_samples=300, n_classes=2, modalities=specs, seed=1)
+    cfg = {**FAST, "pretrain_epochs": 15, "n_boot": 30, "kd_epochs": 6, "folds": 3}
+    res = train(cch, seed=0, refit_on="train", **cfg)
+    planned = [e for e in res.plan if e["enabled"]]
+    assert [(e["teacher"], e["student"]) for e in planned] == [("strong", "weak")]
+    e = planned[0]
+    traces, y_held = seen[0]  # the students' curves come first (stage 2's after)
+    assert len(traces) == 3 and all(t.shape[0] == 6 for t in traces)
+    assert sum(len(y) for y in y_held) == int((res.predictions["split"] != "test").sum())
+    curve = sum(-t[:, np.arange(len(y)), y].sum(1) for t, y in zip(traces, y_held, strict=True))
+    assert e["kd_epochs"] == int(np.argmin(curve)) + 1
+    kd = [h for h in res.history if h["stage"] == "kd:weak"]
+    assert len(kd) == (e["kd_epochs"] if e["accepted"] else 0)
+
+
+@pytest.mark.parametrize(("key", "n"), [("fold1/stage2", 3), ("stage1:weak", 2)])
+def test_carve_free_resume_is_byte_identical(data, tmp_path, key, n):
+    cfg = {**FAST, "folds": 3, "checkpoint_every": 2, "refit_on": "train"}
+    train(data, seed=0, out=Run(tmp_path / "ref", tmp_path / "ref-ckpt"), **cfg)
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train(data, seed=0, out=Run(tmp_path / "a", ckpt), progress=StopAt(key, n), **cfg)
+    res = train(data, seed=0, out=Run(tmp_path / "b", ckpt), **cfg)
+    assert any(u.startswith(f"{key}@") for u in res.resumed_units), res.resumed_units
+    for f in ("metrics.json", "predictions.csv", "history.jsonl", "model/weights.safetensors"):
+        a = (tmp_path / "b" / "work" / f).read_bytes()
+        assert a == (tmp_path / "ref" / "work" / f).read_bytes(), f

@@ -37,6 +37,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "fusion_head": ("joint", "stack"),
     "stack_missing": ("pattern", "zero-fill"),
     "final_model": ("refit", "average"),
+    "refit_on": ("fit", "train"),
     "report_embedding": ("auto", "umap", "pca"),
 }
 
@@ -78,6 +79,12 @@ class TrainConfig:
     # models of the K cross-fitting folds (chosen by CV inside ROSMAP's training split:
     # docs/method.md); "refit": the refitted model alone
     final_model: str = "average"
+    # what the final models (preprocessing, unimodal models, students, joint model) train
+    # on: "fit" = the training split minus the validation carve (val_size); "train" = every
+    # training sample, every epoch count and the stage-2 weights from cross-fitting, metrics'
+    # "val" out of fold (no carve; falls back to "fit", with the reason, without
+    # cross-fitting)
+    refit_on: str = "fit"
     # graph (gcn encoder)
     transductive: bool = False
     knn_k: int = 10

@@ -91,8 +91,10 @@ def _summary(result) -> None:
         out_console.print(f"distillation: {txt} ({skipped} pairs skipped; reasons in metrics.json)")
     for mod, why in m["imbalance"]["excluded_from_fusion"].items():
         out_console.print(f"[yellow]{mod}[/]: {why}")
+    by_folds = p.get("decisions", {}).get("stage2_epochs", {}).get("kind") == "crossfit"
+    how = "epoch count from the cross-fitting folds" if by_folds else "on validation fused macro-F1"
     out_console.print(
-        f"selected epoch {p['selected_epoch']} on validation fused macro-F1; test evaluated once"
+        f"selected epoch {p['selected_epoch']} {how}; test evaluated once"
         f" · {result.timing.get('total_s', float('nan')):.1f} s"
     )
     if result.out is not None:

@@ -42,7 +42,7 @@ from balmm.training.checkpoint import Checkpointer
 from balmm.training.curves import BatchedFolds, fold_states, new_member
 from balmm.training.distil import distil_students, evidence_record
 from balmm.training.metrics import bootstrap_f1, macro_f1
-from balmm.training.oof_curves import choose_decay
+from balmm.training.oof_curves import choose_decay, choose_student_epochs
 from balmm.training.stage1 import enc_head_state, unimodal_net, with_decay
 from balmm.training.tensors import RowSource, Split, infer, restrict, single
 
@@ -114,6 +114,9 @@ class CrossFit:
     # model, and per fold on the other folds' curves)
     decay: dict[str, float] = field(default_factory=dict)
     fold_decay: dict[str, list[float]] = field(default_factory=dict)
+    # refit_on = "train": each distilled student's epoch count, on the folds' students' pooled
+    # held-out log-loss curves (crossfit_kd)
+    kd_epochs: dict[str, int] = field(default_factory=dict)
 
 
 def _snapshot_bytes(n_in: int, n_classes: int, cfg: TrainConfig) -> int:
@@ -354,10 +357,14 @@ def crossfit_kd(
     """Distil every planned student in every fold; keep a student's distillation only if
     its OOF log-loss and OOF macro-F1 both improve (``distil.evidence_record``). Fills
     ``plan`` entries (``accepted``, OOF macro-F1 and log-loss before and after); returns
-    the accepted students (their OOF logits in ``cf`` become the distilled ones)."""
+    the accepted students (their OOF logits in ``cf`` become the distilled ones). With
+    ``refit_on = "train"`` the fold students also trace their held-out log-probabilities
+    after every epoch (steering nothing), and ``cf.kd_epochs`` gets each student's epoch
+    count with the lowest pooled OOF log-loss (for the final student: no carve)."""
     students = sorted({e.student for e in edges if e.enabled})
     after = {s: cf.logits[s].copy() for s in students}
     fold_kd: list[dict[str, dict]] = []
+    trace = cfg.refit_on == "train"
     for k, (st, sets) in enumerate(zip(cf.fold_stage1, cf.fold_sets, strict=True)):
         st = {m: dict(v) for m, v in st.items()}
         fold_kd.append(st)
@@ -370,7 +377,7 @@ def crossfit_kd(
             for t in cf.logits
         }
         distil_students(edges, mods, sets, st, cfg, progress, ckpt, scope=f"fold{k}/",
-                        targets=targets)  # fmt: skip
+                        targets=targets, held=sets["held"] if trace else None)  # fmt: skip
         held = np.flatnonzero(cf.folds == k)
         for s in students:
             if "kd_state" not in st.get(s, {}):
@@ -381,6 +388,8 @@ def crossfit_kd(
             p = infer(net, single(sets["held"], s))[s]
             has = cf.present[s][held]
             after[s][held[has]] = np.log(np.clip(p[has], 1e-12, 1.0))
+    if trace:
+        choose_student_epochs(cf, students, fold_kd, plan)
     accepted = set()
     for s in students:
         ok = cf.present[s] & (cf.y >= 0)

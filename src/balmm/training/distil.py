@@ -93,11 +93,17 @@ def distil_students(
     scope: str = "",
     targets: dict[str, torch.Tensor] | None = None,
     students: set[str] | None = None,
+    held: Split | None = None,
+    epochs: dict[str, int] | None = None,
 ) -> list[dict]:
     """KD into each student with enabled teachers (its ``stage1`` entry gains
     ``kd_state`` and ``kd_val_f1``); returns the history. The teachers' targets are
     ``targets[t]`` (logits over ``sets["fit"]``, e.g. out-of-fold ones) or else the
-    teacher's own logits; ``students`` limits which students are distilled."""
+    teacher's own logits; ``students`` limits which students are distilled. ``held`` (a
+    cross-fitting fold's held-out samples) adds ``kd_trace``: the student's log-probabilities
+    on those that have it after every epoch (a curve that steers nothing); ``epochs[s]``
+    (chosen on such curves) trains student s for exactly that many epochs, keeping the
+    last state, instead of selecting on the validation carve."""
     fit, val = sets["fit"], sets["val"]
     hist: list[dict] = []
     for s in [m for m in mods if m in stage1]:
@@ -124,20 +130,30 @@ def distil_students(
                                    masks[_s])  # fmt: skip
                 return v, {_s: v}
 
-            spec = LoopSpec(unit, f"stage 1: distil into {s}", cfg.kd_epochs, 0, s,
-                            require_epoch=True)  # fmt: skip
+            n_ep = (epochs or {}).get(s)
+            spec = LoopSpec(unit, f"stage 1: distil into {s}", n_ep or cfg.kd_epochs, 0, s,
+                            require_epoch=True, keep_last=n_ep is not None)  # fmt: skip
+            held_s = restrict(held, s) if held is not None else None
             loop = TrainLoop(net_kd, loss, fit_s, restrict(val, s), cfg, spec, streams,
-                             progress=progress, on_epoch=ckpt.loop_hook(unit))  # fmt: skip
+                             progress=progress, on_epoch=ckpt.loop_hook(unit),
+                             held=held_s)  # fmt: skip
             ckpt.resume_loop(unit, loop)
             res = loop.run()
             for r in res.history:
                 r["modality"] = s
             done = {"state": res.best_state, "history": res.history, "score": res.best_score}
+            if held_s is not None:
+                logp = [r.pop("held_logp", {}).get(s) for r in res.history]
+                done["trace"] = torch.stack(
+                    [lp if lp is not None else torch.zeros((0, net_kd.n_classes)) for lp in logp]
+                )
             ckpt.save_done(unit, done)
         hist += done["history"]
         net_kd.load_state_dict(done["state"])
         stage1[s]["kd_state"] = enc_head_state(net_kd, s)
         stage1[s]["kd_val_f1"] = done["score"]
+        if "trace" in done:
+            stage1[s]["kd_trace"] = done["trace"]
     return hist
 
 

@@ -167,10 +167,19 @@ def predictions_table(
 
 def evaluate(
     *, model, sets, classes, cfg, stage1, plan, label_mi, label_mi_ci, graph_info, balancer,
-    final_weights, selected_epoch, data, preprocessor, history, device,
+    final_weights, selected_epoch, data, preprocessor, history, device, oof_val=None,
 ) -> TrainResult:  # fmt: skip
+    """Metrics, predictions and embeddings of the final model. ``oof_val`` (``refit_on =
+    "train"``: no carve; the fit samples are every training sample): each head's
+    out-of-fold log-probabilities of the cross-fitting folds' joint models over the fit
+    samples, which then give metrics.json's ``val``."""
     n_classes = len(classes)
     proba = {name: infer(model, sets[name]) for name in ("fit", "val", "test")}
+    if oof_val is None:
+        val_metrics = split_metrics(proba["val"], sets["val"], classes, model)
+    else:
+        oof = {h: np.exp(v) for h, v in oof_val.items()}
+        val_metrics = split_metrics(oof, sets["fit"], classes, model)
     metrics: dict[str, Any] = {
         "balmm_version": balmm.__version__,
         "protocol": {
@@ -195,7 +204,7 @@ def evaluate(
             "seed": cfg.seed,
         },
         "classes": classes,
-        "val": split_metrics(proba["val"], sets["val"], classes, model),
+        "val": val_metrics,
         "test": split_metrics(proba["test"], sets["test"], classes, model),
         "label_mi_bits": {
             m: {"estimate": v[0], "ci": list(label_mi_ci.get(m, (v[1],)))}
@@ -226,6 +235,14 @@ def evaluate(
         "graph": dict(graph_info),
         "versions": versions(),
     }
+    if oof_val is not None:
+        metrics["protocol"].update(
+            validation="out-of-fold: each training sample scored by the joint model of the "
+            "cross-fitting fold that did not train on it; no validation carve",
+            model_selection="epoch counts and stage-2 weights from the cross-fitting folds' "
+            "pooled out-of-fold curves (no validation carve)",
+            preprocessing_fitted_on="every training sample (no validation carve)",
+        )
     predictions = pd.concat(
         [
             predictions_table(proba[name], sets[name], classes, model, split=split_label)

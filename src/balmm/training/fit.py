@@ -44,6 +44,7 @@ from balmm.training.distil import distil, distil_students, make_plan
 from balmm.training.evaluate import TrainResult, evaluate
 from balmm.training.intermodal import complementarity
 from balmm.training.minibatch import random_streams
+from balmm.training.refit import oof_f1, refit_on_decision
 from balmm.training.stage1 import train_alone
 from balmm.training.stage2 import joint_stage
 
@@ -204,7 +205,11 @@ def _train(data, cfg: TrainConfig, run, dev, progress, store=None, release_raw=F
     classes = data.classes
     n_classes = len(classes)
     train_ids = data.ids("train")
-    fit_ids, val_ids = stratified_split(train_ids, data.y(train_ids), cfg.val_size, cfg.seed)
+    refit_on = refit_on_decision(cfg, len(train_ids))
+    if refit_on["kind"] == "train":  # no carve: every training sample, in input order
+        fit_ids, val_ids = train_ids, train_ids[:0]
+    else:
+        fit_ids, val_ids = stratified_split(train_ids, data.y(train_ids), cfg.val_size, cfg.seed)
     test_ids = data.ids("test", labelled=False)
     progress.start("prep", "preprocess", total=1)
     pre = Preprocessor(
@@ -274,6 +279,9 @@ def _train(data, cfg: TrainConfig, run, dev, progress, store=None, release_raw=F
                                  epochs=cf.epochs if cf is not None else None,
                                  decay=cf.decay if cf is not None else None)  # fmt: skip
         history += h1
+        if refit_on["kind"] == "train":  # no carve: the unimodal models' OOF macro-F1
+            for m, st in stage1.items():
+                st["val_f1"] = oof_f1(cf.logits[m], cf.present[m], cf.y, n_classes)
         plan, h_kd, decisions, kappa = _stage1_decisions(
             mods, n_classes, sets, stage1, label_mi, cfg, dev, progress, ckpt, cf
         )
@@ -283,9 +291,12 @@ def _train(data, cfg: TrainConfig, run, dev, progress, store=None, release_raw=F
     # ---------------------------------------------------------------- stage 2
     t = time.perf_counter()
     s2, joint_decisions = joint_stage(mods, n_features, n_classes, sets, stage1, label_mi, cfg,
-                                      progress, ckpt, kappa, cf)  # fmt: skip
+                                      progress, ckpt, kappa, cf,
+                                      carve_free=refit_on["kind"] == "train")  # fmt: skip
     history += s2.history
     decisions.update(joint_decisions)
+    if cfg.refit_on != "fit":  # only then: default metrics.json stays as it was
+        decisions["refit_on"] = refit_on
     timing["stage2_s"] = time.perf_counter() - t
 
     # ---------------------------------------------------------------- evaluate once
@@ -295,7 +306,7 @@ def _train(data, cfg: TrainConfig, run, dev, progress, store=None, release_raw=F
         label_mi=label_mi, label_mi_ci=label_mi_ci, graph_info=graph_info,
         balancer=s2.balancer, final_weights=s2.final_weights,
         selected_epoch=s2.selected_epoch, data=data, preprocessor=pre, history=history,
-        device=dev,
+        device=dev, oof_val=s2.oof if refit_on["kind"] == "train" else None,
     )  # fmt: skip
     timing["evaluate_s"] = time.perf_counter() - t
     if s2.model.stack is not None and s2.model.stack.source is not None:
@@ -364,10 +375,14 @@ def _stage1_decisions(mods, n_classes, sets, stage1, label_mi, cfg, dev, progres
             for t, lg in cf.logits.items()
         }
         history = distil_students(edges, mods, sets, stage1, cfg, progress, ckpt,
-                                  targets=targets, students=accepted)  # fmt: skip
+                                  targets=targets, students=accepted,
+                                  epochs=cf.kd_epochs or None)  # fmt: skip
         for d in plan:
             if d["enabled"] and d.get("accepted"):
-                d["student_val_f1_after"] = stage1[d["student"]]["kd_val_f1"]
+                s = d["student"]
+                if cf.kd_epochs:  # no carve: the student's OOF macro-F1 after distillation
+                    stage1[s]["kd_val_f1"] = d["oof_macro_f1_after"]
+                d["student_val_f1_after"] = stage1[s]["kd_val_f1"]
     kappa = None
     if want_kappa:
         oof = {m: np.nan_to_num(cf.logits[m], nan=0.0) for m in informative if m in cf.z}

@@ -4,6 +4,8 @@ and the stage-2 weights' per-epoch evidence (each head's pooled OOF macro-F1).""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from balmm.training.metrics import macro_f1
@@ -92,3 +94,25 @@ def pooled_f1_schedule(
             pred = [t[h][e][ok].argmax(1) for t, ok in zip(traces, keep, strict=True)]
             schedule[e][h] = macro_f1(truth, np.concatenate(pred), n_classes)
     return schedule
+
+
+def choose_student_epochs(cf: Any, students: list[str], fold_kd: list[dict[str, dict]],
+                          plan: list[dict]) -> None:  # fmt: skip
+    """Each distilled student's epoch count with the lowest pooled OOF log-loss over the
+    folds' distillation curves (``fold_kd[k][s]["kd_trace"]``, on fold k's held-out rows that
+    have s), into ``cf.kd_epochs`` (a :class:`balmm.training.crossfit.CrossFit`) and the
+    student's enabled plan entries."""
+    for s in students:
+        traces, y_held = [], []
+        for k, st in enumerate(fold_kd):
+            if "kd_trace" in st.get(s, {}):
+                held = np.flatnonzero(cf.folds == k)
+                traces.append(st[s]["kd_trace"].numpy())
+                y_held.append(cf.y[held][cf.present[s][held]])
+        if not traces:
+            continue
+        cf.kd_epochs[s], _, curve = choose_epochs(traces, y_held)
+        for d in plan:
+            if d["student"] == s and d["enabled"]:
+                d["kd_epochs"] = cf.kd_epochs[s]
+                d["kd_epochs_oof_log_loss"] = float(curve[cf.kd_epochs[s] - 1])

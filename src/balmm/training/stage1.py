@@ -110,11 +110,12 @@ def train_alone(
     dev = sets["fit"].y.device
     for m in mods:
         fit, val = restrict(sets["fit"], m), restrict(sets["val"], m)
-        if len(fit) < 4 or len(val) < 2:
+        n_ep = None if epochs is None else epochs.get(m)
+        # a validation carve is needed only to select (refit_on = "train" has none)
+        if len(fit) < 4 or (len(val) < 2 and n_ep is None):
             logger.warning("modality %s: too few samples to train alone; no stage 1", m)
             continue
         words = (*([scope] if scope else []), "stage1", m)
-        n_ep = None if epochs is None else epochs.get(m)
         cfg_m = cfg if decay is None else with_decay(cfg, decay.get(m, cfg.weight_decay))[0]
         done = train_one(m, n_features[m], n_classes, fit, val, cfg_m, progress, ckpt,
                          f"{scope}stage1:{m}", words, epochs=n_ep)  # fmt: skip

@@ -30,6 +30,8 @@ class Stage2Result:
     final_weights: dict[str, float]
     # held-out log-probabilities per epoch of every head (fused and per modality)
     trace: dict[str, torch.Tensor] | None = None
+    # the cross-fitting folds' joint models' OOF log-probabilities per head (fused too)
+    oof: dict[str, np.ndarray] | None = None
 
 
 def train_joint(
@@ -133,12 +135,12 @@ def crossfit_joint(
     traces: list[dict[str, np.ndarray]] | None = None,
 ) -> tuple[dict[str, np.ndarray], list]:
     """Stage 2 in every fold (from that fold's stage-1 and kept distillation states).
-    Returns the OOF logits of each modality head of the jointly trained models (for the
-    stacker) and the fold models (for ``final_model = "average"``); ``traces`` (a list)
-    receives each fold's held-out log-probability curves (head -> epochs x held x
-    classes)."""
+    Returns the OOF logits of each head of the jointly trained models (for the stacker
+    and, with ``refit_on = "train"``, the metrics' ``val``) and the fold models (for
+    ``final_model = "average"``); ``traces`` (a list) receives each fold's held-out
+    log-probability curves (head -> epochs x held x classes)."""
     n = len(cf.y)
-    out = {m: np.full((n, n_classes), np.nan, dtype=np.float32) for m in mods}
+    out = {m: np.full((n, n_classes), np.nan, dtype=np.float32) for m in [FUSED, *mods]}
     models = []
     for k, (st, sets) in enumerate(zip(cf.fold_stage1, cf.fold_sets, strict=True)):
         fold = {"fit": sets["fit"], "val": sets["val"]}
@@ -150,6 +152,7 @@ def crossfit_joint(
             traces.append({h: t.numpy() for h, t in s2.trace.items()})
         proba = infer(s2.model, sets["held"])
         held = np.flatnonzero(cf.folds == k)
+        out[FUSED][held] = np.log(np.clip(proba[FUSED], 1e-12, 1.0))
         for m in mods:
             if m in proba:  # concat (early fusion) has no per-modality heads
                 has = cf.present[m][held]
@@ -162,7 +165,7 @@ def joint_stage(
     mods: list[str], n_features: dict[str, int], n_classes: int, sets: dict[str, Split],
     stage1: dict[str, dict], label_mi: dict[str, tuple[float, float]], cfg: TrainConfig,
     progress: Progress, ckpt: Checkpointer, kappa: dict[str, float] | None,
-    cf: CrossFit | None,
+    cf: CrossFit | None, carve_free: bool = False,
 ) -> tuple[Stage2Result, dict[str, Any]]:  # fmt: skip
     """Stage 2: the joint model trained on the fit samples (the refit), and, when the
     stacker, the fold average or ``stage2_select = "crossfit"`` needs them, the joint models
@@ -171,11 +174,14 @@ def joint_stage(
     count with the lowest pooled OOF fused log-loss; with ``stage2_weights = "crossfit"``
     its balmm weights read each head's pooled OOF macro-F1 at each epoch (the folds' models
     are the same either way: the held-out rows steer nothing). Returns the refit and the
-    ``protocol.decisions`` entries of its epoch count, fused head and final model."""
+    ``protocol.decisions`` entries of its epoch count, fused head and final model.
+    ``carve_free`` (``refit_on = "train"``; needs ``cf``): both from the folds, and the
+    schedule is the history's per-head F1 for every balancer (only balmm's weights read it)."""
     stacked = cfg.fusion_head == "stack" and cfg.balancer != "concat"
-    by_folds = cfg.stage2_select == "crossfit"
+    by_folds = cfg.stage2_select == "crossfit" or carve_free
     # the weight schedule from the folds: balmm's weights are the only ones that read F1
-    by_weights = cfg.stage2_weights == "crossfit" and cfg.balancer == "balmm"
+    balmm = cfg.balancer == "balmm"
+    by_weights = (cfg.stage2_weights == "crossfit" and balmm) or carve_free
     decisions: dict[str, Any] = {}
     oof, fold_models, epochs, schedule = None, [], None, None
     # the folds first: every stage reseeds its own random streams, so the order changes
@@ -196,7 +202,8 @@ def joint_stage(
             if by_weights:
                 present = [{m: cf.present[m][h] for m in mods} for h in held]
                 schedule = pooled_f1_schedule(traces, y_held, present, n_classes) or None
-                decisions["stage2_weights"] = _schedule_decision(schedule, len(traces))
+                if balmm:
+                    decisions["stage2_weights"] = _schedule_decision(schedule, len(traces))
     else:
         why = {"kind": "validation", "why": "needs cross-fitting (folds >= 2)"}
         if by_folds:
@@ -206,6 +213,7 @@ def joint_stage(
     s2 = train_joint(mods, n_features, n_classes, sets, stage1, label_mi, cfg, progress, ckpt,
                      kappa, decay=cf.decay if cf is not None else None, epochs=epochs,
                      schedule=schedule)  # fmt: skip
+    s2.oof = oof
     if stacked:
         decisions["fusion_head"] = fit_stack_head(s2.model, s2.balancer, cf, oof, cfg)
     if cfg.final_model == "average":

@@ -216,10 +216,7 @@ def inductive_graphs(
     M_ref = {m: M[m][ref_rows] for m in M}
     w, eps = fused_graph(X_ref, M_ref, k, t, mu)
     a_ref = gcn_adjacency(w)
-    if ref_split is not None:
-        ref_split.gX, ref_split.gM = _node_tensors(X, M, ref_rows, device)
-        ref_split.adj = to_torch(a_ref, device)
-        ref_split.graph_rows = torch.arange(len(ref_rows), device=device)
+    n_ref = len(ref_rows)
     for s, rows in new:
         x_new = {m: X[m][rows] for m in X}
         m_new = {m: M[m][rows] for m in M}
@@ -227,7 +224,16 @@ def inductive_graphs(
         both = np.concatenate([ref_rows, rows])
         s.gX, s.gM = _node_tensors(X, M, both, device)
         s.adj = to_torch(inductive_adjacency(a_ref, w_new), device)
-        s.graph_rows = torch.arange(len(ref_rows), len(both), device=device)
+        s.graph_rows = torch.arange(n_ref, len(both), device=device)
+    if ref_split is not None:
+        if new:  # the reference nodes lead every attached graph: share, not copy, them
+            gX, gM = new[0][0].gX, new[0][0].gM
+            ref_split.gX = {m: x[:n_ref] for m, x in gX.items()}
+            ref_split.gM = {m: x[:n_ref] for m, x in gM.items()}
+        else:
+            ref_split.gX, ref_split.gM = _node_tensors(X, M, ref_rows, device)
+        ref_split.adj = to_torch(a_ref, device)
+        ref_split.graph_rows = torch.arange(n_ref, device=device)
     return w, eps, a_ref
 
 

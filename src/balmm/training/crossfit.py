@@ -161,6 +161,10 @@ def _fold_graphs(
     k, t, mu = cfg.knn_k, cfg.snf_iterations, cfg.snf_mu
     inductive_graphs(X, M, inside, sets["inside"], [(sets["held"], held_rows)], k, t, mu, dev)
     inductive_graphs(X, M, fit_rows, sets["fit"], [(sets["val"], val_rows)], k, t, mu, dev)
+    for s in sets.values():  # a split's own features: a view of its graph's (rows in a run)
+        assert s.gX is not None and s.graph_rows is not None
+        lo = int(s.graph_rows[0]) if len(s) else 0
+        s.X = {m: x[lo : lo + len(s)] for m, x in s.gX.items()}
 
 
 def crossfit_alone(

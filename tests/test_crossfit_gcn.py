@@ -100,10 +100,13 @@ def test_gcn_held_out_rows_only_attach_to_their_folds_graphs():
         torch.testing.assert_close(v, states[1][key], rtol=0, atol=0)
 
 
-def test_gcn_train_cross_fits_and_predict_reproduces_the_fold_average(tmp_path):
+@pytest.mark.parametrize("refit_on", ["fit", "train"])
+def test_gcn_train_cross_fits_and_predict_reproduces_the_fold_average(tmp_path, refit_on):
+    """refit_on = "train": the refit's graph holds every training sample (no carve)."""
     inputs = write_named(tmp_path / "in", n=72)
     out = tmp_path / "run"
-    sets = [x for k, v in GCN.items() if k != "folds" for x in ("--set", f"{k}={json.dumps(v)}")]
+    opts = {**GCN, "refit_on": refit_on}
+    sets = [x for k, v in opts.items() if k != "folds" for x in ("--set", f"{k}={json.dumps(v)}")]
     code = main(["train", *inputs, "--labels", str(tmp_path / "in" / "labels.csv"), "--out",
                  str(out), "--seed", "0", "--folds", "3", *sets])  # fmt: skip
     assert code == 0
@@ -112,6 +115,8 @@ def test_gcn_train_cross_fits_and_predict_reproduces_the_fold_average(tmp_path):
     assert m["protocol"]["graph"] == "inductive"
     assert dec["cross_fitted"] is True and set(dec["stage1_epochs"]) == {"m0", "m1"}
     assert dec["final_model"] == {"kind": "average", "members": 4}
+    assert dec.get("refit_on", {"kind": "fit"})["kind"] == refit_on
+    assert (m["protocol"]["n_val"] == 0) == (refit_on == "train")
     assert json.loads((out / "model" / "model.json").read_text())["n_members"] == 3
     pred = tmp_path / "pred"
     code = main(["predict", str(out), *inputs, "--out", str(pred)])

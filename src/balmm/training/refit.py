@@ -19,12 +19,10 @@ def refit_on_decision(cfg: TrainConfig, n_train: int) -> dict[str, Any]:
     sample only where cross-fitting gives every decision a carve would otherwise make."""
     if cfg.refit_on == "fit":
         return {"kind": "fit"}
-    if cfg.encoder == "gcn":  # its graph joins the fit samples and the carve
-        return {"kind": "fit", "why": "the gcn encoder's graph is built on a validation carve"}
     if not use_crossfit(cfg, n_train):
         return {
             "kind": "fit",
-            "why": "no cross-fitting (folds < 2, gcn, or above "
+            "why": "no cross-fitting (folds < 2, or above "
             f"{CROSSFIT_MAX_SAMPLES} training samples): the validation carve decides",
         }
     if not ((cfg.balancer == "balmm" or cfg.measure_imbalance) and cfg.pretrain_epochs > 0):

@@ -214,6 +214,17 @@ def test_carve_free_refit_reads_no_carve_and_reports_val_out_of_fold(data, tmp_p
     refit = [h for h in res.history if h.get("stage") == "stage2"]
     assert refit and all(h["val_f1"] == h["weight_evidence"] for h in refit)
     assert all(np.isfinite(v["val_macro_f1"]) for v in res.metrics["stage1"].values())
+    # every line's per-head F1 is out-of-fold evidence (stage 1: the folds' pooled curves)
+    assert all(0.0 <= min(h["val_f1"].values()) <= 1.0 for h in res.history)
+
+
+def test_oof_history_gives_each_line_the_folds_f1_after_the_same_epoch():
+    from balmm.training.refit import oof_history
+
+    hist = [{"stage": "stage1:a", "epoch": e} for e in (1, 2, 3)] + [{"stage": "stage2",
+                                                                     "epoch": 1}]  # fmt: skip
+    oof_history(hist, {"stage1:a": [0.5, 0.6]})
+    assert [h.get("val_f1") for h in hist] == [{"a": 0.5}, {"a": 0.6}, {"a": 0.6}, None]
 
 
 def test_carve_free_refit_falls_back_with_its_reason_without_cross_fitting(data):

@@ -42,7 +42,7 @@ from balmm.training.checkpoint import Checkpointer
 from balmm.training.curves import BatchedFolds, fold_states, new_member
 from balmm.training.distil import distil_students, evidence_record
 from balmm.training.metrics import bootstrap_f1, macro_f1
-from balmm.training.oof_curves import choose_decay, choose_student_epochs
+from balmm.training.oof_curves import choose_decay, choose_student_epochs, pooled_f1_schedule
 from balmm.training.stage1 import enc_head_state, unimodal_net, with_decay
 from balmm.training.tensors import RowSource, Split, infer, restrict, single
 
@@ -117,6 +117,9 @@ class CrossFit:
     # refit_on = "train": each distilled student's epoch count, on the folds' students' pooled
     # held-out log-loss curves (crossfit_kd)
     kd_epochs: dict[str, int] = field(default_factory=dict)
+    # pooled OOF macro-F1 after each epoch of the folds' "stage1:<m>" (the chosen decay) and
+    # "kd:<s>" curves (refit_on = "train": the history's val_f1)
+    oof_f1_curve: dict[str, list[float]] = field(default_factory=dict)
 
 
 def _snapshot_bytes(n_in: int, n_classes: int, cfg: TrainConfig) -> int:
@@ -251,6 +254,9 @@ def crossfit_alone(
         cf.fold_decay[m] = [wd for wd, _ in per_fold]
         cf.fold_epochs[m] = [ep for _, ep in per_fold]
         cf.oof_loss_curve[m] = [float(v) for v in pooled]
+        f1s = pooled_f1_schedule([{m: t} for t in traces[m][cf.decay[m]]], y_held,
+                                 [{} for _ in y_held], n_classes)  # fmt: skip
+        cf.oof_f1_curve[f"stage1:{m}"] = [e[m] for e in f1s]
     states = fold_states(cf.fold_epochs, cf.fold_decay, inside, snapshots, live, n_features,
                          n_classes, cfg, progress, ckpt)  # fmt: skip
     for k, (sets, fit_rows) in enumerate(all_sets):
@@ -393,7 +399,7 @@ def crossfit_kd(
             has = cf.present[s][held]
             after[s][held[has]] = np.log(np.clip(p[has], 1e-12, 1.0))
     if trace:
-        choose_student_epochs(cf, students, fold_kd, plan)
+        choose_student_epochs(cf, students, fold_kd, plan, n_classes)
     accepted = set()
     for s in students:
         ok = cf.present[s] & (cf.y >= 0)

@@ -44,7 +44,7 @@ from balmm.training.distil import distil, distil_students, make_plan
 from balmm.training.evaluate import TrainResult, evaluate
 from balmm.training.intermodal import complementarity
 from balmm.training.minibatch import random_streams
-from balmm.training.refit import oof_f1, refit_on_decision
+from balmm.training.refit import oof_f1, oof_history, refit_on_decision
 from balmm.training.stage1 import train_alone
 from balmm.training.stage2 import joint_stage
 
@@ -286,6 +286,8 @@ def _train(data, cfg: TrainConfig, run, dev, progress, store=None, release_raw=F
             mods, n_classes, sets, stage1, label_mi, cfg, dev, progress, ckpt, cf
         )
         history += h_kd
+        if refit_on["kind"] == "train":
+            oof_history(history, cf.oof_f1_curve)
     timing["stage1_s"] = time.perf_counter() - t
 
     # ---------------------------------------------------------------- stage 2

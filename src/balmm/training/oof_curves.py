@@ -97,11 +97,12 @@ def pooled_f1_schedule(
 
 
 def choose_student_epochs(cf: Any, students: list[str], fold_kd: list[dict[str, dict]],
-                          plan: list[dict]) -> None:  # fmt: skip
+                          plan: list[dict], n_classes: int) -> None:  # fmt: skip
     """Each distilled student's epoch count with the lowest pooled OOF log-loss over the
     folds' distillation curves (``fold_kd[k][s]["kd_trace"]``, on fold k's held-out rows that
     have s), into ``cf.kd_epochs`` (a :class:`balmm.training.crossfit.CrossFit`) and the
-    student's enabled plan entries."""
+    student's enabled plan entries; the pooled per-epoch OOF macro-F1 into
+    ``cf.oof_f1_curve["kd:<s>"]``."""
     for s in students:
         traces, y_held = [], []
         for k, st in enumerate(fold_kd):
@@ -112,6 +113,8 @@ def choose_student_epochs(cf: Any, students: list[str], fold_kd: list[dict[str, 
         if not traces:
             continue
         cf.kd_epochs[s], _, curve = choose_epochs(traces, y_held)
+        f1s = pooled_f1_schedule([{s: t} for t in traces], y_held, [{} for _ in y_held], n_classes)
+        cf.oof_f1_curve[f"kd:{s}"] = [e[s] for e in f1s]
         for d in plan:
             if d["student"] == s and d["enabled"]:
                 d["kd_epochs"] = cf.kd_epochs[s]

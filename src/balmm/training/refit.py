@@ -42,3 +42,14 @@ def oof_f1(logits: np.ndarray, present: np.ndarray, y: np.ndarray, n_classes: in
     """Macro-F1 of OOF ``logits`` over the labelled samples that have the modality."""
     ok = present & (y >= 0) & np.isfinite(logits).all(1)
     return macro_f1(y[ok], logits[ok].argmax(1), n_classes) if ok.any() else float("nan")
+
+
+def oof_history(history: list[dict], curves: dict[str, list[float]]) -> None:
+    """No carve: each final unimodal model's and distilled student's history line gets as
+    ``val_f1`` the pooled OOF macro-F1 of the folds' models after the same epoch (the last
+    one past the end of the folds' curves)."""
+    for h in history:
+        curve = curves.get(h["stage"])
+        if curve:
+            m = h["stage"].partition(":")[2]
+            h["val_f1"] = {m: curve[min(h["epoch"], len(curve)) - 1]}

@@ -277,3 +277,22 @@ def test_carve_free_resume_is_byte_identical(data, tmp_path, key, n):
     for f in ("metrics.json", "predictions.csv", "history.jsonl", "model/weights.safetensors"):
         a = (tmp_path / "b" / "work" / f).read_bytes()
         assert a == (tmp_path / "ref" / "work" / f).read_bytes(), f
+
+
+def test_carve_free_resume_inside_a_traced_fold_distillation_is_byte_identical(tmp_path):
+    specs = make_specs(["strong", "weak"], n_features=[30, 30], signal=[3.0, 1.5], noise=0.5,
+                       n_informative=30, shared=1.0)  # fmt: skip
+    cch = simulate(n_samples=200, n_classes=2, modalities=specs, seed=1)
+    cfg = {**FAST, "pretrain_epochs": 6, "kd_epochs": 6, "epochs": 6, "folds": 3,
+           "checkpoint_every": 2, "refit_on": "train"}  # fmt: skip
+    ref = train(cch, seed=0, out=Run(tmp_path / "ref", tmp_path / "ref-ckpt"), **cfg)
+    assert any(e["enabled"] for e in ref.plan), "the scenario must exercise distillation"
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train(cch, seed=0, out=Run(tmp_path / "a", ckpt), progress=StopAt("fold1/kd:weak", 3),
+              **cfg)  # fmt: skip
+    res = train(cch, seed=0, out=Run(tmp_path / "b", ckpt), **cfg)
+    assert any(u.startswith("fold1/kd:weak@") for u in res.resumed_units), res.resumed_units
+    for f in ("metrics.json", "predictions.csv", "history.jsonl", "model/weights.safetensors"):
+        a = (tmp_path / "b" / "work" / f).read_bytes()
+        assert a == (tmp_path / "ref" / "work" / f).read_bytes(), f

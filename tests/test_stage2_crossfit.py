@@ -159,19 +159,42 @@ def test_weight_schedule_without_cross_fitting_says_why(data):
     assert all("weight_evidence" not in h for h in res.history)
 
 
-@pytest.mark.parametrize(("key", "n"), [("fold1/stage2", 3), ("stage2", 4)])
-def test_resume_with_the_weight_schedule_is_byte_identical(data, tmp_path, key, n):
-    cfg = {**FAST, "folds": 3, "checkpoint_every": 2, "stage2_weights": "crossfit"}
-    ref = train(data, seed=0, out=Run(tmp_path / "ref", tmp_path / "ref-ckpt"), **cfg)
-    assert ref.metrics["protocol"]["decisions"]["stage2_weights"]["kind"] == "crossfit"
+RESUMED = {"schedule": {"stage2_weights": "crossfit"}, "carve-free": {"refit_on": "train"}}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory):
+    """The reference outputs of each resumed mode, trained once without interruption."""
+    refs = {}
+    for mode, extra in RESUMED.items():
+        root = tmp_path_factory.mktemp(mode)
+        train(data, seed=0, out=Run(root, root / "ckpt"), **_resume_cfg(extra))
+        refs[mode] = root / "work"
+    return refs
+
+
+def _resume_cfg(extra: dict) -> dict:
+    return {**FAST, "folds": 3, "checkpoint_every": 2, **extra}
+
+
+@pytest.mark.parametrize(("mode", "key", "n"), [
+    ("schedule", "fold1/stage2", 3), ("schedule", "stage2", 4),
+    ("carve-free", "fold1/stage2", 3), ("carve-free", "stage1:weak", 2),
+])  # fmt: skip
+def test_resume_in_the_cross_fitted_modes_is_byte_identical(
+    data, uninterrupted, tmp_path, mode, key, n
+):
+    cfg = _resume_cfg(RESUMED[mode])
     ckpt = tmp_path / "ckpt"
     with pytest.raises(KeyboardInterrupt):
         train(data, seed=0, out=Run(tmp_path / "a", ckpt), progress=StopAt(key, n), **cfg)
     res = train(data, seed=0, out=Run(tmp_path / "b", ckpt), **cfg)
     assert any(u.startswith(f"{key}@") for u in res.resumed_units), res.resumed_units
+    decisions = res.metrics["protocol"]["decisions"]
+    assert decisions["stage2_weights"]["kind"] == "crossfit"
     for f in ("metrics.json", "predictions.csv", "history.jsonl", "model/weights.safetensors"):
         a = (tmp_path / "b" / "work" / f).read_bytes()
-        assert a == (tmp_path / "ref" / "work" / f).read_bytes(), f
+        assert a == (uninterrupted[mode] / f).read_bytes(), f
 
 
 def test_carve_free_refit_reads_no_carve_and_reports_val_out_of_fold(data, tmp_path, monkeypatch):
@@ -263,20 +286,6 @@ def test_carve_free_students_train_the_folds_pooled_best_epoch_count(monkeypatch
     assert e["kd_epochs"] == int(np.argmin(curve)) + 1
     kd = [h for h in res.history if h["stage"] == "kd:weak"]
     assert len(kd) == (e["kd_epochs"] if e["accepted"] else 0)
-
-
-@pytest.mark.parametrize(("key", "n"), [("fold1/stage2", 3), ("stage1:weak", 2)])
-def test_carve_free_resume_is_byte_identical(data, tmp_path, key, n):
-    cfg = {**FAST, "folds": 3, "checkpoint_every": 2, "refit_on": "train"}
-    train(data, seed=0, out=Run(tmp_path / "ref", tmp_path / "ref-ckpt"), **cfg)
-    ckpt = tmp_path / "ckpt"
-    with pytest.raises(KeyboardInterrupt):
-        train(data, seed=0, out=Run(tmp_path / "a", ckpt), progress=StopAt(key, n), **cfg)
-    res = train(data, seed=0, out=Run(tmp_path / "b", ckpt), **cfg)
-    assert any(u.startswith(f"{key}@") for u in res.resumed_units), res.resumed_units
-    for f in ("metrics.json", "predictions.csv", "history.jsonl", "model/weights.safetensors"):
-        a = (tmp_path / "b" / "work" / f).read_bytes()
-        assert a == (tmp_path / "ref" / "work" / f).read_bytes(), f
 
 
 def test_carve_free_resume_inside_a_traced_fold_distillation_is_byte_identical(tmp_path):

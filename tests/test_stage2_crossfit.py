@@ -305,3 +305,28 @@ def test_carve_free_resume_inside_a_traced_fold_distillation_is_byte_identical(t
     for f in ("metrics.json", "predictions.csv", "history.jsonl", "model/weights.safetensors"):
         a = (tmp_path / "b" / "work" / f).read_bytes()
         assert a == (tmp_path / "ref" / "work" / f).read_bytes(), f
+
+
+def test_carve_free_gcn_student_curves_cover_the_held_out_rows_that_have_it(monkeypatch):
+    """gcn: a fold student's trace covers every held-out node of its graph; its epoch count
+    is chosen on the rows that have the student's modality (partial coverage)."""
+    from balmm.training import oof_curves
+
+    seen = []
+    choose = oof_curves.choose_epochs
+
+    def recording(traces, y_held):
+        seen.append((traces, y_held))
+        return choose(traces, y_held)
+
+    monkeypatch.setattr(oof_curves, "choose_epochs", recording)
+    specs = make_specs(["strong", "weak"], n_features=[30, 30], signal=[3.0, 1.5], noise=0.5,
+                       n_informative=30, shared=1.0)  # fmt: skip
+    cch = simulate(n_samples=200, n_classes=2, modalities=specs, missing_rate=0.15, seed=1)
+    cfg = {**FAST, "pretrain_epochs": 6, "kd_epochs": 4, "epochs": 6, "folds": 3}
+    res = train(cch, seed=0, encoder="gcn", refit_on="train", **cfg)
+    planned = [e for e in res.plan if e["enabled"]]
+    assert planned and all("kd_epochs" in e for e in planned)
+    traces, y_held = seen[0]
+    assert all(t.shape[1] == len(y) for t, y in zip(traces, y_held, strict=True))
+    assert sum(len(y) for y in y_held) < int((res.predictions["split"] != "test").sum())

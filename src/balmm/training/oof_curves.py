@@ -108,8 +108,12 @@ def choose_student_epochs(cf: Any, students: list[str], fold_kd: list[dict[str, 
         for k, st in enumerate(fold_kd):
             if "kd_trace" in st.get(s, {}):
                 held = np.flatnonzero(cf.folds == k)
-                traces.append(st[s]["kd_trace"].numpy())
-                y_held.append(cf.y[held][cf.present[s][held]])
+                has = cf.present[s][held]
+                t = st[s]["kd_trace"].numpy()
+                if t.shape[1] == len(held):  # gcn: the trace covers every held-out node
+                    t = t[:, has]
+                traces.append(t)
+                y_held.append(cf.y[held][has])
         if not traces:
             continue
         cf.kd_epochs[s], _, curve = choose_epochs(traces, y_held)

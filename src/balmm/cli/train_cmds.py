@@ -92,7 +92,7 @@ def _summary(result) -> None:
     for mod, why in m["imbalance"]["excluded_from_fusion"].items():
         out_console.print(f"[yellow]{mod}[/]: {why}")
     by_folds = p.get("decisions", {}).get("stage2_epochs", {}).get("kind") == "crossfit"
-    how = "epoch count from the cross-fitting folds" if by_folds else "on validation fused macro-F1"
+    how = "(the count from the cross-fitting folds)" if by_folds else "on validation fused macro-F1"
     out_console.print(
         f"selected epoch {p['selected_epoch']} {how}; test evaluated once"
         f" · {result.timing.get('total_s', float('nan')):.1f} s"

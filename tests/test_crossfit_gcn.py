@@ -16,8 +16,9 @@ from balmm.config import TrainConfig
 from balmm.progress import NULL_PROGRESS
 from balmm.threads import scoped_threads
 from balmm.training.checkpoint import Checkpointer
-from balmm.training.crossfit import _fold_sets, crossfit_alone, fold_assignment
+from balmm.training.crossfit import crossfit_alone
 from balmm.training.curves import BatchedFolds, new_member
+from balmm.training.fold_sets import fold_assignment, fold_sets
 from balmm.training.tensors import Split
 from datagen import write_named
 
@@ -78,8 +79,8 @@ def test_gcn_held_out_rows_only_attach_to_their_folds_graphs():
     for m in X2:
         X2[m][torch.as_tensor(held)] += 3.0 * torch.randn(int(held.sum()), X2[m].shape[1])
     moved = Split(train.ids, X2, train.M, train.y)
-    a, _ = _fold_sets(train, folds, 0, cfg)
-    b, _ = _fold_sets(moved, folds, 0, cfg)
+    a, _ = fold_sets(train, folds, 0, cfg)
+    b, _ = fold_sets(moved, folds, 0, cfg)
     for name in ("inside", "fit", "val"):
         np.testing.assert_array_equal(_dense(a[name].adj), _dense(b[name].adj))
         for m in ("a", "b"):

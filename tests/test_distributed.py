@@ -117,7 +117,8 @@ from balmm.config import TrainConfig
 from balmm.progress import NULL_PROGRESS
 from balmm.training import distributed
 from balmm.training.checkpoint import Checkpointer
-from balmm.training.crossfit import crossfit_alone, fold_assignment
+from balmm.training.crossfit import crossfit_alone
+from balmm.training.fold_sets import fold_assignment
 from balmm.training.tensors import split_from
 
 npz, data, bench_out = sys.argv[1:4]

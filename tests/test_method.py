@@ -12,8 +12,9 @@ from balmm.config import TrainConfig
 from balmm.data.simulate import make_specs, simulate
 from balmm.progress import NULL_PROGRESS
 from balmm.training.checkpoint import Checkpointer
-from balmm.training.crossfit import crossfit_alone, fold_assignment
+from balmm.training.crossfit import crossfit_alone
 from balmm.training.fit import train
+from balmm.training.fold_sets import fold_assignment
 from balmm.training.intermodal import complementarity
 from balmm.training.oof_curves import choose_decay
 from balmm.training.tensors import Split

@@ -13,8 +13,9 @@ from balmm.config import TrainConfig
 from balmm.data.simulate import make_specs, simulate
 from balmm.progress import NULL_PROGRESS
 from balmm.training.checkpoint import Checkpointer
-from balmm.training.crossfit import crossfit_alone, fold_assignment
+from balmm.training.crossfit import crossfit_alone
 from balmm.training.fit import train
+from balmm.training.fold_sets import fold_assignment
 from balmm.training.oof_curves import pooled_f1_schedule
 from balmm.training.stage2 import train_joint
 from balmm.training.tensors import Split

@@ -31,20 +31,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from sklearn.model_selection import StratifiedKFold
 
 from balmm.config import TrainConfig
-from balmm.data.splits import stratified_split
 from balmm.progress import Progress
 from balmm.training import distributed
 from balmm.training import kd as kd_mod
 from balmm.training.checkpoint import Checkpointer
 from balmm.training.curves import BatchedFolds, fold_states, new_member
 from balmm.training.distil import distil_students, evidence_record
+from balmm.training.fold_sets import fold_sets, held_with
 from balmm.training.metrics import bootstrap_f1, macro_f1
 from balmm.training.oof_curves import choose_decay, choose_student_epochs, pooled_f1_schedule
 from balmm.training.stage1 import enc_head_state, unimodal_net, with_decay
-from balmm.training.tensors import RowSource, Split, infer, restrict, single
+from balmm.training.tensors import Split, infer, restrict, single
 
 logger = logging.getLogger("balmm")
 
@@ -59,38 +58,6 @@ CROSSFIT_MAX_SAMPLES = 5000
 def use_crossfit(cfg: TrainConfig, n_train: int) -> bool:
     """Cross-fit unless turned off or too large (gcn too: each fold builds its own graphs)."""
     return cfg.folds >= 2 and n_train <= CROSSFIT_MAX_SAMPLES
-
-
-def fold_assignment(y: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Stratified fold index (0..k-1) of every labelled sample (fewer folds when the
-    rarest class has fewer than k samples)."""
-    counts = np.bincount(y[y >= 0])
-    k = int(max(2, min(k, counts[counts > 0].min())))
-    folds = np.full(len(y), -1)
-    cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    for i, (_, held) in enumerate(cv.split(np.zeros(len(y)), y)):
-        folds[held] = i
-    return folds
-
-
-def take(s: Split, rows: np.ndarray) -> Split:
-    """The samples ``rows`` (positions) of a non-graph split."""
-    r = torch.as_tensor(rows, device=s.y.device)
-    return Split(s.ids[rows], {m: x[r] for m, x in s.X.items()},
-                 {m: mk[r] for m, mk in s.M.items()}, s.y[r])  # fmt: skip
-
-
-def _held_with(s: Split, m: str) -> Split:
-    """The held-out samples that have modality ``m`` (what a curve covers); on a graph
-    (gcn), the same graph with only those samples' rows read out."""
-    if s.adj is None:
-        return restrict(s, m)
-    assert s.graph_rows is not None and s.gX is not None and s.gM is not None
-    keep = s.M[m].nonzero().squeeze(1)
-    x = s.X[m]
-    return Split(s.ids[keep.cpu().numpy()], {m: x.take(keep) if isinstance(x, RowSource)
-                 else x[keep]}, {m: s.M[m][keep]}, s.y[keep], s.adj, s.graph_rows[keep],
-                 {m: s.gX[m]}, {m: s.gM[m]})  # fmt: skip
 
 
 @dataclass
@@ -129,47 +96,6 @@ def _snapshot_bytes(n_in: int, n_classes: int, cfg: TrainConfig) -> int:
     )
 
 
-def _fold_sets(
-    train: Split, folds: np.ndarray, k: int, cfg: TrainConfig
-) -> tuple[dict[str, Split], np.ndarray]:
-    inside = np.flatnonzero(folds != k)
-    y_in = train.y.cpu().numpy()[inside]
-    fit_pos, val_pos = stratified_split(np.arange(len(inside)).astype(str), y_in, cfg.val_size,
-                                        cfg.seed + k)  # fmt: skip
-    fit_rows = inside[fit_pos.astype(int)]
-    val_rows = inside[val_pos.astype(int)]
-    sets = {"fit": take(train, fit_rows), "val": take(train, val_rows),
-            "held": take(train, np.flatnonzero(folds == k)),
-            "inside": take(train, inside)}  # fmt: skip
-    if cfg.encoder == "gcn":
-        _fold_graphs(train, sets, inside, fit_rows, val_rows, np.flatnonzero(folds == k), cfg)
-    return sets, fit_rows
-
-
-def _fold_graphs(
-    train: Split, sets: dict[str, Split], inside: np.ndarray, fit_rows: np.ndarray,
-    val_rows: np.ndarray, held_rows: np.ndarray, cfg: TrainConfig,
-) -> None:  # fmt: skip
-    """gcn: a fold's graphs, built as the run's own (``graph.attach_graphs``, inductive) on
-    the fold's training rows only: one over all of them (``inside``: the fold's unimodal
-    curves and models) with the held-out rows attached, and one over the fold's fit rows
-    (distillation and the joint model) with its carve attached. A held-out row is only
-    ever an attached node, so it never shapes a graph a fold model trains on."""
-    from balmm.model.graph import inductive_graphs
-
-    X = {m: (x.dense() if isinstance(x, RowSource) else x).cpu().numpy()
-         for m, x in train.X.items()}  # fmt: skip
-    M = {m: mk.cpu().numpy() for m, mk in train.M.items()}
-    dev = train.y.device
-    k, t, mu = cfg.knn_k, cfg.snf_iterations, cfg.snf_mu
-    inductive_graphs(X, M, inside, sets["inside"], [(sets["held"], held_rows)], k, t, mu, dev)
-    inductive_graphs(X, M, fit_rows, sets["fit"], [(sets["val"], val_rows)], k, t, mu, dev)
-    for s in sets.values():  # a split's own features: a view of its graph's (rows in a run)
-        assert s.gX is not None and s.graph_rows is not None
-        lo = int(s.graph_rows[0]) if len(s) else 0
-        s.X = {m: x[lo : lo + len(s)] for m, x in s.gX.items()}
-
-
 def crossfit_alone(
     mods: list[str],
     n_features: dict[str, int],
@@ -197,7 +123,7 @@ def crossfit_alone(
     z: dict[str, np.ndarray] = {}
     cf = CrossFit(folds, logits, z, present, y)
     n_folds = int(folds.max()) + 1
-    all_sets = [_fold_sets(train, folds, k, cfg) for k in range(n_folds)]
+    all_sets = [fold_sets(train, folds, k, cfg) for k in range(n_folds)]
     held_rows = [np.flatnonzero(folds == k) for k in range(n_folds)]
     inside: dict[str, list[Split]] = {}  # per modality and fold: the inside rows with it
     units: list[tuple[str, float, bool]] = []  # (modality, decay, keep per-epoch states)
@@ -225,7 +151,7 @@ def crossfit_alone(
         if done is not None:
             return done["traces"], [None] * n_folds
         members = [new_member(m, n_features[m], n_classes, cfg_wd, k, inside[m][k],
-                              _held_with(all_sets[k][0]["held"], m), cfg.pretrain_epochs, keep)
+                              held_with(all_sets[k][0]["held"], m), cfg.pretrain_epochs, keep)
                    for k in range(n_folds)]  # fmt: skip
         job = BatchedFolds(m, members, cfg_wd, name)
         ckpt.resume_loop(name, job)

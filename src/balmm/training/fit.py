@@ -36,12 +36,12 @@ from balmm.training.crossfit import (
     apply_paired,
     crossfit_alone,
     crossfit_kd,
-    fold_assignment,
     oof_evidence,
     use_crossfit,
 )
 from balmm.training.distil import distil, distil_students, make_plan
 from balmm.training.evaluate import TrainResult, evaluate
+from balmm.training.fold_sets import fold_assignment
 from balmm.training.intermodal import complementarity
 from balmm.training.minibatch import random_streams
 from balmm.training.refit import oof_f1, oof_history, refit_on_decision

@@ -1,4 +1,5 @@
-"""Small generated input files in every supported layout (for the data-layer tests)."""
+"""Small generated input files in every supported layout (for the data-layer tests), and
+small in-memory training splits (for the cross-fitting tests)."""
 
 from __future__ import annotations
 
@@ -78,3 +79,23 @@ def write_flexynesis(folder: Path, n_tr: int = 20, n_te: int = 8, seed: int = 0)
         clin.to_csv(d / "clin.csv")
         out[f"{split}_clin"] = clin
     return out
+
+
+def two_assay_split(rng: np.random.Generator, n: int = 120, n_features: int = 10,
+                    n_missing_b: int = 0):  # fmt: skip
+    """A training split of two assays with two classes: ``a`` separates them by 1.5 on its
+    first feature, ``b`` by 0.8; ``n_missing_b`` random samples lack ``b``."""
+    import torch
+
+    from balmm.training.tensors import Split
+
+    y = np.arange(n) % 2
+    X, M = {}, {}
+    for m, shift in (("a", 1.5), ("b", 0.8)):
+        x = rng.normal(size=(n, n_features)).astype(np.float32)
+        x[:, 0] += shift * y
+        X[m] = torch.as_tensor(x)
+        M[m] = torch.ones(n, dtype=torch.bool)
+    if n_missing_b:
+        M["b"][rng.choice(n, n_missing_b, replace=False)] = False
+    return Split(pd.Index([f"s{i}" for i in range(n)]), X, M, torch.as_tensor(y))

@@ -20,24 +20,11 @@ from balmm.training.crossfit import crossfit_alone
 from balmm.training.curves import BatchedFolds, new_member
 from balmm.training.fold_sets import fold_assignment, fold_sets
 from balmm.training.tensors import Split
-from datagen import write_named
+from datagen import two_assay_split, write_named
 
 GCN = dict(encoder="gcn", pretrain_epochs=6, pretrain_patience=0, kd_epochs=3, epochs=6,
            patience=0, n_boot=20, hidden=16, embed_dim=8, lr=0.01, knn_k=5, snf_iterations=3,
            folds=4)  # fmt: skip
-
-
-def _split(seed: int = 0, n: int = 96) -> Split:
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 2
-    X, M = {}, {}
-    for m, shift in (("a", 1.5), ("b", 0.8)):
-        x = rng.normal(size=(n, 8)).astype(np.float32)
-        x[:, 0] += shift * y
-        X[m] = torch.as_tensor(x)
-        M[m] = torch.ones(n, dtype=torch.bool)
-    M["b"][rng.choice(n, 10, replace=False)] = False  # some samples lack b
-    return Split(pd.Index([f"s{i}" for i in range(n)]), X, M, torch.as_tensor(y))
 
 
 def _dense(adj: torch.Tensor) -> np.ndarray:
@@ -47,7 +34,7 @@ def _dense(adj: torch.Tensor) -> np.ndarray:
 def test_gcn_fold_never_reads_its_held_out_labels():
     """Flipping the labels of fold 0's held-out rows leaves fold 0's OOF logits and
     embeddings bit-for-bit unchanged, and changes the other folds' (which train on them)."""
-    train = _split()
+    train = two_assay_split(np.random.default_rng(0), n=96, n_features=8, n_missing_b=10)
     y = train.y.numpy()
     folds = fold_assignment(y, 4, seed=0)
     cfg = TrainConfig(**GCN)
@@ -71,7 +58,7 @@ def test_gcn_held_out_rows_only_attach_to_their_folds_graphs():
     """Changing fold 0's held-out FEATURES leaves fold 0's training graphs (over all its
     training rows, and over its fit rows with the carve attached) and a model trained on
     them bit-for-bit unchanged; only the held-out rows' own attached edges move."""
-    train = _split()
+    train = two_assay_split(np.random.default_rng(0), n=96, n_features=8, n_missing_b=10)
     folds = fold_assignment(train.y.numpy(), 4, seed=0)
     cfg = TrainConfig(**GCN)
     held = folds == 0

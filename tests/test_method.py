@@ -4,7 +4,6 @@ its intermodal term, and distillation that is kept only when it helps out of fol
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -18,27 +17,17 @@ from balmm.training.fold_sets import fold_assignment
 from balmm.training.intermodal import complementarity
 from balmm.training.oof_curves import choose_decay
 from balmm.training.tensors import Split
+from datagen import two_assay_split
 
 FAST = dict(pretrain_epochs=8, pretrain_patience=0, kd_epochs=4, epochs=8, patience=0,
             n_boot=20, hidden=32, embed_dim=16, lr=0.01)  # fmt: skip
-
-
-def _split(rng, n=120, n_classes=2):
-    y = np.arange(n) % n_classes
-    X, M = {}, {}
-    for m, shift in (("a", 1.5), ("b", 0.8)):
-        x = rng.normal(size=(n, 10)).astype(np.float32)
-        x[:, 0] += shift * y
-        X[m] = torch.as_tensor(x)
-        M[m] = torch.ones(n, dtype=torch.bool)
-    return Split(pd.Index([f"s{i}" for i in range(n)]), X, M, torch.as_tensor(y))
 
 
 def test_crossfit_fold_never_reads_its_held_out_rows():
     """Poisoning the labels of fold 0's held-out rows must leave fold 0's model, and so its
     out-of-fold predictions, bit-for-bit unchanged (and must change the other folds')."""
     rng = np.random.default_rng(0)
-    train_split = _split(rng)
+    train_split = two_assay_split(rng)
     y = train_split.y.numpy()
     folds = fold_assignment(y, 4, seed=0)
     cfg = TrainConfig(**{**FAST, "folds": 4})
@@ -225,7 +214,7 @@ def test_fold_models_kept_from_the_curve_equal_fold_models_trained_again(monkeyp
     from balmm.training import crossfit, curves
 
     rng = np.random.default_rng(3)
-    train_split = _split(rng)
+    train_split = two_assay_split(rng)
     folds = fold_assignment(train_split.y.numpy(), 4, seed=0)
     cfg = TrainConfig(**{**FAST, "folds": 4, "pretrain_epochs": 12, "pretrain_patience": 3})
     off = Checkpointer(None, "", 0)
@@ -262,7 +251,7 @@ def test_crossfit_copes_with_a_fold_whose_held_out_samples_lack_a_modality():
     for b is empty; the epoch counts come from the other folds and b gets no OOF logits
     where it is absent."""
     rng = np.random.default_rng(4)
-    s = _split(rng)
+    s = two_assay_split(rng)
     folds = np.arange(len(s)) % 4
     s.M["b"] = torch.as_tensor(folds != 0)
     cfg = TrainConfig(**{**FAST, "folds": 4, "eval_every": 3})

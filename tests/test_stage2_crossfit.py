@@ -4,7 +4,6 @@ models' held-out curves, which only observe the held-out rows."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import f1_score
@@ -19,6 +18,7 @@ from balmm.training.fold_sets import fold_assignment
 from balmm.training.oof_curves import pooled_f1_schedule
 from balmm.training.stage2 import train_joint
 from balmm.training.tensors import Split
+from datagen import two_assay_split
 from test_checkpoint import Run, StopAt
 
 FAST = dict(pretrain_epochs=8, pretrain_patience=0, kd_epochs=4, epochs=8, patience=0,
@@ -103,23 +103,12 @@ def test_schedule_holds_its_last_evidence_past_its_end():
     assert [bal.evidence_at(e)["a"] for e in (1, 2, 3, 40)] == [0.5, 0.7, 0.7, 0.7]
 
 
-def _split(rng, n=120):
-    y = np.arange(n) % 2
-    X, M = {}, {}
-    for m, shift in (("a", 1.5), ("b", 0.8)):
-        x = rng.normal(size=(n, 10)).astype(np.float32)
-        x[:, 0] += shift * y
-        X[m] = torch.as_tensor(x)
-        M[m] = torch.ones(n, dtype=torch.bool)
-    return Split(pd.Index([f"s{i}" for i in range(n)]), X, M, torch.as_tensor(y))
-
-
 def test_fold_joint_model_never_reads_its_held_out_labels():
     """Fold 0's joint model traced on its held-out rows with their labels flipped is bit for
     bit the one traced with the true labels, and the one not traced at all; its trace (the
     held-out log-probabilities) is the same too: only the evidence scored from it moves."""
     rng = np.random.default_rng(0)
-    train_split = _split(rng)
+    train_split = two_assay_split(rng)
     y = train_split.y.numpy()
     folds = fold_assignment(y, 3, seed=0)
     cfg = TrainConfig(**{**FAST, "folds": 3})
@@ -261,7 +250,9 @@ def test_carve_free_refit_falls_back_with_its_reason_without_cross_fitting(data)
     assert p["n_val"] > 0 and "val" in set(res.predictions["split"])
 
 
-def test_carve_free_students_train_the_folds_pooled_best_epoch_count(monkeypatch):
+@pytest.fixture
+def epoch_choices(monkeypatch):
+    """The (traces, held-out labels) of every ``oof_curves.choose_epochs`` call, in order."""
     from balmm.training import oof_curves
 
     seen = []
@@ -272,6 +263,11 @@ def test_carve_free_students_train_the_folds_pooled_best_epoch_count(monkeypatch
         return choose(traces, y_held)
 
     monkeypatch.setattr(oof_curves, "choose_epochs", recording)
+    return seen
+
+
+def test_carve_free_students_train_the_folds_pooled_best_epoch_count(epoch_choices):
+    seen = epoch_choices
     specs = make_specs(["strong", "weak"], n_features=[30, 30], signal=[3.0, 1.5], noise=0.5,
                        n_informative=30, shared=1.0)  # fmt: skip
     cch = simulate(n_samples=300, n_classes=2, modalities=specs, seed=1)
@@ -308,19 +304,10 @@ def test_carve_free_resume_inside_a_traced_fold_distillation_is_byte_identical(t
         assert a == (tmp_path / "ref" / "work" / f).read_bytes(), f
 
 
-def test_carve_free_gcn_student_curves_cover_the_held_out_rows_that_have_it(monkeypatch):
+def test_carve_free_gcn_student_curves_cover_the_held_out_rows_that_have_it(epoch_choices):
     """gcn: a fold student's trace covers every held-out node of its graph; its epoch count
     is chosen on the rows that have the student's modality (partial coverage)."""
-    from balmm.training import oof_curves
-
-    seen = []
-    choose = oof_curves.choose_epochs
-
-    def recording(traces, y_held):
-        seen.append((traces, y_held))
-        return choose(traces, y_held)
-
-    monkeypatch.setattr(oof_curves, "choose_epochs", recording)
+    seen = epoch_choices
     specs = make_specs(["strong", "weak"], n_features=[30, 30], signal=[3.0, 1.5], noise=0.5,
                        n_informative=30, shared=1.0)  # fmt: skip
     cch = simulate(n_samples=200, n_classes=2, modalities=specs, missing_rate=0.15, seed=1)

@@ -39,11 +39,11 @@ from balmm.training import kd as kd_mod
 from balmm.training.checkpoint import Checkpointer
 from balmm.training.curves import BatchedFolds, fold_states, new_member
 from balmm.training.distil import distil_students, evidence_record
-from balmm.training.fold_sets import fold_sets, held_with
+from balmm.training.fold_sets import fold_sets
 from balmm.training.metrics import bootstrap_f1, macro_f1
 from balmm.training.oof_curves import choose_decay, choose_student_epochs, pooled_f1_schedule
 from balmm.training.stage1 import enc_head_state, unimodal_net, with_decay
-from balmm.training.tensors import Split, infer, restrict, single
+from balmm.training.tensors import Split, held_with, infer, restrict, single
 
 logger = logging.getLogger("balmm")
 

@@ -19,6 +19,7 @@ from balmm.training.minibatch import random_streams
 from balmm.training.stage1 import enc_head_state
 from balmm.training.tensors import (
     Split,
+    held_with,
     infer,
     mean_log_loss,
     restrict,
@@ -133,7 +134,7 @@ def distil_students(
             n_ep = (epochs or {}).get(s)
             spec = LoopSpec(unit, f"stage 1: distil into {s}", n_ep or cfg.kd_epochs, 0, s,
                             require_epoch=True, keep_last=n_ep is not None)  # fmt: skip
-            held_s = restrict(held, s) if held is not None else None
+            held_s = held_with(held, s) if held is not None else None
             loop = TrainLoop(net_kd, loss, fit_s, restrict(val, s), cfg, spec, streams,
                              progress=progress, on_epoch=ckpt.loop_hook(unit),
                              held=held_s)  # fmt: skip

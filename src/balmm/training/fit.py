@@ -206,7 +206,7 @@ def _train(data, cfg: TrainConfig, run, dev, progress, store=None, release_raw=F
     n_classes = len(classes)
     train_ids = data.ids("train")
     refit_on = refit_on_decision(cfg, len(train_ids))
-    if refit_on["kind"] == "train":  # no carve: every training sample, in input order
+    if carve_free := refit_on["kind"] == "train":  # every training sample, in input order
         fit_ids, val_ids = train_ids, train_ids[:0]
     else:
         fit_ids, val_ids = stratified_split(train_ids, data.y(train_ids), cfg.val_size, cfg.seed)
@@ -279,14 +279,14 @@ def _train(data, cfg: TrainConfig, run, dev, progress, store=None, release_raw=F
                                  epochs=cf.epochs if cf is not None else None,
                                  decay=cf.decay if cf is not None else None)  # fmt: skip
         history += h1
-        if refit_on["kind"] == "train":  # no carve: the unimodal models' OOF macro-F1
+        if carve_free:  # no carve: the unimodal models' OOF macro-F1
             for m, st in stage1.items():
                 st["val_f1"] = oof_f1(cf.logits[m], cf.present[m], cf.y, n_classes)
         plan, h_kd, decisions, kappa = _stage1_decisions(
             mods, n_classes, sets, stage1, label_mi, cfg, dev, progress, ckpt, cf
         )
         history += h_kd
-        if refit_on["kind"] == "train":
+        if carve_free:
             oof_history(history, cf.oof_f1_curve)
     timing["stage1_s"] = time.perf_counter() - t
 
@@ -294,7 +294,7 @@ def _train(data, cfg: TrainConfig, run, dev, progress, store=None, release_raw=F
     t = time.perf_counter()
     s2, joint_decisions = joint_stage(mods, n_features, n_classes, sets, stage1, label_mi, cfg,
                                       progress, ckpt, kappa, cf,
-                                      carve_free=refit_on["kind"] == "train")  # fmt: skip
+                                      carve_free=carve_free)  # fmt: skip
     history += s2.history
     decisions.update(joint_decisions)
     if cfg.refit_on != "fit":  # only then: default metrics.json stays as it was
@@ -308,7 +308,7 @@ def _train(data, cfg: TrainConfig, run, dev, progress, store=None, release_raw=F
         label_mi=label_mi, label_mi_ci=label_mi_ci, graph_info=graph_info,
         balancer=s2.balancer, final_weights=s2.final_weights,
         selected_epoch=s2.selected_epoch, data=data, preprocessor=pre, history=history,
-        device=dev, oof_val=s2.oof if refit_on["kind"] == "train" else None,
+        device=dev, oof_val=s2.oof if carve_free else None,
     )  # fmt: skip
     timing["evaluate_s"] = time.perf_counter() - t
     if s2.model.stack is not None and s2.model.stack.source is not None:

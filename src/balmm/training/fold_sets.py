@@ -10,7 +10,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from balmm.config import TrainConfig
 from balmm.data.splits import stratified_split
-from balmm.training.tensors import RowSource, Split, restrict
+from balmm.training.tensors import RowSource, Split
 
 
 def fold_assignment(y: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -30,19 +30,6 @@ def take(s: Split, rows: np.ndarray) -> Split:
     r = torch.as_tensor(rows, device=s.y.device)
     return Split(s.ids[rows], {m: x[r] for m, x in s.X.items()},
                  {m: mk[r] for m, mk in s.M.items()}, s.y[r])  # fmt: skip
-
-
-def held_with(s: Split, m: str) -> Split:
-    """The held-out samples that have modality ``m`` (what a curve covers); on a graph
-    (gcn), the same graph with only those samples' rows read out."""
-    if s.adj is None:
-        return restrict(s, m)
-    assert s.graph_rows is not None and s.gX is not None and s.gM is not None
-    keep = s.M[m].nonzero().squeeze(1)
-    x = s.X[m]
-    return Split(s.ids[keep.cpu().numpy()], {m: x.take(keep) if isinstance(x, RowSource)
-                 else x[keep]}, {m: s.M[m][keep]}, s.y[keep], s.adj, s.graph_rows[keep],
-                 {m: s.gX[m]}, {m: s.gM[m]})  # fmt: skip
 
 
 def fold_sets(

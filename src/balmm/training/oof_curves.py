@@ -109,10 +109,7 @@ def choose_student_epochs(cf: Any, students: list[str], fold_kd: list[dict[str, 
             if "kd_trace" in st.get(s, {}):
                 held = np.flatnonzero(cf.folds == k)
                 has = cf.present[s][held]
-                t = st[s]["kd_trace"].numpy()
-                if t.shape[1] == len(held):  # gcn: the trace covers every held-out node
-                    t = t[:, has]
-                traces.append(t)
+                traces.append(st[s]["kd_trace"].numpy())
                 y_held.append(cf.y[held][has])
         if not traces:
             continue

@@ -136,6 +136,18 @@ def restrict(s: Split, m: str) -> Split:
                  s.y[keep])  # fmt: skip
 
 
+def held_with(s: Split, m: str) -> Split:
+    """The samples of ``s`` that have modality ``m``, to be scored (a held-out curve): as
+    :func:`restrict`, but on a graph (gcn) the whole graph is kept for the forward pass and
+    only those samples' rows are read out."""
+    if s.adj is None:
+        return restrict(s, m)
+    assert s.graph_rows is not None and s.gX is not None and s.gM is not None
+    keep = s.M[m].nonzero().squeeze(1)
+    return Split(s.ids[keep.cpu().numpy()], {m: _take_rows(s.X[m], keep)}, {m: s.M[m][keep]},
+                 s.y[keep], s.adj, s.graph_rows[keep], {m: s.gX[m]}, {m: s.gM[m]})  # fmt: skip
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; ``cuda`` without a CUDA device is an error."""
     if device == "cuda" and not torch.cuda.is_available():

@@ -154,6 +154,9 @@ def test_fold_average_travels_in_the_bundle(tmp_path):
     res = train(data, seed=0, out=tmp_path / "run", final_model="average", folds=3, **FAST)
     assert res.metrics["protocol"]["decisions"]["final_model"] == {"kind": "average",
                                                                    "members": 4}  # fmt: skip
+    for m, rec in res.metrics["protocol"]["decisions"]["stage1_folds"].items():
+        assert rec["rule"] == "nested" and len(rec["epochs"]) == 3, m  # nested by default
+        assert all(1 <= e <= FAST["pretrain_epochs"] for e in rec["epochs"])
     assert len(res.model.members) == 3
     _assert_predict_reproduces(res, tmp_path / "run", data)
 

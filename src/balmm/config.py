@@ -51,6 +51,10 @@ class TrainConfig:
     seed: int = 0
     val_size: float = 0.2
     folds: int = 5  # cross-fitting folds for the data-driven decisions; 0 or 1 = one carve
+    # nested cross-fitting: fold k's stage-1 epoch count and decay are chosen on models that
+    # saw neither fold k nor the fold they score (K(K-1)/2 pair models per modality), so fold
+    # k's OOF outputs never depend on its own labels; false: on the other folds' curves
+    crossfit_nested: bool = True
     balancer: str = "balmm"
     device: str = "auto"
     threads: int = 0  # 0 = leave torch's default

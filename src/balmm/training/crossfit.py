@@ -2,9 +2,11 @@
 predictions and embeddings over every training sample.
 
 The training samples are split into K stratified folds. For each fold k, each
-modality's unimodal model is trained on the other folds (its epoch selected on a
-validation carve *of those folds*) and predicts fold k. No fold's model or decision
-reads its own held-out rows (tested). The OOF logits and embeddings then decide:
+modality's unimodal model is trained on the other folds and predicts fold k, at the
+(decay, epoch count) chosen on pair models that saw neither fold k nor the fold they score
+(nested cross-fitting, :mod:`balmm.training.nested`). No fold's model or decision reads
+its own held-out rows, not even through other folds' models (tested). The OOF logits and
+embeddings then decide:
 
 - teacher strength: OOF macro-F1 over all training samples, and a paired bootstrap of
   the teacher-minus-student macro-F1 on the samples measured in both;
@@ -41,6 +43,12 @@ from balmm.training.curves import BatchedFolds, fold_states, new_member
 from balmm.training.distil import distil_students, evidence_record
 from balmm.training.fold_sets import fold_sets
 from balmm.training.metrics import bootstrap_f1, macro_f1
+from balmm.training.nested import (
+    by_fold,
+    make_pair_sets,
+    pair_inside,
+    pair_members,
+)
 from balmm.training.oof_curves import choose_decay, choose_student_epochs, pooled_f1_schedule
 from balmm.training.stage1 import enc_head_state, unimodal_net, with_decay
 from balmm.training.tensors import Split, held_with, infer, restrict, single
@@ -72,21 +80,36 @@ class CrossFit:
     fold_stage1: list[dict[str, dict]] = field(default_factory=list)  # per fold: train_alone
     fold_sets: list[dict[str, Split]] = field(default_factory=list)
     fold_fit_rows: list[np.ndarray] = field(default_factory=list)  # positions in ``train``
-    # stage-1 epoch counts: for the final model (all folds' curves) and per fold (the other
-    # folds' curves only, so a fold's OOF predictions never depend on its own labels)
+    # stage-1 epoch counts: for the final model (all folds' curves) and per fold (nested: the
+    # pair curves of models that never saw the fold; else the other folds' curves)
     epochs: dict[str, int] = field(default_factory=dict)
     fold_epochs: dict[str, list[int]] = field(default_factory=dict)
     oof_loss_curve: dict[str, list[float]] = field(default_factory=dict)
     # weight decay of each modality's encoder and head, chosen with the epoch count (final
-    # model, and per fold on the other folds' curves)
+    # model, and per fold as its epoch count)
     decay: dict[str, float] = field(default_factory=dict)
     fold_decay: dict[str, list[float]] = field(default_factory=dict)
+    # how each modality's per-fold choices were made: "nested" (pair models that saw neither
+    # fold: :mod:`balmm.training.nested`) or "other folds"
+    fold_rule: dict[str, str] = field(default_factory=dict)
+    # nested: pair {j, k}'s held-out curve on fold j's rows, per modality and decay, as
+    # pair_traces[m][decay][k][j] (None where j == k)
+    pair_traces: dict[str, dict[float, list[list[np.ndarray | None]]]] = field(default_factory=dict)
     # refit_on = "train": each distilled student's epoch count, on the folds' students' pooled
     # held-out log-loss curves (crossfit_kd)
     kd_epochs: dict[str, int] = field(default_factory=dict)
     # pooled OOF macro-F1 after each epoch of the folds' "stage1:<m>" (the chosen decay) and
     # "kd:<s>" curves (refit_on = "train": the history's val_f1)
     oof_f1_curve: dict[str, list[float]] = field(default_factory=dict)
+
+    def fold_record(self) -> dict[str, dict]:
+        """metrics.json ``protocol.decisions.stage1_folds``: per modality, each fold's
+        (decay, epoch count) for its OOF outputs and the rule that chose them."""
+        return {
+            m: {"rule": self.fold_rule[m], "epochs": list(eps),
+                "weight_decay": list(self.fold_decay[m])}
+            for m, eps in self.fold_epochs.items()
+        }  # fmt: skip
 
 
 def _snapshot_bytes(n_in: int, n_classes: int, cfg: TrainConfig) -> int:
@@ -111,11 +134,13 @@ def crossfit_alone(
     In each fold a modality trains on all the fold's inside rows for up to
     ``pretrain_epochs`` (stopping after ``pretrain_patience`` epochs without a lower
     held-out log-loss), and its held-out log-probabilities are recorded after every epoch,
-    once per weight decay of ``weight_decay_grid``. The (decay, epoch count) pair is the one
-    with the lowest pooled OOF log-loss (per fold on the other folds' curves, see
-    :mod:`balmm.training.oof_curves`); the fold's model at that pair (kept from the curve,
-    or trained again with the same random streams: the same trajectory) gives its OOF
-    logits and embeddings."""
+    once per weight decay of ``weight_decay_grid``; nested (``crossfit_nested``), so do the
+    pair models of :mod:`balmm.training.nested`, batched with them. The (decay, epoch count)
+    pair is the one with the lowest pooled OOF log-loss: for the final model on every
+    fold's curve, for fold k on the pair curves {j, k} over fold j's rows (not nested: the
+    other folds' curves; see :mod:`balmm.training.oof_curves`); the fold's model at that
+    pair (kept from the curve, or trained again with the same random streams: the same
+    trajectory) gives its OOF logits and embeddings."""
     n = len(train)
     y = train.y.cpu().numpy()
     present = {m: train.M[m].cpu().numpy() for m in mods}
@@ -126,6 +151,10 @@ def crossfit_alone(
     all_sets = [fold_sets(train, folds, k, cfg) for k in range(n_folds)]
     held_rows = [np.flatnonzero(folds == k) for k in range(n_folds)]
     inside: dict[str, list[Split]] = {}  # per modality and fold: the inside rows with it
+    # nested (at least 3 folds: a pair needs training rows outside it): per modality, each
+    # pair's training rows that have it
+    pairs = make_pair_sets(train, folds, cfg) if cfg.crossfit_nested and n_folds >= 3 else []
+    nested: dict[str, list[Split]] = {}
     units: list[tuple[str, float, bool]] = []  # (modality, decay, keep per-epoch states)
     for m in mods:
         inside_m = [restrict(sets["inside"], m) for sets, _ in all_sets]
@@ -133,6 +162,9 @@ def crossfit_alone(
             logger.warning("modality %s: too few samples to cross-fit; no stage 1", m)
             continue
         inside[m] = inside_m
+        pair_in = pair_inside(pairs, m)
+        if pair_in and min(len(s) for s in pair_in) >= 4:
+            nested[m] = pair_in
         keep = _snapshot_bytes(n_features[m], n_classes, cfg) <= SNAPSHOT_MAX_BYTES
         # every decay gets the same random streams: a paired comparison
         units += [(m, wd, keep) for wd in cfg.decay_grid()]
@@ -153,6 +185,9 @@ def crossfit_alone(
         members = [new_member(m, n_features[m], n_classes, cfg_wd, k, inside[m][k],
                               held_with(all_sets[k][0]["held"], m), cfg.pretrain_epochs, keep)
                    for k in range(n_folds)]  # fmt: skip
+        if m in nested:  # after the fold members: job.members[k] stays fold k's
+            members += pair_members(m, n_features[m], n_classes, cfg_wd, pairs, nested[m],
+                                    n_folds)  # fmt: skip
         job = BatchedFolds(m, members, cfg_wd, name)
         ckpt.resume_loop(name, job)
         job.run(progress, ckpt)
@@ -160,7 +195,7 @@ def crossfit_alone(
         ckpt.save_done(name, {"traces": traces})
         if not sharing:
             live[(m, wd)] = job
-        return traces, [mb.snapshots for mb in members]
+        return traces, [mb.snapshots for mb in members[:n_folds]]
 
     # sfast (issue 12): under torchrun the units are shared out over the ranks, each
     # trained by one rank alone (bit for bit the single-process result); rank 0 then keeps
@@ -171,12 +206,18 @@ def crossfit_alone(
                                       strict=True):  # fmt: skip
         if distributed.current() is not None:
             ckpt.save_done(f"trace:{m}{with_decay(cfg, wd)[1]}", {"traces": tr})
-        traces.setdefault(m, {})[wd] = [t.numpy() for t in tr]
+        curves = [t.numpy() for t in tr]
+        traces.setdefault(m, {})[wd] = curves[:n_folds]
+        if m in nested:
+            cf.pair_traces.setdefault(m, {})[wd] = by_fold(curves[n_folds:], folds, present[m])
         snapshots[(m, wd)] = kept
     for m in inside:
         # a trace covers the held-out samples that have m, in order
         y_held = [y[h][present[m][h]] for h in held_rows]
-        (cf.decay[m], cf.epochs[m]), per_fold, pooled = choose_decay(traces[m], y_held)
+        (cf.decay[m], cf.epochs[m]), per_fold, pooled = choose_decay(
+            traces[m], y_held, cf.pair_traces.get(m)
+        )
+        cf.fold_rule[m] = "nested" if m in nested else "other folds"
         cf.fold_decay[m] = [wd for wd, _ in per_fold]
         cf.fold_epochs[m] = [ep for _, ep in per_fold]
         cf.oof_loss_curve[m] = [float(v) for v in pooled]

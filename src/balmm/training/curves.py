@@ -67,6 +67,7 @@ class Member:
     trace: list[torch.Tensor] = field(default_factory=list)  # held-out log-probabilities
     snapshots: list[dict] | None = None  # the state after each epoch, when kept
     held_x: torch.Tensor | None = None  # the held-out features, read once
+    early_stop: bool = True  # false: runs all its epochs (a nested pair member)
 
     @property
     def active(self) -> bool:
@@ -75,10 +76,11 @@ class Member:
 
 def new_member(
     m: str, n_in: int, n_classes: int, cfg: TrainConfig, fold: int, fit: Split,
-    held: Split | None, epochs: int, keep: bool,
+    held: Split | None, epochs: int, keep: bool, scope: str | None = None,
 ) -> Member:  # fmt: skip
-    """Fold ``fold``'s member, initialised from the random streams its lone loop uses."""
-    rng, _ = random_streams(cfg.seed, f"fold{fold}/", "stage1", m)
+    """Fold ``fold``'s member, initialised from the random streams its lone loop uses
+    (``scope``, default ``fold<fold>/``, names them)."""
+    rng, _ = random_streams(cfg.seed, scope or f"fold{fold}/", "stage1", m)
     net = unimodal_net(m, n_in, n_classes, cfg).to(fit.y.device)
     drop = torch.Generator()
     drop.set_state(torch.get_rng_state())  # what dropout would draw next in a lone loop
@@ -312,7 +314,7 @@ class BatchedFolds:
         held = mb.held
         assert held is not None
         mb.trace.append(torch.log(torch.as_tensor(proba).clamp_min(1e-12)))
-        if len(held) == 0:  # no held-out sample has the modality: an empty curve
+        if len(held) == 0 or not mb.early_stop:  # an empty curve, or one that runs in full
             return
         y = held.y.cpu().numpy()
         lab = y >= 0

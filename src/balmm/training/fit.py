@@ -362,6 +362,7 @@ def _stage1_decisions(mods, n_classes, sets, stage1, label_mi, cfg, dev, progres
         f"{int(cf.folds.max()) + 1} stratified folds",
         "stage1_epochs": dict(cf.epochs),
         "stage1_epochs_rule": "lowest pooled out-of-fold log-loss of the unimodal head",
+        "stage1_folds": cf.fold_record(),
         **({"weight_decay": dict(cf.decay)} if len(cfg.decay_grid()) > 1 else {}),
     }
     if want_kd:

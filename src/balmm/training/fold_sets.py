@@ -49,6 +49,39 @@ def fold_sets(
     return sets, fit_rows
 
 
+def pair_sets(
+    train: Split, folds: np.ndarray, j: int, k: int, cfg: TrainConfig
+) -> dict[str, Split]:
+    """Nested cross-fitting's pair {j, k}: ``inside`` = the training rows outside folds j
+    and k, ``held`` = fold j's rows then fold k's (with ``gcn``, a graph over ``inside``
+    alone with the held rows attached, as :func:`fold_graphs` builds a fold's)."""
+    inside = np.flatnonzero((folds != j) & (folds != k))
+    held = np.concatenate([np.flatnonzero(folds == j), np.flatnonzero(folds == k)])
+    sets = {"inside": take(train, inside), "held": take(train, held)}
+    if cfg.encoder == "gcn":
+        from balmm.model.graph import inductive_graphs
+
+        X, M = _graph_inputs(train)
+        inductive_graphs(X, M, inside, sets["inside"], [(sets["held"], held)], cfg.knn_k,
+                         cfg.snf_iterations, cfg.snf_mu, train.y.device)  # fmt: skip
+        _own_views(sets)
+    return sets
+
+
+def _graph_inputs(train: Split) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    X = {m: (x.dense() if isinstance(x, RowSource) else x).cpu().numpy()
+         for m, x in train.X.items()}  # fmt: skip
+    return X, {m: mk.cpu().numpy() for m, mk in train.M.items()}
+
+
+def _own_views(sets: dict[str, Split]) -> None:
+    """A split's own features: a view of its graph's (rows in a run)."""
+    for s in sets.values():
+        assert s.gX is not None and s.graph_rows is not None
+        lo = int(s.graph_rows[0]) if len(s) else 0
+        s.X = {m: x[lo : lo + len(s)] for m, x in s.gX.items()}
+
+
 def fold_graphs(
     train: Split, sets: dict[str, Split], inside: np.ndarray, fit_rows: np.ndarray,
     val_rows: np.ndarray, held_rows: np.ndarray, cfg: TrainConfig,
@@ -60,14 +93,9 @@ def fold_graphs(
     ever an attached node, so it never shapes a graph a fold model trains on."""
     from balmm.model.graph import inductive_graphs
 
-    X = {m: (x.dense() if isinstance(x, RowSource) else x).cpu().numpy()
-         for m, x in train.X.items()}  # fmt: skip
-    M = {m: mk.cpu().numpy() for m, mk in train.M.items()}
+    X, M = _graph_inputs(train)
     dev = train.y.device
     k, t, mu = cfg.knn_k, cfg.snf_iterations, cfg.snf_mu
     inductive_graphs(X, M, inside, sets["inside"], [(sets["held"], held_rows)], k, t, mu, dev)
     inductive_graphs(X, M, fit_rows, sets["fit"], [(sets["val"], val_rows)], k, t, mu, dev)
-    for s in sets.values():  # a split's own features: a view of its graph's (rows in a run)
-        assert s.gX is not None and s.graph_rows is not None
-        lo = int(s.graph_rows[0]) if len(s) else 0
-        s.X = {m: x[lo : lo + len(s)] for m, x in s.gX.items()}
+    _own_views(sets)

@@ -12,10 +12,11 @@ from balmm.training.metrics import macro_f1
 
 
 def _pooled_choices(
-    traces: list[np.ndarray], y_held: list[np.ndarray]
+    traces: list[np.ndarray], y_held: list[np.ndarray], per_fold: bool = True
 ) -> tuple[int, np.ndarray, list[tuple[int, float]]]:
     """The epoch count with the lowest pooled log-loss over all folds and that pooled curve,
-    and for each fold k, on the other folds' curves only, (epoch count, its pooled loss)."""
+    and for each fold k (``per_fold``), on the other folds' curves only, (epoch count, its
+    pooled loss)."""
     lengths = np.array([t.shape[0] for t in traces])
     sums = np.zeros((len(traces), lengths.max()))
     counts = np.zeros(len(traces))
@@ -31,13 +32,13 @@ def _pooled_choices(
 
     every = np.ones(len(traces), dtype=bool)
     best_all, curve = best(every)
-    per_fold = []
-    for k in range(len(traces)):
+    choices = []
+    for k in range(len(traces) if per_fold else 0):
         others = every.copy()
         others[k] = False
         ep, c = best(others) if others.any() else (best_all, curve)
-        per_fold.append((ep, float(c[ep - 1])))
-    return best_all, curve, per_fold
+        choices.append((ep, float(c[ep - 1])))
+    return best_all, curve, choices
 
 
 def choose_epochs(
@@ -56,15 +57,23 @@ def choose_epochs(
 
 
 def choose_decay(
-    traces: dict[float, list[np.ndarray]], y_held: list[np.ndarray]
+    traces: dict[float, list[np.ndarray]],
+    y_held: list[np.ndarray],
+    pairs: dict[float, list[list[np.ndarray | None]]] | None = None,
 ) -> tuple[tuple[float, int], list[tuple[float, int]], np.ndarray]:
     """The (weight decay, epoch count) pair with the lowest pooled out-of-fold log-loss,
     from one set of per-fold curves per decay (``traces[decay]``, as :func:`choose_epochs`
     takes them): over all folds, and for each fold k on the other folds' curves only.
-    Returns those and the chosen decay's pooled curve; ties go to the first decay given."""
-    scored = {wd: _pooled_choices(t, y_held) for wd, t in traces.items()}
+    Returns those and the chosen decay's pooled curve; ties go to the first decay given.
+
+    With ``pairs`` (nested cross-fitting), fold k's pair is chosen on the curves
+    ``pairs[decay][k][j]`` (j != k) instead: fold j's held-out rows scored by a model that
+    trained on neither fold j nor fold k, so fold k's labels reach no part of its choice."""
+    scored = {wd: _pooled_choices(t, y_held, pairs is None) for wd, t in traces.items()}
     every = min(scored, key=lambda wd: scored[wd][1][scored[wd][0] - 1])
-    if len(y_held) < 2:
+    if pairs is not None:
+        per_fold = [nested_choice(pairs, y_held, k) for k in range(len(y_held))]
+    elif len(y_held) < 2:
         per_fold = [(every, scored[every][0])]
     else:
         per_fold = []
@@ -72,6 +81,22 @@ def choose_decay(
             wd_k = min(scored, key=lambda wd: scored[wd][2][k][1])
             per_fold.append((wd_k, scored[wd_k][2][k][0]))
     return (every, scored[every][0]), per_fold, scored[every][1]
+
+
+def nested_choice(
+    pairs: dict[float, list[list[np.ndarray | None]]], y_held: list[np.ndarray], k: int
+) -> tuple[float, int]:
+    """Fold k's (weight decay, epoch count): the lowest pooled log-loss over the curves
+    ``pairs[decay][k][j]`` of every fold j != k (see :func:`choose_decay`)."""
+    best: tuple[float, float, int] | None = None
+    for wd, per_fold in pairs.items():
+        use = [j for j, t in enumerate(per_fold[k]) if t is not None and j != k]
+        ep, curve, _ = _pooled_choices([per_fold[k][j] for j in use], [y_held[j] for j in use],
+                                       per_fold=False)  # fmt: skip
+        if best is None or curve[ep - 1] < best[0]:
+            best = (float(curve[ep - 1]), wd, ep)
+    assert best is not None
+    return best[1], best[2]
 
 
 def pooled_f1_schedule(

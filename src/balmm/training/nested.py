@@ -1,0 +1,72 @@
+"""Nested cross-fitting: fold k's stage-1 choices made on models that never saw fold k.
+
+Without nesting, fold k's epoch count (and decay) is chosen on the other folds' held-out
+curves, and the models behind those curves trained on fold k's rows, labels included: fold
+k's out-of-fold (OOF) outputs could depend on fold k's labels. Here each unordered pair of
+folds {j, k} gets one more *pair member* per (modality, decay), trained on every training
+row outside folds j and k, whose held-out log-probabilities are recorded after every epoch
+on fold j's rows and on fold k's rows. Fold k's choice pools the curves of the pairs
+{j, k} on fold j's rows (j != k): no model behind them read fold k. That is K (K - 1) / 2
+members per (modality, decay) instead of the K (K - 1) of nesting every fold, since one
+pair member serves both of its folds.
+
+A pair member runs all ``pretrain_epochs``: a patience rule on its held-out loss would read
+fold j's or fold k's labels, and so make the candidate epochs of fold k's (or j's) choice
+depend on that fold's own labels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from balmm.config import TrainConfig
+from balmm.training.curves import Member, new_member
+from balmm.training.fold_sets import pair_sets
+from balmm.training.tensors import Split, held_with, restrict
+
+
+def fold_pairs(n_folds: int) -> list[tuple[int, int]]:
+    """Every unordered pair of folds (j, k), j < k."""
+    return [(j, k) for k in range(n_folds) for j in range(k)]
+
+
+def make_pair_sets(train: Split, folds: np.ndarray, cfg: TrainConfig) -> list[dict[str, Split]]:
+    """Each pair's ``inside`` and ``held`` sets (see :func:`fold_sets.pair_sets`), in the
+    order of :func:`fold_pairs`."""
+    n_folds = int(folds.max()) + 1
+    return [pair_sets(train, folds, j, k, cfg) for j, k in fold_pairs(n_folds)]
+
+
+def pair_members(
+    m: str, n_in: int, n_classes: int, cfg: TrainConfig, sets: list[dict[str, Split]],
+    inside: list[Split], n_folds: int,
+) -> list[Member]:  # fmt: skip
+    """The pair members of one (modality, decay) unit; ``inside[i]``: pair i's training rows
+    that have ``m``. Their random streams are their own (``pair<j>-<k>/``), so the fold
+    members beside them train exactly as without them."""
+    members = []
+    for (j, k), s, fit in zip(fold_pairs(n_folds), sets, inside, strict=True):
+        mb = new_member(m, n_in, n_classes, cfg, -1, fit, held_with(s["held"], m),
+                        cfg.pretrain_epochs, keep=False, scope=f"pair{j}-{k}/")  # fmt: skip
+        mb.early_stop = False  # see the module docstring
+        members.append(mb)
+    return members
+
+
+def pair_inside(sets: list[dict[str, Split]], m: str) -> list[Split]:
+    """Each pair's training rows that have ``m``."""
+    return [restrict(s["inside"], m) for s in sets]
+
+
+def by_fold(
+    traces: list[np.ndarray], folds: np.ndarray, present: np.ndarray
+) -> list[list[np.ndarray | None]]:
+    """The pair members' curves as ``out[k][j]``: pair {j, k} on fold j's rows that have the
+    modality (``present``), for fold k's choice; None where j == k."""
+    n_folds = int(folds.max()) + 1
+    n_with = [int(present[folds == j].sum()) for j in range(n_folds)]
+    out: list[list[np.ndarray | None]] = [[None] * n_folds for _ in range(n_folds)]
+    for (j, k), t in zip(fold_pairs(n_folds), traces, strict=True):
+        out[k][j] = t[:, : n_with[j]]
+        out[j][k] = t[:, n_with[j] :]
+    return out

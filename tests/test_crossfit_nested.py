@@ -116,3 +116,34 @@ def test_fold_choice_is_the_pooled_log_loss_minimum_of_its_pair_curves(runs):
                 if best is None or total[ep - 1] / count < best[0]:
                     best = (total[ep - 1] / count, wd, ep)
             assert (cf.fold_decay[m][k], cf.fold_epochs[m][k]) == best[1:]
+
+
+def test_fold_students_learn_from_pair_teachers_that_never_saw_their_fold(runs, monkeypatch):
+    """Distillation b <- a in every fold (kept whatever the evidence, to read the students'
+    OOF logits): with fold 0's labels flipped, fold 0's student is bit for bit the same,
+    since its targets on fold j come from a's pair model {j, 0}. With the teachers' OOF
+    logits as targets instead (models that trained on fold 0), the flip moves it."""
+    import copy
+
+    from balmm.profiling.plan import KDEdge
+    from balmm.training import crossfit
+
+    monkeypatch.setattr(crossfit, "evidence_record", lambda *a: {"accepted": True})
+    cfg = TrainConfig(**CFG)
+
+    def student_oof(cf) -> np.ndarray:
+        cf = copy.deepcopy(cf)
+        edges = [KDEdge("a", "b", 0.1, 0.1, True, "test", 1.0)]
+        plan = [{"teacher": "a", "student": "b", "enabled": True}]
+        with one_thread():
+            accepted = crossfit.crossfit_kd(cf, edges, plan, MODS, 2, cfg, NULL_PROGRESS, OFF)
+        assert accepted == {"b"}
+        return cf.logits["b"][cf.folds == 0]
+
+    clean, dirty = runs[(True, False)], runs[(True, True)]
+    before = clean.logits["b"][clean.folds == 0]
+    distilled = student_oof(clean)
+    assert not np.array_equal(distilled, before)  # distillation changed the student
+    np.testing.assert_array_equal(distilled, student_oof(dirty))
+    monkeypatch.setattr(crossfit, "fold_targets", lambda cf, k: dict(cf.logits))
+    assert not np.array_equal(student_oof(clean), student_oof(dirty))

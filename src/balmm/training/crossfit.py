@@ -15,11 +15,10 @@ embeddings then decide:
 - the intermodal term of the stage-2 weights (:mod:`balmm.training.intermodal`, on the
   OOF logits);
 - distillation: each planned student is distilled in every fold and the edge is kept only
-  if the student's OOF log-loss and macro-F1 both improve; in the folds and in the final
-  model the targets are the teacher's OOF logits (for a fold's rows they come from teacher
-  models that saw the other folds: the one place where a fold's result depends on another
-  fold's labels; the teacher's own fold model would be over-confident on its training
-  rows).
+  if the student's OOF log-loss and macro-F1 both improve; the targets come from teacher
+  models that never saw the rows they score (the teacher's own fold model would be
+  over-confident on its training rows): in fold k, on fold j's rows, the teacher's pair
+  model {j, k}; in the final model, the teacher's OOF logits.
 
 Above ``CROSSFIT_MAX_SAMPLES`` training samples one validation carve is large enough for
 these decisions (and K fits would cost too much), so cross-fitting turns itself off.
@@ -45,6 +44,7 @@ from balmm.training.fold_sets import fold_sets
 from balmm.training.metrics import bootstrap_f1, macro_f1
 from balmm.training.nested import (
     by_fold,
+    fold_targets,
     make_pair_sets,
     pair_inside,
     pair_members,
@@ -345,13 +345,14 @@ def crossfit_kd(
     for k, (st, sets) in enumerate(zip(cf.fold_stage1, cf.fold_sets, strict=True)):
         st = {m: dict(v) for m, v in st.items()}
         fold_kd.append(st)
-        # targets as in the final distillation: the teachers' OOF logits (a fold's own
-        # teacher is over-confident on the rows it was trained on)
+        # targets from teachers that never saw the rows they score (a fold's own teacher is
+        # over-confident on its training rows): nested, the pair models that saw neither
+        # that row's fold nor fold k; otherwise the teachers' OOF logits
         dev = sets["fit"].y.device
         rows = cf.fold_fit_rows[k]
         targets = {
-            t: torch.as_tensor(np.nan_to_num(cf.logits[t][rows], nan=0.0), device=dev)
-            for t in cf.logits
+            t: torch.as_tensor(np.nan_to_num(lg[rows], nan=0.0), device=dev)
+            for t, lg in fold_targets(cf, k).items()
         }
         distil_students(edges, mods, sets, st, cfg, progress, ckpt, scope=f"fold{k}/",
                         targets=targets, held=sets["held"] if trace else None)  # fmt: skip

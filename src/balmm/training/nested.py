@@ -10,6 +10,10 @@ on fold j's rows and on fold k's rows. Fold k's choice pools the curves of the p
 members per (modality, decay) instead of the K (K - 1) of nesting every fold, since one
 pair member serves both of its folds.
 
+Distillation inside fold k (:func:`balmm.training.crossfit.crossfit_kd`) takes its targets on
+fold j's rows from the teacher's pair member {j, k} at fold k's chosen (decay, count), a
+teacher that saw neither fold j nor fold k: :func:`fold_targets`.
+
 A pair member runs all ``pretrain_epochs``: a patience rule on its held-out loss would read
 fold j's or fold k's labels, and so make the candidate epochs of fold k's (or j's) choice
 depend on that fold's own labels.
@@ -17,12 +21,17 @@ depend on that fold's own labels.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from balmm.config import TrainConfig
 from balmm.training.curves import Member, new_member
 from balmm.training.fold_sets import pair_sets
 from balmm.training.tensors import Split, held_with, restrict
+
+if TYPE_CHECKING:
+    from balmm.training.crossfit import CrossFit
 
 
 def fold_pairs(n_folds: int) -> list[tuple[int, int]]:
@@ -69,4 +78,25 @@ def by_fold(
     for (j, k), t in zip(fold_pairs(n_folds), traces, strict=True):
         out[k][j] = t[:, : n_with[j]]
         out[j][k] = t[:, n_with[j] :]
+    return out
+
+
+def fold_targets(cf: CrossFit, k: int) -> dict[str, np.ndarray]:
+    """Fold k's distillation targets over every training row (NaN where the teacher is
+    absent, and on fold k): on fold j's rows, the log-probabilities of the teacher's pair
+    member {j, k} after fold k's chosen epoch count, at fold k's chosen decay. A teacher
+    without pair curves (not nested) gives its OOF logits, as without nesting."""
+    out = {}
+    for t, lg in cf.logits.items():
+        curves = cf.pair_traces.get(t)
+        if curves is None:
+            out[t] = lg
+            continue
+        wd, ep = cf.fold_decay[t][k], cf.fold_epochs[t][k]
+        own = np.full_like(lg, np.nan)
+        for j, trace in enumerate(curves[wd][k]):
+            if trace is not None:
+                rows = np.flatnonzero(cf.folds == j)
+                own[rows[cf.present[t][rows]]] = trace[ep - 1]
+        out[t] = own
     return out

@@ -42,13 +42,7 @@ from balmm.training.curves import BatchedFolds, fold_states, new_member
 from balmm.training.distil import distil_students, evidence_record
 from balmm.training.fold_sets import fold_sets
 from balmm.training.metrics import bootstrap_f1, macro_f1
-from balmm.training.nested import (
-    by_fold,
-    fold_targets,
-    make_pair_sets,
-    pair_inside,
-    pair_members,
-)
+from balmm.training.nested import by_fold, can_nest, fold_targets, make_pair_sets, pair_members
 from balmm.training.oof_curves import choose_decay, choose_student_epochs, pooled_f1_schedule
 from balmm.training.stage1 import enc_head_state, unimodal_net, with_decay
 from balmm.training.tensors import Split, held_with, infer, restrict, single
@@ -151,10 +145,7 @@ def crossfit_alone(
     all_sets = [fold_sets(train, folds, k, cfg) for k in range(n_folds)]
     held_rows = [np.flatnonzero(folds == k) for k in range(n_folds)]
     inside: dict[str, list[Split]] = {}  # per modality and fold: the inside rows with it
-    # nested (at least 3 folds: a pair needs training rows outside it): per modality, each
-    # pair's training rows that have it
-    pairs = make_pair_sets(train, folds, cfg) if cfg.crossfit_nested and n_folds >= 3 else []
-    nested: dict[str, list[Split]] = {}
+    nested: set[str] = set()  # the modalities whose per-fold choices are nested
     units: list[tuple[str, float, bool]] = []  # (modality, decay, keep per-epoch states)
     for m in mods:
         inside_m = [restrict(sets["inside"], m) for sets, _ in all_sets]
@@ -162,13 +153,14 @@ def crossfit_alone(
             logger.warning("modality %s: too few samples to cross-fit; no stage 1", m)
             continue
         inside[m] = inside_m
-        pair_in = pair_inside(pairs, m)
-        if pair_in and min(len(s) for s in pair_in) >= 4:
-            nested[m] = pair_in
+        if cfg.crossfit_nested and can_nest(present[m], folds):
+            nested.add(m)
         keep = _snapshot_bytes(n_features[m], n_classes, cfg) <= SNAPSHOT_MAX_BYTES
         # every decay gets the same random streams: a paired comparison
         units += [(m, wd, keep) for wd in cfg.decay_grid()]
 
+    # gcn: every pair's graph, over all modalities (other encoders: built per unit)
+    graphs = make_pair_sets(train, folds, cfg) if nested and cfg.encoder == "gcn" else None
     # the units' members, kept in this process to be trained on where a fold model needs
     # more epochs than its curve ran (not under torchrun: a unit may train on another rank)
     live: dict[tuple[str, float], BatchedFolds] = {}
@@ -186,12 +178,12 @@ def crossfit_alone(
                               held_with(all_sets[k][0]["held"], m), cfg.pretrain_epochs, keep)
                    for k in range(n_folds)]  # fmt: skip
         if m in nested:  # after the fold members: job.members[k] stays fold k's
-            members += pair_members(m, n_features[m], n_classes, cfg_wd, pairs, nested[m],
-                                    n_folds)  # fmt: skip
+            members += pair_members(m, n_features[m], n_classes, cfg_wd, train, folds, graphs)
         job = BatchedFolds(m, members, cfg_wd, name)
         ckpt.resume_loop(name, job)
         job.run(progress, ckpt)
         traces = job.traces()
+        job.keep_first(n_folds)  # the pair members are done: free their rows
         ckpt.save_done(name, {"traces": traces})
         if not sharing:
             live[(m, wd)] = job

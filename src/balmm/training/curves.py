@@ -10,22 +10,19 @@ rows, one dropout multiply, one cross-entropy and the held-out scoring (each lay
 stays one ``F.linear`` per member); other encoders run each member's own forward pass.
 Either way, on CPU, a member's weights, held-out curve and stopping epoch are bit for bit
 those of training that fold alone (tests/test_curves.py): what is shared is the Python
-and autograd overhead of about 2,700 tiny steps. (On a GPU the dropout masks come from
-other streams than a lone loop's: drawn on the host for ``linear``, from the device's
-one generator otherwise; cross-fitting runs only up to 5,000 samples. The config's
-``compile`` and ``bf16`` are not applied to these small one-modality models.)
+and autograd overhead of thousands of tiny steps. (On a GPU the dropout masks come from
+other streams than a lone loop's: drawn on the host for ``linear``, from the device's one
+generator otherwise. ``compile`` and ``bf16`` are not applied to these small models.)
 
-Two uses (:mod:`balmm.training.crossfit`): *curves* (every fold for up to
-``pretrain_epochs``, its held-out log-probabilities recorded after each epoch, stopping
-after ``pretrain_patience`` epochs without a lower held-out log-loss) and *fixed*
-(some folds for a given number of epochs each: a fold model at its chosen epoch count
-when the curve's per-epoch states are not in memory).
+Two uses (:mod:`balmm.training.crossfit`): *curves* (every fold, and the nested pair
+members, for up to ``pretrain_epochs``, recording held-out log-probabilities after each
+epoch; a fold stops after ``pretrain_patience`` epochs without a lower held-out log-loss)
+and *fixed* (some folds for a given number of epochs each: a fold model at its chosen
+count when the curve's per-epoch states are not in memory).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +41,7 @@ from balmm.training.balancers import masked_ce
 from balmm.training.budget import BUDGET
 from balmm.training.checkpoint import Checkpointer
 from balmm.training.metrics import macro_f1
-from balmm.training.minibatch import batches, random_streams
+from balmm.training.minibatch import batches, global_stream, random_streams
 from balmm.training.stage1 import unimodal_net, with_decay
 from balmm.training.tensors import RowSource, Split, forward, infer, mean_log_loss
 
@@ -189,6 +186,15 @@ class BatchedFolds:
                 mb.epochs = mb.epoch
             mb.snapshots = None
 
+    def keep_first(self, n: int) -> None:
+        """Drop every member but the first ``n``, and their rows: the rest never train again
+        (without gradients, the fused step skips their parameters)."""
+        if len(self.members) > n and self._rows is not None:
+            end = self._offset[id(self.members[n - 1])] + len(self.members[n - 1].fit)
+            x, y, has = (t[:end].clone() for t in self._rows)
+            self._rows = (x, y, has)
+        self.members = self.members[:n]
+
     # -- training ---------------------------------------------------------------------
     def run(self, progress: Progress, ckpt: Checkpointer | None = None) -> None:
         """Train every member until its epochs or its early stop (continuing a restored
@@ -248,7 +254,7 @@ class BatchedFolds:
         losses = []
         if not self.stacked:
             for mb, r in here:
-                with _global_stream(mb.drop):
+                with global_stream(mb.drop):
                     out = forward(mb.net, mb.fit, r)
                 losses.append(masked_ce(out["logits"][m], mb.fit.y[r], mb.fit.M[m][r], smoothing))
             return torch.stack(losses).sum()
@@ -386,14 +392,3 @@ def fold_states(
             ckpt.save_done(f"fold{mb.fold}/stage1:{m}", done)
             states[(mb.fold, m)] = done["state"]
     return states
-
-
-@contextlib.contextmanager
-def _global_stream(gen: torch.Generator) -> Iterator[None]:
-    """Run with torch's global CPU generator in ``gen``'s state (a module's dropout draws
-    from it), then keep where it got to in ``gen``."""
-    torch.set_rng_state(gen.get_state())
-    try:
-        yield
-    finally:
-        gen.set_state(torch.get_rng_state())

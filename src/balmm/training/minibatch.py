@@ -3,7 +3,9 @@ training's own seeded streams, and modality dropout's masks."""
 
 from __future__ import annotations
 
+import contextlib
 import zlib
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -58,3 +60,14 @@ def drop_modalities(
     # where(), not kept[empty] = ...: boolean-mask indexing waits for the device (CUDA)
     kept = torch.where(empty.unsqueeze(1), present, kept)
     return {**masks, **{m: kept[:, i] for i, m in enumerate(names)}}
+
+
+@contextlib.contextmanager
+def global_stream(gen: torch.Generator) -> Iterator[None]:
+    """Run with torch's global CPU generator in ``gen``'s state (a module's dropout draws
+    from it), then keep where it got to in ``gen``."""
+    torch.set_rng_state(gen.get_state())
+    try:
+        yield
+    finally:
+        gen.set_state(torch.get_rng_state())

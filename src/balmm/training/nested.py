@@ -28,7 +28,7 @@ import numpy as np
 from balmm.config import TrainConfig
 from balmm.training.curves import Member, new_member
 from balmm.training.fold_sets import pair_sets
-from balmm.training.tensors import Split, held_with, restrict
+from balmm.training.tensors import Split, held_with, restrict, single
 
 if TYPE_CHECKING:
     from balmm.training.crossfit import CrossFit
@@ -39,6 +39,14 @@ def fold_pairs(n_folds: int) -> list[tuple[int, int]]:
     return [(j, k) for k in range(n_folds) for j in range(k)]
 
 
+def can_nest(present: np.ndarray, folds: np.ndarray) -> bool:
+    """At least 3 folds, and every pair's training rows hold at least 4 samples with the
+    modality (``present``); otherwise the modality keeps the other folds' rule."""
+    n_folds = int(folds.max()) + 1
+    return n_folds >= 3 and all(int(present[(folds != j) & (folds != k)].sum()) >= 4
+                                for j, k in fold_pairs(n_folds))  # fmt: skip
+
+
 def make_pair_sets(train: Split, folds: np.ndarray, cfg: TrainConfig) -> list[dict[str, Split]]:
     """Each pair's ``inside`` and ``held`` sets (see :func:`fold_sets.pair_sets`), in the
     order of :func:`fold_pairs`."""
@@ -47,24 +55,23 @@ def make_pair_sets(train: Split, folds: np.ndarray, cfg: TrainConfig) -> list[di
 
 
 def pair_members(
-    m: str, n_in: int, n_classes: int, cfg: TrainConfig, sets: list[dict[str, Split]],
-    inside: list[Split], n_folds: int,
+    m: str, n_in: int, n_classes: int, cfg: TrainConfig, train: Split, folds: np.ndarray,
+    graphs: list[dict[str, Split]] | None = None,
 ) -> list[Member]:  # fmt: skip
-    """The pair members of one (modality, decay) unit; ``inside[i]``: pair i's training rows
-    that have ``m``. Their random streams are their own (``pair<j>-<k>/``), so the fold
-    members beside them train exactly as without them."""
+    """The pair members of one (modality, decay) unit. Their sets hold modality ``m``
+    alone, built here (so only one unit's copies live at a time), or with ``gcn`` come
+    from ``graphs`` (:func:`make_pair_sets` on every modality: the SNF graph fuses them).
+    Their random streams are their own (``pair<j>-<k>/``), so the fold members beside them
+    train exactly as without them."""
+    sets = graphs if graphs is not None else make_pair_sets(single(train, m), folds, cfg)
     members = []
-    for (j, k), s, fit in zip(fold_pairs(n_folds), sets, inside, strict=True):
-        mb = new_member(m, n_in, n_classes, cfg, -1, fit, held_with(s["held"], m),
-                        cfg.pretrain_epochs, keep=False, scope=f"pair{j}-{k}/")  # fmt: skip
+    for (j, k), s in zip(fold_pairs(int(folds.max()) + 1), sets, strict=True):
+        mb = new_member(m, n_in, n_classes, cfg, -1, restrict(s["inside"], m),
+                        held_with(s["held"], m), cfg.pretrain_epochs, keep=False,
+                        scope=f"pair{j}-{k}/")  # fmt: skip
         mb.early_stop = False  # see the module docstring
         members.append(mb)
     return members
-
-
-def pair_inside(sets: list[dict[str, Split]], m: str) -> list[Split]:
-    """Each pair's training rows that have ``m``."""
-    return [restrict(s["inside"], m) for s in sets]
 
 
 def by_fold(

@@ -204,7 +204,9 @@ class BatchedFolds:
         if budget is not None:
             budget.start(self.key)
         total = max(mb.epochs for mb in self.members)
-        progress.start(self.key, f"stage 1: {self.m} alone, {len(self.members)} folds", total)
+        n_pairs = sum(mb.fold < 0 for mb in self.members)  # nested pair members
+        what = f"{len(self.members) - n_pairs} folds" + (f" + {n_pairs} pairs" if n_pairs else "")
+        progress.start(self.key, f"stage 1: {self.m} alone, {what}", total)
         if self.epoch:
             progress.update(self.key, self.epoch)
         while any(mb.active for mb in self.members):

@@ -147,3 +147,61 @@ def test_fold_students_learn_from_pair_teachers_that_never_saw_their_fold(runs, 
     np.testing.assert_array_equal(distilled, student_oof(dirty))
     monkeypatch.setattr(crossfit, "fold_targets", lambda cf, k: dict(cf.logits))
     assert not np.array_equal(student_oof(clean), student_oof(dirty))
+
+
+def test_above_nest_groups_folds_the_pairs_are_of_groups_and_still_never_read_the_fold(
+    monkeypatch,
+):
+    """7 folds pool into 5 groups (fold k -> group k * 5 // 7: folds 0 and 1 share group 0):
+    10 pair models, not 21. Fold k's choice is its group's, the pooled log-loss minimum of
+    the pairs {g, h} on group h's rows; flipping fold 0's labels leaves fold 0's choice, OOF
+    outputs and distilled student (whose targets on fold 1, in its own group, come from a
+    pair model outside that group) bit for bit the same."""
+    import copy
+
+    from balmm.profiling.plan import KDEdge
+    from balmm.training import crossfit
+    from balmm.training.nested import NEST_GROUPS, nest_groups
+
+    s = two_assay_split(np.random.default_rng(2), n=210)
+    y = s.y.numpy()
+    folds = fold_assignment(y, 7, seed=0)
+    groups = nest_groups(folds)
+    assert NEST_GROUPS == 5 and list(np.unique(groups)) == [0, 1, 2, 3, 4]
+    assert (groups[folds == 0] == 0).all() and (groups[folds == 1] == 0).all()
+    flipped = y.copy()
+    flipped[folds == 0] = 1 - flipped[folds == 0]
+    dirty_split = Split(s.ids, s.X, s.M, torch.as_tensor(flipped))
+    cfg = TrainConfig(**{**CFG, "folds": 7, "weight_decay_grid": ""})
+    with one_thread():
+        clean, dirty = (crossfit_alone(MODS, N_FEATURES, 2, split, folds, cfg, NULL_PROGRESS,
+                                       OFF) for split in (s, dirty_split))  # fmt: skip
+    held = folds == 0
+    for m in MODS:
+        per_group = clean.pair_traces[m][0.001]
+        assert len(per_group) == 5 and sum(t is not None for r in per_group for t in r) == 20
+        for k in range(7):
+            g = int(groups[folds == k][0])
+            total, count = np.zeros(CFG["pretrain_epochs"]), 0
+            for h in range(5):
+                if h != g:
+                    yh = clean.y[groups == h]
+                    total += -per_group[g][h][:, np.arange(len(yh)), yh].sum(1)
+                    count += len(yh)
+            assert clean.fold_epochs[m][k] == int(np.argmin(total)) + 1
+        assert clean.fold_epochs[m][0] == clean.fold_epochs[m][1]  # one group, one choice
+        assert clean.fold_epochs[m][0] == dirty.fold_epochs[m][0]
+        np.testing.assert_array_equal(clean.logits[m][held], dirty.logits[m][held])
+        np.testing.assert_array_equal(clean.z[m][held], dirty.z[m][held])
+
+    monkeypatch.setattr(crossfit, "evidence_record", lambda *a: {"accepted": True})
+
+    def student_oof(cf) -> np.ndarray:
+        cf = copy.deepcopy(cf)
+        edges = [KDEdge("a", "b", 0.1, 0.1, True, "test", 1.0)]
+        plan = [{"teacher": "a", "student": "b", "enabled": True}]
+        with one_thread():
+            crossfit.crossfit_kd(cf, edges, plan, MODS, 2, cfg, NULL_PROGRESS, OFF)
+        return cf.logits["b"][cf.folds == 0]
+
+    np.testing.assert_array_equal(student_oof(clean), student_oof(dirty))

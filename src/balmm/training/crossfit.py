@@ -42,7 +42,14 @@ from balmm.training.curves import BatchedFolds, fold_states, new_member
 from balmm.training.distil import distil_students, evidence_record
 from balmm.training.fold_sets import fold_sets
 from balmm.training.metrics import bootstrap_f1, macro_f1
-from balmm.training.nested import by_fold, can_nest, fold_targets, make_pair_sets, pair_members
+from balmm.training.nested import (
+    by_fold,
+    can_nest,
+    fold_targets,
+    make_pair_sets,
+    nest_groups,
+    pair_members,
+)
 from balmm.training.oof_curves import choose_decay, choose_student_epochs, pooled_f1_schedule
 from balmm.training.stage1 import enc_head_state, unimodal_net, with_decay
 from balmm.training.tensors import Split, held_with, infer, restrict, single
@@ -86,9 +93,11 @@ class CrossFit:
     # how each modality's per-fold choices were made: "nested" (pair models that saw neither
     # fold: :mod:`balmm.training.nested`) or "other folds"
     fold_rule: dict[str, str] = field(default_factory=dict)
-    # nested: pair {j, k}'s held-out curve on fold j's rows, per modality and decay, as
-    # pair_traces[m][decay][k][j] (None where j == k)
+    # nested: pair {j, k}'s held-out curve on group j's rows, per modality and decay, as
+    # pair_traces[m][decay][k][j] (None where j == k); a group is a fold up to
+    # nested.NEST_GROUPS folds, else neighbouring folds pooled (nest_groups: each sample's)
     pair_traces: dict[str, dict[float, list[list[np.ndarray | None]]]] = field(default_factory=dict)
+    nest_groups: np.ndarray | None = None
     # refit_on = "train": each distilled student's epoch count, on the folds' students' pooled
     # held-out log-loss curves (crossfit_kd)
     kd_epochs: dict[str, int] = field(default_factory=dict)
@@ -146,6 +155,8 @@ def crossfit_alone(
     held_rows = [np.flatnonzero(folds == k) for k in range(n_folds)]
     inside: dict[str, list[Split]] = {}  # per modality and fold: the inside rows with it
     nested: set[str] = set()  # the modalities whose per-fold choices are nested
+    groups = cf.nest_groups = nest_groups(folds)
+    group_rows = [np.flatnonzero(groups == g) for g in range(int(groups.max()) + 1)]
     units: list[tuple[str, float, bool]] = []  # (modality, decay, keep per-epoch states)
     for m in mods:
         inside_m = [restrict(sets["inside"], m) for sets, _ in all_sets]
@@ -153,14 +164,14 @@ def crossfit_alone(
             logger.warning("modality %s: too few samples to cross-fit; no stage 1", m)
             continue
         inside[m] = inside_m
-        if cfg.crossfit_nested and can_nest(present[m], folds):
+        if cfg.crossfit_nested and can_nest(present[m], groups):
             nested.add(m)
         keep = _snapshot_bytes(n_features[m], n_classes, cfg) <= SNAPSHOT_MAX_BYTES
         # every decay gets the same random streams: a paired comparison
         units += [(m, wd, keep) for wd in cfg.decay_grid()]
 
     # gcn: every pair's graph, over all modalities (other encoders: built per unit)
-    graphs = make_pair_sets(train, folds, cfg) if nested and cfg.encoder == "gcn" else None
+    graphs = make_pair_sets(train, groups, cfg) if nested and cfg.encoder == "gcn" else None
     # the units' members, kept in this process to be trained on where a fold model needs
     # more epochs than its curve ran (not under torchrun: a unit may train on another rank)
     live: dict[tuple[str, float], BatchedFolds] = {}
@@ -178,7 +189,7 @@ def crossfit_alone(
                               held_with(all_sets[k][0]["held"], m), cfg.pretrain_epochs, keep)
                    for k in range(n_folds)]  # fmt: skip
         if m in nested:  # after the fold members: job.members[k] stays fold k's
-            members += pair_members(m, n_features[m], n_classes, cfg_wd, train, folds, graphs)
+            members += pair_members(m, n_features[m], n_classes, cfg_wd, train, groups, graphs)
         job = BatchedFolds(m, members, cfg_wd, name)
         ckpt.resume_loop(name, job)
         job.run(progress, ckpt)
@@ -201,13 +212,15 @@ def crossfit_alone(
         curves = [t.numpy() for t in tr]
         traces.setdefault(m, {})[wd] = curves[:n_folds]
         if m in nested:
-            cf.pair_traces.setdefault(m, {})[wd] = by_fold(curves[n_folds:], folds, present[m])
+            cf.pair_traces.setdefault(m, {})[wd] = by_fold(curves[n_folds:], groups, present[m])
         snapshots[(m, wd)] = kept
     for m in inside:
         # a trace covers the held-out samples that have m, in order
         y_held = [y[h][present[m][h]] for h in held_rows]
+        y_groups = [y[h][present[m][h]] for h in group_rows]
+        group_of = [int(groups[h[0]]) for h in held_rows]
         (cf.decay[m], cf.epochs[m]), per_fold, pooled = choose_decay(
-            traces[m], y_held, cf.pair_traces.get(m)
+            traces[m], y_held, cf.pair_traces.get(m), y_groups, group_of
         )
         cf.fold_rule[m] = "nested" if m in nested else "other folds"
         cf.fold_decay[m] = [wd for wd, _ in per_fold]

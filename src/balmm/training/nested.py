@@ -14,6 +14,12 @@ Distillation inside fold k (:func:`balmm.training.crossfit.crossfit_kd`) takes i
 fold j's rows from the teacher's pair member {j, k} at fold k's chosen (decay, count), a
 teacher that saw neither fold j nor fold k: :func:`fold_targets`.
 
+Above ``NEST_GROUPS`` folds the pairs are pairs of *groups* of neighbouring folds
+(:func:`nest_groups`): at K = 10, 45 fold pairs would cost four times the 10 fold models
+themselves, while 5 groups keep 10 pair models. Fold k's choice then pools the pairs
+{g, h} on group h's rows, g being fold k's group: models that saw neither fold k nor its
+group. The K fold models and the final model are those of the ungrouped scheme.
+
 A pair member runs all ``pretrain_epochs``: a patience rule on its held-out loss would read
 fold j's or fold k's labels, and so make the candidate epochs of fold k's (or j's) choice
 depend on that fold's own labels.
@@ -32,6 +38,19 @@ from balmm.training.tensors import Split, held_with, restrict, single
 
 if TYPE_CHECKING:
     from balmm.training.crossfit import CrossFit
+
+
+# above this many folds, nesting pairs groups of neighbouring folds (module docstring)
+NEST_GROUPS = 5
+
+
+def nest_groups(folds: np.ndarray) -> np.ndarray:
+    """Each sample's nesting group: its fold, up to ``NEST_GROUPS`` folds; beyond, fold k of
+    K belongs to group k * NEST_GROUPS // K (neighbouring folds pooled)."""
+    n_folds = int(folds.max()) + 1
+    if n_folds <= NEST_GROUPS:
+        return folds
+    return np.where(folds >= 0, folds * NEST_GROUPS // n_folds, folds)
 
 
 def fold_pairs(n_folds: int) -> list[tuple[int, int]]:
@@ -90,9 +109,15 @@ def by_fold(
 
 def fold_targets(cf: CrossFit, k: int) -> dict[str, np.ndarray]:
     """Fold k's distillation targets over every training row (NaN where the teacher is
-    absent, and on fold k): on fold j's rows, the log-probabilities of the teacher's pair
-    member {j, k} after fold k's chosen epoch count, at fold k's chosen decay. A teacher
-    without pair curves (not nested) gives its OOF logits, as without nesting."""
+    absent, and on fold k): on group h's rows, the log-probabilities of the teacher's pair
+    member {g, h} (g: fold k's group; a group is a fold up to ``NEST_GROUPS`` folds) after
+    fold k's chosen epoch count, at fold k's chosen decay; on the other folds of fold k's
+    own group, those of a pair member {g, h} on group g's rows. Either way a teacher that
+    saw neither the row's fold nor fold k. A teacher without pair curves (not nested) gives
+    its OOF logits, as without nesting."""
+    groups = cf.nest_groups if cf.nest_groups is not None else cf.folds
+    g = int(groups[np.flatnonzero(cf.folds == k)[0]])
+    n_groups = int(groups.max()) + 1
     out = {}
     for t, lg in cf.logits.items():
         curves = cf.pair_traces.get(t)
@@ -101,9 +126,15 @@ def fold_targets(cf: CrossFit, k: int) -> dict[str, np.ndarray]:
             continue
         wd, ep = cf.fold_decay[t][k], cf.fold_epochs[t][k]
         own = np.full_like(lg, np.nan)
-        for j, trace in enumerate(curves[wd][k]):
+        for h, trace in enumerate(curves[wd][g]):
             if trace is not None:
-                rows = np.flatnonzero(cf.folds == j)
+                rows = np.flatnonzero(groups == h)
                 own[rows[cf.present[t][rows]]] = trace[ep - 1]
+        rows = np.flatnonzero(groups == g)
+        rows = rows[cf.present[t][rows]]
+        if (cf.folds[rows] != k).any():  # grouped: fold k's neighbours in its group
+            other = next(h for h in range(n_groups) if h != g)
+            beside = cf.folds[rows] != k
+            own[rows[beside]] = curves[wd][other][g][ep - 1][beside]
         out[t] = own
     return out

@@ -60,6 +60,8 @@ def choose_decay(
     traces: dict[float, list[np.ndarray]],
     y_held: list[np.ndarray],
     pairs: dict[float, list[list[np.ndarray | None]]] | None = None,
+    y_groups: list[np.ndarray] | None = None,
+    group_of: list[int] | None = None,
 ) -> tuple[tuple[float, int], list[tuple[float, int]], np.ndarray]:
     """The (weight decay, epoch count) pair with the lowest pooled out-of-fold log-loss,
     from one set of per-fold curves per decay (``traces[decay]``, as :func:`choose_epochs`
@@ -68,11 +70,17 @@ def choose_decay(
 
     With ``pairs`` (nested cross-fitting), fold k's pair is chosen on the curves
     ``pairs[decay][k][j]`` (j != k) instead: fold j's held-out rows scored by a model that
-    trained on neither fold j nor fold k, so fold k's labels reach no part of its choice."""
+    trained on neither fold j nor fold k, so fold k's labels reach no part of its choice.
+    Where the pairs are of groups of folds (:func:`balmm.training.nested.nest_groups`),
+    ``y_groups[h]`` are group h's held-out labels and fold k takes the choice of its group
+    ``group_of[k]``."""
     scored = {wd: _pooled_choices(t, y_held, pairs is None) for wd, t in traces.items()}
     every = min(scored, key=lambda wd: scored[wd][1][scored[wd][0] - 1])
     if pairs is not None:
-        per_fold = [nested_choice(pairs, y_held, k) for k in range(len(y_held))]
+        of = group_of if group_of is not None else list(range(len(y_held)))
+        y_pairs = y_groups if y_groups is not None else y_held
+        per_group = {g: nested_choice(pairs, y_pairs, g) for g in sorted(set(of))}
+        per_fold = [per_group[g] for g in of]
     elif len(y_held) < 2:
         per_fold = [(every, scored[every][0])]
     else:

@@ -199,12 +199,13 @@ def markers(
     data: MultiOmicsData,
     *,
     top: int = 20,
-    n_folds: int = 5,
+    n_folds: int | None = None,
     seed: int | None = None,
 ) -> pd.DataFrame:
     """Per modality and class, the ``top`` features by score, with stability across
     ``n_folds`` fold models (the run's cross-fitting models when it has ``n_folds`` of them,
-    else refits) and held-out permutation importance (columns: :data:`COLUMNS`).
+    else refits; None: as many as the run's cross-fitting folds, or 5 when it did not
+    cross-fit) and held-out permutation importance (columns: :data:`COLUMNS`).
 
     ``result``: a TrainResult of a ``linear`` or ``mlp`` run (``balmm.train``); ``data``:
     the data it was trained on (only its training split is used).
@@ -228,8 +229,13 @@ def marker_samples(data: MultiOmicsData, seed: int) -> pd.Index:
     return train_ids
 
 
-def _markers(result: Any, data: MultiOmicsData, top: int, n_folds: int, seed: int | None):
+def _markers(
+    result: Any, data: MultiOmicsData, top: int, n_folds: int | None, seed: int | None
+) -> pd.DataFrame:
     from sklearn.model_selection import StratifiedKFold
+
+    if n_folds is None:  # the run's own fold models: no refits
+        n_folds = len(getattr(result, "crossfit_states", None) or []) or 5
 
     model, pre, cfg = result.model, result.preprocessor, result.config
     if model is None or pre is None:

@@ -269,12 +269,13 @@ def markers(
     var_key: PerModality = None,
     *,
     top: int = 20,
-    n_folds: int = 5,
+    n_folds: int | None = None,
     test_size: float = 0.3,
     seed: int = 0,
 ) -> pd.DataFrame:
     """Per modality and class, the ``top`` features driving ``result``'s predictions, with
-    their stability across ``n_folds`` refits and held-out permutation importance (the
+    their stability across ``n_folds`` fold models (None: the run's cross-fitting folds,
+    reused; 5 refits when it did not cross-fit) and held-out permutation importance (the
     table of markers.csv; see :mod:`balmm.markers`). ``data`` and the keys as given to
     :func:`train` (only the training split is used). Also stored in ``uns["balmm"]["markers"]``.
     """

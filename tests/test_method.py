@@ -132,7 +132,7 @@ def test_stacked_fused_head_is_fitted_out_of_fold_and_travels_in_the_bundle(tmp_
                        signal=[2.5, 1.8, 0.0], n_informative=[8, 8, 2],
                        shared=[0.0, 0.0, 0.0])  # fmt: skip
     data = simulate(n_samples=240, n_classes=2, modalities=specs, missing_rate=0.1, seed=2)
-    res = train(data, seed=0, out=tmp_path / "run", fusion_head="stack", **FAST)
+    res = train(data, seed=0, out=tmp_path / "run", fusion_head="stack", folds=5, **FAST)
     head = res.metrics["protocol"]["decisions"]["fusion_head"]
     assert head["kind"] == "stack" and head["C"] > 0
     assert "noise" not in head["trust"]  # left out of the fusion: not stacked
@@ -171,7 +171,8 @@ def test_stage2_epoch_count_is_chosen_on_the_folds_held_out_curves(tmp_path, mon
 
     def recording(traces, y_held):
         seen["traces"], seen["y"] = traces, y_held
-        return oof_curves._pooled_choices(traces, y_held)[0], [], np.zeros(1)
+        best, curve, _ = oof_curves._pooled_choices(traces, y_held)
+        return best, [], curve
 
     specs = make_specs(["strong", "weak"], n_features=[20, 20], signal=[1.2, 0.8],
                        n_informative=[8, 8], shared=[0.0, 0.0])  # fmt: skip

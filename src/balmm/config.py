@@ -50,10 +50,13 @@ class TrainConfig:
     # protocol
     seed: int = 0
     val_size: float = 0.2
-    folds: int = 5  # cross-fitting folds for the data-driven decisions; 0 or 1 = one carve
+    # cross-fitting folds for the data-driven decisions (10: chosen by CV with label_smoothing,
+    # docs/method.md); 0 or 1 = one carve
+    folds: int = 10
     # nested cross-fitting: fold k's stage-1 epoch count and decay are chosen on models that
-    # saw neither fold k nor the fold they score (K(K-1)/2 pair models per modality), so fold
-    # k's OOF outputs never depend on its own labels; false: on the other folds' curves
+    # saw neither fold k nor the fold they score (K(K-1)/2 pair models per modality; above 5
+    # folds, of 5 groups of folds: 10), so fold k's OOF outputs never depend on its own
+    # labels; false: on the other folds' curves
     crossfit_nested: bool = True
     balancer: str = "balmm"
     device: str = "auto"
@@ -102,7 +105,7 @@ class TrainConfig:
     # log-loss (stage 2 keeps it for that modality); "" = weight_decay only
     weight_decay_grid: str = ""
     batch_size: int = 64
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.2  # chosen by CV with folds = 10 (docs/method.md)
     # stage 1: unimodal training + distillation
     pretrain_epochs: int = 60
     pretrain_patience: int = 15

@@ -11,7 +11,10 @@ samples (linear, shrinkage, PCA, per-modality stacking, kernel and tree models),
 
     .venv/bin/python benchmarks/rosmap_ceiling.py [--data PATH] [--fold-seeds 0 1 2] \
         [--test-seeds 5] [--ablations] [--variant "NAME:key=value,..."] [--no-sklearn] \
-        [--jobs 2] [--csv rows.csv]
+        [--jobs 2] [--csv rows.csv] [--label-col COL --split-col COL]
+
+Other datasets: ``--data`` takes INPUTS as ``balmm train`` does (with ``--no-sklearn``,
+samples may lack modalities).
 
 ``--ablations`` adds balmm with each part of the method switched off in turn
 (:data:`ABLATIONS`); ``--variant`` adds any other configuration. ``--csv`` writes one row
@@ -142,18 +145,20 @@ def _balmm_fused(result) -> tuple[float, float, float]:
 _DATA = None
 
 
-def _load(paths: list[str]):
+def _load(source: tuple[list[str], str | None, str | None]):
+    """The dataset: INPUTS as ``balmm train`` takes them, with its label and split columns."""
     global _DATA
     if _DATA is None:
-        _DATA = load_inputs(paths)
+        paths, label_col, split_col = source
+        _DATA = load_inputs(paths, label_col=label_col, split_col=split_col)
     return _DATA
 
 
 def _balmm_job(job: tuple) -> tuple:
     """One balmm fit: a CV fold (``("cv", s, k)``) or a test seed (``("test", s)``)."""
-    paths, overrides, what = job
+    source, overrides, what = job
     warnings.filterwarnings("ignore")
-    data = _load(paths)
+    data = _load(source)
     if what[0] == "cv":
         _, s, k = what
         sub = data.subset(data.ids("train"))
@@ -174,6 +179,8 @@ def _parse_variant(text: str) -> tuple[str, dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", nargs="*", default=[])
+    ap.add_argument("--label-col", default=None, help="as balmm train's --label-col")
+    ap.add_argument("--split-col", default=None, help="as balmm train's --split-col")
     ap.add_argument("--fold-seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--test-seeds", "--balmm-seeds", type=int, default=5,
                     help="test runs of each balmm variant (seeds 0..N-1); 0 = none")  # fmt: skip
@@ -181,24 +188,30 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=[],
                     help='extra balmm row, "NAME:key=json,key=json"')  # fmt: skip
     ap.add_argument("--no-defaults", action="store_true", help="skip balmm's defaults row")
-    ap.add_argument("--no-sklearn", action="store_true", help="skip the scikit-learn models")
+    ap.add_argument("--no-sklearn", action="store_true",
+                    help="skip the scikit-learn models (samples may lack modalities)")  # fmt: skip
     ap.add_argument("--jobs", type=int, default=1, help="balmm fits in parallel processes")
     ap.add_argument("--csv", default=None, help="per-fold / per-seed rows")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
-    data = _load(args.data)
-    if not data.presence().to_numpy().all():
+    source = (args.data, args.label_col, args.split_col)
+    data = _load(source)
+    if not args.no_sklearn and not data.presence().to_numpy().all():
         raise SystemExit("this benchmark needs every sample to have every modality")
     classes = list(data.classes)
     train_ids, test_ids = data.ids("train"), data.ids("test")
     y, y_test = data.y(train_ids), data.y(test_ids)
-    X, X_test = _matrix(data, train_ids), _matrix(data, test_ids)
+    # the scikit-learn models' matrices (with --no-sklearn, samples may lack modalities)
+    X, X_test = (
+        (None, None) if args.no_sklearn else (_matrix(data, train_ids), _matrix(data, test_ids))
+    )
     ends = np.cumsum([data.mods[m].n_vars for m in data.mods])
     blocks = {
         m: slice(int(e - data.mods[m].n_vars), int(e)) for m, e in zip(data.mods, ends, strict=True)
     }
     folds = [
-        list(StratifiedKFold(5, shuffle=True, random_state=s).split(X, y)) for s in args.fold_seeds
+        list(StratifiedKFold(5, shuffle=True, random_state=s).split(np.zeros(len(y)), y))
+        for s in args.fold_seeds
     ]
     print(f"{len(train_ids)} training / {len(test_ids)} test samples; CV = 5 folds x "
           f"{len(folds)} fold assignments inside the training split")  # fmt: skip
@@ -227,7 +240,7 @@ def main() -> None:
     with ProcessPoolExecutor(max(1, args.jobs)) as pool:
         for name, overrides in variants:
             t0 = time.perf_counter()
-            jobs = [(args.data, overrides, w) for w in cv_whats + test_whats]
+            jobs = [(source, overrides, w) for w in cv_whats + test_whats]
             done = list(pool.map(_balmm_job, jobs))
             for what, vals in done:
                 record(name, what, vals)

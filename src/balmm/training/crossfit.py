@@ -40,7 +40,7 @@ from balmm.training import kd as kd_mod
 from balmm.training.checkpoint import Checkpointer
 from balmm.training.curves import BatchedFolds, fold_states, new_member
 from balmm.training.distil import distil_students, evidence_record
-from balmm.training.fold_sets import fold_sets
+from balmm.training.fold_sets import fold_graph_inputs, fold_sets
 from balmm.training.metrics import bootstrap_f1, macro_f1
 from balmm.training.nested import (
     by_fold,
@@ -95,9 +95,8 @@ class CrossFit:
     fold_rule: dict[str, str] = field(default_factory=dict)
     # nested: pair {j, k}'s held-out curve on group j's rows, per modality and decay, as
     # pair_traces[m][decay][k][j] (None where j == k); a group is a fold up to
-    # nested.NEST_GROUPS folds, else neighbouring folds pooled (nest_groups: each sample's)
+    # nested.NEST_GROUPS folds, else neighbouring folds pooled (nested.nest_groups)
     pair_traces: dict[str, dict[float, list[list[np.ndarray | None]]]] = field(default_factory=dict)
-    nest_groups: np.ndarray | None = None
     # refit_on = "train": each distilled student's epoch count, on the folds' students' pooled
     # held-out log-loss curves (crossfit_kd)
     kd_epochs: dict[str, int] = field(default_factory=dict)
@@ -151,11 +150,13 @@ def crossfit_alone(
     z: dict[str, np.ndarray] = {}
     cf = CrossFit(folds, logits, z, present, y)
     n_folds = int(folds.max()) + 1
-    all_sets = [fold_sets(train, folds, k, cfg) for k in range(n_folds)]
+    # gcn: every modality's features, dense, once for every fold's and pair's graphs
+    graph_inputs = fold_graph_inputs(train) if cfg.encoder == "gcn" else None
+    all_sets = [fold_sets(train, folds, k, cfg, graph_inputs) for k in range(n_folds)]
     held_rows = [np.flatnonzero(folds == k) for k in range(n_folds)]
     inside: dict[str, list[Split]] = {}  # per modality and fold: the inside rows with it
     nested: set[str] = set()  # the modalities whose per-fold choices are nested
-    groups = cf.nest_groups = nest_groups(folds)
+    groups = nest_groups(folds)
     group_rows = [np.flatnonzero(groups == g) for g in range(int(groups.max()) + 1)]
     units: list[tuple[str, float, bool]] = []  # (modality, decay, keep per-epoch states)
     for m in mods:
@@ -171,7 +172,9 @@ def crossfit_alone(
         units += [(m, wd, keep) for wd in cfg.decay_grid()]
 
     # gcn: every pair's graph, over all modalities (other encoders: built per unit)
-    graphs = make_pair_sets(train, groups, cfg) if nested and cfg.encoder == "gcn" else None
+    graphs = (make_pair_sets(train, groups, cfg, graph_inputs)
+              if nested and graph_inputs is not None else None)  # fmt: skip
+    del graph_inputs  # every graph is built: free the dense copies
     # the units' members, kept in this process to be trained on where a fold model needs
     # more epochs than its curve ran (not under torchrun: a unit may train on another rank)
     live: dict[tuple[str, float], BatchedFolds] = {}

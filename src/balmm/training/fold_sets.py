@@ -32,9 +32,16 @@ def take(s: Split, rows: np.ndarray) -> Split:
                  {m: mk[r] for m, mk in s.M.items()}, s.y[r])  # fmt: skip
 
 
+GraphInputs = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
+
+
 def fold_sets(
-    train: Split, folds: np.ndarray, k: int, cfg: TrainConfig
-) -> tuple[dict[str, Split], np.ndarray]:
+    train: Split, folds: np.ndarray, k: int, cfg: TrainConfig,
+    graph_inputs: GraphInputs | None = None,
+) -> tuple[dict[str, Split], np.ndarray]:  # fmt: skip
+    """Fold k's fit / carve / held-out / inside sets and its fit rows (positions in
+    ``train``); with ``gcn`` their graphs, from ``graph_inputs`` (:func:`fold_graph_inputs`
+    of ``train``, computed here when not given)."""
     inside = np.flatnonzero(folds != k)
     y_in = train.y.cpu().numpy()[inside]
     fit_pos, val_pos = stratified_split(np.arange(len(inside)).astype(str), y_in, cfg.val_size,
@@ -45,30 +52,35 @@ def fold_sets(
             "held": take(train, np.flatnonzero(folds == k)),
             "inside": take(train, inside)}  # fmt: skip
     if cfg.encoder == "gcn":
-        fold_graphs(train, sets, inside, fit_rows, val_rows, np.flatnonzero(folds == k), cfg)
+        fold_graphs(train, sets, inside, fit_rows, val_rows, np.flatnonzero(folds == k), cfg,
+                    graph_inputs)  # fmt: skip
     return sets, fit_rows
 
 
 def pair_sets(
-    train: Split, folds: np.ndarray, j: int, k: int, cfg: TrainConfig
-) -> dict[str, Split]:
-    """Nested cross-fitting's pair {j, k}: ``inside`` = the training rows outside folds j
-    and k, ``held`` = fold j's rows then fold k's (with ``gcn``, a graph over ``inside``
-    alone with the held rows attached, as :func:`fold_graphs` builds a fold's)."""
-    inside = np.flatnonzero((folds != j) & (folds != k))
-    held = np.concatenate([np.flatnonzero(folds == j), np.flatnonzero(folds == k)])
+    train: Split, groups: np.ndarray, j: int, k: int, cfg: TrainConfig,
+    graph_inputs: GraphInputs | None = None,
+) -> dict[str, Split]:  # fmt: skip
+    """Nested cross-fitting's pair {j, k} of groups (folds, or groups of folds:
+    ``nested.nest_groups``): ``inside`` = the training rows outside groups j and k,
+    ``held`` = group j's rows then group k's (with ``gcn``, a graph over ``inside`` alone
+    with the held rows attached, as :func:`fold_graphs` builds a fold's)."""
+    inside = np.flatnonzero((groups != j) & (groups != k))
+    held = np.concatenate([np.flatnonzero(groups == j), np.flatnonzero(groups == k)])
     sets = {"inside": take(train, inside), "held": take(train, held)}
     if cfg.encoder == "gcn":
         from balmm.model.graph import inductive_graphs
 
-        X, M = _graph_inputs(train)
+        X, M = fold_graph_inputs(train) if graph_inputs is None else graph_inputs
         inductive_graphs(X, M, inside, sets["inside"], [(sets["held"], held)], cfg.knn_k,
                          cfg.snf_iterations, cfg.snf_mu, train.y.device)  # fmt: skip
         _own_views(sets)
     return sets
 
 
-def _graph_inputs(train: Split) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def fold_graph_inputs(train: Split) -> GraphInputs:
+    """Every modality's features (dense) and presence as numpy: what the folds' and pairs'
+    graphs are built from."""
     X = {m: (x.dense() if isinstance(x, RowSource) else x).cpu().numpy()
          for m, x in train.X.items()}  # fmt: skip
     return X, {m: mk.cpu().numpy() for m, mk in train.M.items()}
@@ -85,6 +97,7 @@ def _own_views(sets: dict[str, Split]) -> None:
 def fold_graphs(
     train: Split, sets: dict[str, Split], inside: np.ndarray, fit_rows: np.ndarray,
     val_rows: np.ndarray, held_rows: np.ndarray, cfg: TrainConfig,
+    graph_inputs: GraphInputs | None = None,
 ) -> None:  # fmt: skip
     """gcn: a fold's graphs, built as the run's own (``graph.attach_graphs``, inductive) on
     the fold's training rows only: one over all of them (``inside``: the fold's unimodal
@@ -93,7 +106,7 @@ def fold_graphs(
     ever an attached node, so it never shapes a graph a fold model trains on."""
     from balmm.model.graph import inductive_graphs
 
-    X, M = _graph_inputs(train)
+    X, M = fold_graph_inputs(train) if graph_inputs is None else graph_inputs
     dev = train.y.device
     k, t, mu = cfg.knn_k, cfg.snf_iterations, cfg.snf_mu
     inductive_graphs(X, M, inside, sets["inside"], [(sets["held"], held_rows)], k, t, mu, dev)

@@ -33,7 +33,7 @@ import numpy as np
 
 from balmm.config import TrainConfig
 from balmm.training.curves import Member, new_member
-from balmm.training.fold_sets import pair_sets
+from balmm.training.fold_sets import GraphInputs, pair_sets
 from balmm.training.tensors import Split, held_with, restrict, single
 
 if TYPE_CHECKING:
@@ -53,28 +53,31 @@ def nest_groups(folds: np.ndarray) -> np.ndarray:
     return np.where(folds >= 0, folds * NEST_GROUPS // n_folds, folds)
 
 
-def fold_pairs(n_folds: int) -> list[tuple[int, int]]:
-    """Every unordered pair of folds (j, k), j < k."""
-    return [(j, k) for k in range(n_folds) for j in range(k)]
+def fold_pairs(n_groups: int) -> list[tuple[int, int]]:
+    """Every unordered pair of groups (j, k), j < k."""
+    return [(j, k) for k in range(n_groups) for j in range(k)]
 
 
-def can_nest(present: np.ndarray, folds: np.ndarray) -> bool:
-    """At least 3 folds, and every pair's training rows hold at least 4 samples with the
-    modality (``present``); otherwise the modality keeps the other folds' rule."""
-    n_folds = int(folds.max()) + 1
-    return n_folds >= 3 and all(int(present[(folds != j) & (folds != k)].sum()) >= 4
-                                for j, k in fold_pairs(n_folds))  # fmt: skip
+def can_nest(present: np.ndarray, groups: np.ndarray) -> bool:
+    """At least 3 groups (:func:`nest_groups`), and every pair's training rows hold at
+    least 4 samples with the modality (``present``); otherwise the modality keeps the other
+    folds' rule."""
+    n_groups = int(groups.max()) + 1
+    return n_groups >= 3 and all(int(present[(groups != j) & (groups != k)].sum()) >= 4
+                                 for j, k in fold_pairs(n_groups))  # fmt: skip
 
 
-def make_pair_sets(train: Split, folds: np.ndarray, cfg: TrainConfig) -> list[dict[str, Split]]:
+def make_pair_sets(
+    train: Split, groups: np.ndarray, cfg: TrainConfig, graph_inputs: GraphInputs | None = None
+) -> list[dict[str, Split]]:
     """Each pair's ``inside`` and ``held`` sets (see :func:`fold_sets.pair_sets`), in the
     order of :func:`fold_pairs`."""
-    n_folds = int(folds.max()) + 1
-    return [pair_sets(train, folds, j, k, cfg) for j, k in fold_pairs(n_folds)]
+    n_groups = int(groups.max()) + 1
+    return [pair_sets(train, groups, j, k, cfg, graph_inputs) for j, k in fold_pairs(n_groups)]
 
 
 def pair_members(
-    m: str, n_in: int, n_classes: int, cfg: TrainConfig, train: Split, folds: np.ndarray,
+    m: str, n_in: int, n_classes: int, cfg: TrainConfig, train: Split, groups: np.ndarray,
     graphs: list[dict[str, Split]] | None = None,
 ) -> list[Member]:  # fmt: skip
     """The pair members of one (modality, decay) unit. Their sets hold modality ``m``
@@ -82,9 +85,9 @@ def pair_members(
     from ``graphs`` (:func:`make_pair_sets` on every modality: the SNF graph fuses them).
     Their random streams are their own (``pair<j>-<k>/``), so the fold members beside them
     train exactly as without them."""
-    sets = graphs if graphs is not None else make_pair_sets(single(train, m), folds, cfg)
+    sets = graphs if graphs is not None else make_pair_sets(single(train, m), groups, cfg)
     members = []
-    for (j, k), s in zip(fold_pairs(int(folds.max()) + 1), sets, strict=True):
+    for (j, k), s in zip(fold_pairs(int(groups.max()) + 1), sets, strict=True):
         mb = new_member(m, n_in, n_classes, cfg, -1, restrict(s["inside"], m),
                         held_with(s["held"], m), cfg.pretrain_epochs, keep=False,
                         scope=f"pair{j}-{k}/")  # fmt: skip
@@ -94,14 +97,14 @@ def pair_members(
 
 
 def by_fold(
-    traces: list[np.ndarray], folds: np.ndarray, present: np.ndarray
+    traces: list[np.ndarray], groups: np.ndarray, present: np.ndarray
 ) -> list[list[np.ndarray | None]]:
-    """The pair members' curves as ``out[k][j]``: pair {j, k} on fold j's rows that have the
-    modality (``present``), for fold k's choice; None where j == k."""
-    n_folds = int(folds.max()) + 1
-    n_with = [int(present[folds == j].sum()) for j in range(n_folds)]
-    out: list[list[np.ndarray | None]] = [[None] * n_folds for _ in range(n_folds)]
-    for (j, k), t in zip(fold_pairs(n_folds), traces, strict=True):
+    """The pair members' curves as ``out[k][j]``: pair {j, k} on group j's rows that have
+    the modality (``present``), for group k's choice; None where j == k."""
+    n_groups = int(groups.max()) + 1
+    n_with = [int(present[groups == j].sum()) for j in range(n_groups)]
+    out: list[list[np.ndarray | None]] = [[None] * n_groups for _ in range(n_groups)]
+    for (j, k), t in zip(fold_pairs(n_groups), traces, strict=True):
         out[k][j] = t[:, : n_with[j]]
         out[j][k] = t[:, n_with[j] :]
     return out
@@ -115,7 +118,7 @@ def fold_targets(cf: CrossFit, k: int) -> dict[str, np.ndarray]:
     own group, those of a pair member {g, h} on group g's rows. Either way a teacher that
     saw neither the row's fold nor fold k. A teacher without pair curves (not nested) gives
     its OOF logits, as without nesting."""
-    groups = cf.nest_groups if cf.nest_groups is not None else cf.folds
+    groups = nest_groups(cf.folds)
     g = int(groups[np.flatnonzero(cf.folds == k)[0]])
     n_groups = int(groups.max()) + 1
     out = {}
